@@ -1,0 +1,75 @@
+"""A registry of ready-made problem instances, for tests, demos and benchmarks.
+
+Each problem family registers a factory with :func:`register`;
+:func:`make` builds an instance with a ground truth and an observation, as
+deepinv's test factories do, so ``kd.problems.make("navier-stokes")`` can
+be a pytest fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ProblemInstance", "register", "make", "available"]
+
+_FACTORIES: dict[str, Callable[..., ProblemInstance]] = {}
+
+
+@dataclass
+class ProblemInstance:
+    """A forward problem with a ground truth and one noisy observation.
+
+    Attributes
+    ----------
+    problem : ForwardProblem
+    x_true : array of shape ``problem.x_shape``
+    y : array of shape ``problem.y_shape``
+        ``problem.observe(x_true, random_state)``.
+    prior : Prior or None
+        A prior that matches how ``x_true`` was drawn, when there is one.
+    info : dict
+        Free-form settings (sizes, seeds) for reports.
+    """
+
+    problem: Any
+    x_true: Any
+    y: Any
+    prior: Any = None
+    info: dict = field(default_factory=dict)
+
+
+def register(name: str) -> Callable:
+    """Decorator: register ``factory(size="small", random_state=0, **kwargs)`` under ``name``."""
+
+    def decorator(factory: Callable) -> Callable:
+        _FACTORIES[name] = factory
+        return factory
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`make`."""
+    return sorted(_FACTORIES)
+
+
+def make(name: str, size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
+    """Build a registered problem instance.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available`.
+    size : str
+        ``"small"`` (seconds, for tests), ``"medium"`` (CPU benchmarks) or
+        ``"paper"`` (the paper's sizes), where the family defines them.
+    random_state : None, int or numpy.random.Generator
+        Seeds the ground truth, the observation noise and any random setting.
+    **kwargs
+        Passed to the problem's constructor (override the size's defaults).
+    """
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown problem {name!r}; available: {', '.join(available())}.")
+    return _FACTORIES[name](size=size, random_state=random_state, **kwargs)

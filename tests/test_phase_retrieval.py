@@ -1,0 +1,124 @@
+"""Fourier phase retrieval: a NumPy re-implementation, invariances, Parseval, autograd."""
+
+import numpy as np
+import pytest
+
+import kalmandiff as kd
+from kalmandiff._backend import to_numpy
+from kalmandiff.problems import PhaseRetrieval
+
+
+def _reference(X, pad):
+    """Straight NumPy version of the paper's map: |fftshift(fft2(ifftshift(pad(x)), norm='ortho'))|."""
+    ph, pw = pad
+    Xp = np.pad(X, [(0, 0), (0, 0), (ph, ph), (pw, pw)])
+    F = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(Xp, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    return np.abs(F)
+
+
+def _f64(xp, a):
+    return xp.asarray(np.asarray(a, dtype=float), dtype=xp.float64)
+
+
+@pytest.mark.parametrize(
+    "shape, oversample", [((1, 8, 8), 2.0), ((2, 12, 10), 2.0), ((1, 9, 7), 1.0), ((1, 6, 6), 0.0)]
+)
+def test_matches_numpy_reference(xp, shape, oversample):
+    problem = PhaseRetrieval(shape, oversample=oversample, noise_std=0.0)
+    _, H, W = shape
+    pad = (int(oversample / 8 * H), int(oversample / 8 * W))
+    assert problem.pad == pad
+    assert problem.y_shape == (shape[0], H + 2 * pad[0], W + 2 * pad[1])
+    X = np.random.default_rng(0).standard_normal((3, *shape))
+    Y = problem(_f64(xp, X))
+    assert type(Y) is type(_f64(xp, X))
+    np.testing.assert_allclose(to_numpy(Y), _reference(X, pad), atol=1e-13)
+
+
+def test_paper_padding():
+    problem = PhaseRetrieval((3, 256, 256), oversample=2.0)
+    assert problem.pad == (64, 64)
+    assert problem.y_shape == (3, 384, 384)
+
+
+def test_parseval(xp):
+    problem = PhaseRetrieval((2, 10, 8), noise_std=0.0)
+    X = np.random.default_rng(1).standard_normal((4, 2, 10, 8))
+    Y = to_numpy(problem(_f64(xp, X)))
+    np.testing.assert_allclose(
+        np.linalg.norm(Y.reshape(4, -1), axis=1), np.linalg.norm(X.reshape(4, -1), axis=1)
+    )
+
+
+def test_global_sign_invariance(xp):
+    problem = PhaseRetrieval((1, 8, 8), noise_std=0.0)
+    X = np.random.default_rng(2).standard_normal((2, 1, 8, 8))
+    np.testing.assert_allclose(to_numpy(problem(_f64(xp, -X))), to_numpy(problem(_f64(xp, X))), atol=1e-14)
+
+
+def test_shift_invariance_within_support(xp):
+    # content with a zero border of 2 pixels can move by up to 2 pixels without leaving the canvas
+    problem = PhaseRetrieval((1, 12, 12), noise_std=0.0)
+    X = np.zeros((1, 1, 12, 12))
+    X[..., 2:10, 2:10] = np.random.default_rng(3).standard_normal((8, 8))
+    shifted = np.roll(X, (2, -1), axis=(-2, -1))
+    np.testing.assert_allclose(
+        to_numpy(problem(_f64(xp, shifted))), to_numpy(problem(_f64(xp, X))), atol=1e-13
+    )
+    # the phases, by contrast, do change: the map really discards them
+    F = np.fft.fft2(np.pad(X, [(0, 0), (0, 0), (3, 3), (3, 3)]))
+    Fs = np.fft.fft2(np.pad(shifted, [(0, 0), (0, 0), (3, 3), (3, 3)]))
+    assert not np.allclose(F, Fs)
+
+
+def test_twin_image_invariance(xp):
+    # for real x, the point reflection x[-n] has the conjugate transform, and flipping both axes
+    # is that reflection followed by a circular shift: |F| cannot tell an image from its twin
+    problem = PhaseRetrieval((1, 8, 6), noise_std=0.0)
+    X = np.random.default_rng(4).standard_normal((1, 1, 8, 6))
+    twin = X[..., ::-1, ::-1].copy()
+    np.testing.assert_allclose(to_numpy(problem(_f64(xp, twin))), to_numpy(problem(_f64(xp, X))), atol=1e-13)
+
+
+def test_float32_dtype(xp):
+    problem = PhaseRetrieval((1, 8, 8))
+    Y = problem(xp.asarray(np.ones((1, 1, 8, 8)), dtype=xp.float32))
+    assert Y.dtype == xp.float32
+
+
+def test_torch_matches_and_gradcheck():
+    torch = pytest.importorskip("torch")
+    problem = PhaseRetrieval((1, 4, 4), noise_std=0.0)
+    X = torch.randn((2, 1, 4, 4), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    X.requires_grad_(True)
+    assert problem.differentiable
+    np.testing.assert_allclose(
+        problem(X).detach().numpy(), _reference(X.detach().numpy(), problem.pad), atol=1e-13
+    )
+    assert torch.autograd.gradcheck(problem, (X,))
+
+
+def test_observe_adds_noise_of_the_right_size():
+    problem = PhaseRetrieval((1, 32, 32), noise_std=0.05)
+    x = np.random.default_rng(5).standard_normal((1, 32, 32))
+    y = problem.observe(x, random_state=0)
+    residual = y - problem(x[None])[0]
+    assert residual.std() == pytest.approx(0.05, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"oversample": -1.0}, {"oversample": float("nan")}, {"noise_std": -0.1}, {"shape": (8, 8)}]
+)
+def test_bad_arguments(kwargs):
+    kwargs = {"shape": (1, 8, 8), **kwargs}
+    with pytest.raises(ValueError):
+        PhaseRetrieval(**kwargs)
+
+
+def test_registered_factory():
+    inst = kd.problems.make("phase-retrieval", size="small", random_state=1)
+    assert inst.x_true.shape == (1, 32, 32)
+    assert inst.y.shape == inst.problem.y_shape == (1, 48, 48)
+    np.testing.assert_array_equal(inst.y, kd.problems.make("phase-retrieval", random_state=1).y)
+    metrics = inst.problem.metrics(inst.x_true, inst.x_true)
+    assert metrics["psnr"] == np.inf and metrics["ssim"] == pytest.approx(1.0) and metrics["relative_l2"] == 0
