@@ -222,6 +222,15 @@ class FitContext:
         std = xp.where(std > 0, std, xp.ones_like(std))
         return to_numpy(0.5 * xp.sum((r / std) ** 2, axis=1))
 
+    def flat_residual(self, G, data):
+        """``problem.residual`` on flattened rows: ``G`` and ``data`` are ``(J, m)`` (or ``(1, m)``)."""
+        xp = self.xp
+        shape = self.problem.y_shape
+        r = self.problem.residual(
+            xp.reshape(G, (G.shape[0], *shape)), xp.reshape(data, (data.shape[0], *shape))
+        )
+        return xp.reshape(r, (G.shape[0], -1))
+
     def weighted_residual(self, G):
         """``Gamma^{-1}``-weighted residuals (up to a scalar), flattened ``(J, m)``."""
         xp = self.xp

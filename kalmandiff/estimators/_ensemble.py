@@ -19,6 +19,7 @@ __all__ = [
     "coefficient_matrix",
     "normalised_gradient_update",
     "kalman_update",
+    "sqrt_kalman_update",
     "redraw_from_ensemble",
     "data_misfit_step",
 ]
@@ -93,8 +94,10 @@ def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, resid
     ES-MDA: exact for linear-Gaussian problems as ``J -> infinity``.
 
     The gain is applied in ensemble space: with whitened anomalies
-    ``Ghat = (G - mean G) Gamma^{-1/2}``, the push-through identity gives
-    ``Ghat^T (Ghat Ghat^T + (J-1) a I)^{-1}``, a ``J x J`` solve (float64).
+    ``Ghat = (G - mean G) Gamma^{-1/2}`` the weights of the anomalies are
+    ``Ghat (Ghat^T Ghat + c I)^{-1} = (Ghat Ghat^T + c I)^{-1} Ghat``,
+    ``c = (J - 1) a``: an ``m x m`` or a ``J x J`` solve (float64), whichever
+    is smaller, and ``O(J^2 (d + m))`` matrix products otherwise.
 
     Parameters
     ----------
@@ -108,21 +111,61 @@ def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, resid
     rng : RandomSource
         Draws the observation perturbations.
     residual : callable, optional
-        ``residual(G_perturbed_data, ...)``: maps ``(y + noise) - G`` style
-        innovations; defaults to plain subtraction.  Problems whose data are
-        angles pass a wrapping residual.
+        ``residual(G, data) -> G - data`` on ``(J, m)`` rows; defaults to
+        plain subtraction.  Problems whose data are angles (closure phases)
+        pass a residual that wraps the difference.
     """
     xp = get_namespace(X)
     J = X.shape[0]
-    perturbed = y + math.sqrt(inflation) * noise_std * rng.normal(tuple(G.shape), like=G)
+    # Centred perturbations: their ensemble mean is zero, so they add spread
+    # without moving the ensemble mean (a standard variance reduction).
+    eta = centred(rng.normal(tuple(G.shape), like=G)) * math.sqrt(J / (J - 1))
+    perturbed = y + math.sqrt(inflation) * noise_std * eta
     innov = perturbed - G if residual is None else -residual(G, perturbed)
-    Gw = centred(G) / noise_std
-    Rw = innov / noise_std
-    f64 = xp.float64
-    Gw64 = xp.astype(Gw, f64)
-    gram = Gw64 @ Gw64.T + (J - 1) * inflation * xp.eye(J, dtype=f64, device=_device(X))
-    W = xp.linalg.solve(gram, Gw64 @ xp.astype(Rw, f64).T)  # (J, J): column j is the weights of member j
+    Gw = xp.astype(centred(G) / noise_std, xp.float64)
+    Rw = xp.astype(innov / noise_std, xp.float64)
+    c = (J - 1) * inflation
+    m = Gw.shape[1]
+    if m < J:
+        # (Ghat^T Ghat + c I)^{-1} in data space: an m x m solve.
+        gram = Gw.T @ Gw + c * xp.eye(m, dtype=xp.float64, device=_device(X))
+        W = Gw @ xp.linalg.solve(gram, Rw.T)
+    else:
+        # Push-through identity: the same gain from a J x J solve.
+        gram = Gw @ Gw.T + c * xp.eye(J, dtype=xp.float64, device=_device(X))
+        W = xp.linalg.solve(gram, Gw @ Rw.T)
+    # Column j of W holds the weights of the anomalies in member j's update.
     return X + xp.astype(W.T, X.dtype) @ centred(X)
+
+
+def sqrt_kalman_update(X, G, y, noise_std, inflation: float, residual=None):
+    """Deterministic square-root (ETKF-style) ensemble Kalman update.
+
+    The mean moves by the Kalman gain applied to the unperturbed innovation
+    ``y - mean G``; the anomalies are transformed by
+    ``T = (I + Ghat Ghat^T / c)^{-1/2}``, ``c = (J - 1) a``, which gives them
+    exactly the analysis covariance of a linear-Gaussian update.  No
+    observation perturbations, hence no extra sampling noise.  Computed from
+    the thin SVD of the whitened anomalies ``Ghat`` (``J x m``), at a cost of
+    ``O(J r (m + d))`` with ``r = min(J, m)``; no ``J x J`` matrix is formed.
+
+    Parameters are those of :func:`kalman_update` (no random source).
+    """
+    xp = get_namespace(X)
+    J = X.shape[0]
+    c = (J - 1) * inflation
+    gbar = xp.mean(G, axis=0, keepdims=True)
+    innov = (y - gbar) if residual is None else -residual(gbar, xp.reshape(y, (1, -1)))
+    Gw = xp.astype(centred(G) / noise_std, xp.float64)
+    r = xp.astype(xp.reshape(innov / noise_std, (-1,)), xp.float64)
+    U, s, Vt = xp.linalg.svd(Gw, full_matrices=False)
+    coef = U @ ((s / (s**2 + c)) * (Vt @ r))  # (J,): weights of the anomalies in the mean shift
+    A = centred(X)
+    A64 = xp.astype(A, xp.float64)
+    shrink = 1.0 / xp.sqrt(1.0 + s**2 / c) - 1.0
+    A_new = A64 + U @ (shrink[:, None] * (U.T @ A64))
+    mean = xp.mean(X, axis=0, keepdims=True) + xp.astype(xp.reshape(coef, (1, -1)) @ A64, X.dtype)
+    return mean + xp.astype(A_new, X.dtype)
 
 
 def _device(x):

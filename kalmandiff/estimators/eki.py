@@ -9,6 +9,9 @@ which form the initial ensemble.  Two updates are offered:
   Iglesias-Yang data-misfit controller until they add up to one.  For a
   linear forward map and a Gaussian prior this is a full Bayesian update:
   the ensemble mean tends to the exact posterior mean as ``J`` grows.
+* ``"kalman-sqrt"``: the same schedule with a deterministic square-root
+  (ETKF) update: no observation perturbations (EnsembleKalmanProcesses.jl's
+  ``TransformInversion``).
 * ``"normalized"``: the Kovachki-Stuart continuous-time update with the
   adaptive step ``h / ||D||_F`` (the form in the EnKG reference code),
   an optimiser of the data misfit over the span of the ensemble.
@@ -21,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from ._base import BaseSolver, FitContext, check_positive
-from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update
+from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
 
 __all__ = ["EKISolver"]
 
-_UPDATES = ("kalman", "normalized")
+_UPDATES = ("kalman", "kalman-sqrt", "normalized")
 
 
 class EKISolver(BaseSolver):
@@ -37,7 +40,7 @@ class EKISolver(BaseSolver):
         Any prior with ``sample(n, random_state, like)`` and ``event_shape``.
     n_particles : int, default 512
         Ensemble size ``J`` (the reference EKI baseline uses 512).
-    update : {"kalman", "normalized"}, default "kalman"
+    update : {"kalman", "kalman-sqrt", "normalized"}, default "kalman"
     dt : float or None, default None
         ``"kalman"`` only: a fixed pseudo-time step (the run ends when the
         steps add up to one); None uses the data-misfit controller.
@@ -123,7 +126,7 @@ class EKISolver(BaseSolver):
         X = self._flat(u)
         m = int(ctx.y_flat.shape[0])
         std = None
-        if self.update == "kalman":
+        if self.update != "normalized":
             std = xp.reshape(ctx.problem.noise_std_array(like=ctx.y), (-1,))
             if not bool(xp.all(std > 0)):
                 raise ValueError("update='kalman' needs a positive noise_std for every datum.")
@@ -134,10 +137,13 @@ class EKISolver(BaseSolver):
             ok = ctx.handle_failures(failed)
             Xg, Gg = self._take_ok(ctx, X, ok), self._take_ok(ctx, G, ok)
             phi = ctx.misfit(Gg)
-            if self.update == "kalman":
+            if self.update != "normalized":
                 dt = self.dt if self.dt is not None else data_misfit_step(np.asarray(phi), m, t)
                 dt = min(dt, 1.0 - t)
-                Xg = kalman_update(Xg, Gg, ctx.y_flat, std, 1.0 / dt, ctx.rng)
+                if self.update == "kalman":
+                    Xg = kalman_update(Xg, Gg, ctx.y_flat, std, 1.0 / dt, ctx.rng, residual=ctx.flat_residual)
+                else:
+                    Xg = sqrt_kalman_update(Xg, Gg, ctx.y_flat, std, 1.0 / dt, residual=ctx.flat_residual)
                 t += dt
             else:
                 dt = None
@@ -152,7 +158,7 @@ class EKISolver(BaseSolver):
                 misfit_std=float(np.std(phi)),
                 spread=ctx.spread(X),
             )
-            if ctx.stopped_early or (self.update == "kalman" and t >= 1.0 - 1e-12):
+            if ctx.stopped_early or (self.update != "normalized" and t >= 1.0 - 1e-12):
                 break
         self.n_iter_ = it
         return xp.reshape(X, (J, *ctx.x_shape))

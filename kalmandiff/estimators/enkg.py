@@ -11,18 +11,20 @@ linearised gradient.  Then one unconditional Euler step follows.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, check_positive
-from ._ensemble import kalman_update, normalised_gradient_update
+from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
 
 __all__ = ["EnKGSolver"]
 
-_UPDATES = ("paper", "kalman")
+_UPDATES = ("paper", "kalman", "kalman-sqrt")
 _ODE_METHODS = ("euler", "heun")
+_INITS = ("random", "centred")
 
 
 class EnKGSolver(BaseSolver):
@@ -71,11 +73,18 @@ class EnKGSolver(BaseSolver):
         ensemble Kalman update with perturbed observations, tempered over the
         correction window as in ES-MDA, so that the ensemble approximates the
         posterior (exact for linear-Gaussian problems as ``J`` grows).
-        Needs a positive ``noise_std``.
+        ``"kalman-sqrt"``: the same tempering with a deterministic
+        square-root (ETKF) update, which adds no perturbation noise.  Both
+        Kalman modes need a positive ``noise_std``.
     kalman_inflation : float or None, default None
         Inflation ``a`` of the noise covariance in each Kalman update; None
         uses the number of updates in the window, so that the inverses add
         up to one.
+    init : {"random", "centred"}, default "random"
+        Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
+        ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
+        to keep their variance): a variance reduction that removes the
+        Monte Carlo error of the initial draw from the ensemble mean.
     batch_size : int or None, default 64
         Denoiser chunk size (every particle is covered; None: all at once).
     forward_batch_size : int or None, default None
@@ -122,6 +131,7 @@ class EnKGSolver(BaseSolver):
         ode_method: str = "euler",
         update: str = "paper",
         kalman_inflation: float | None = None,
+        init: str = "random",
         batch_size: int | None = 64,
         forward_batch_size: int | None = None,
         on_failure: str = "raise",
@@ -146,6 +156,7 @@ class EnKGSolver(BaseSolver):
         self.ode_method = ode_method
         self.update = update
         self.kalman_inflation = kalman_inflation
+        self.init = init
         self.batch_size = batch_size
         self.forward_batch_size = forward_batch_size
         self.on_failure = on_failure
@@ -174,6 +185,8 @@ class EnKGSolver(BaseSolver):
             raise ValueError(f"update must be one of {_UPDATES} (got {self.update!r}).")
         if self.ode_method not in _ODE_METHODS:
             raise ValueError(f"ode_method must be one of {_ODE_METHODS} (got {self.ode_method!r}).")
+        if self.init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS} (got {self.init!r}).")
         if self.kalman_inflation is not None:
             check_positive("kalman_inflation", self.kalman_inflation)
 
@@ -224,12 +237,17 @@ class EnKGSolver(BaseSolver):
         sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
         window = set(self.correction_steps())
         noise_std = None
-        if self.update == "kalman":
+        if self.update != "paper":
             noise_std = self._kalman_noise_std(ctx)
         inflation = self.kalman_inflation or max(len(window) * self.n_updates, 1)
         step = heun_step if self.ode_method == "heun" else euler_step
 
-        x = self.sigma_max * ctx.rng.normal((J, *ctx.x_shape), like=ctx.like())
+        z = ctx.rng.normal((J, *ctx.x_shape), like=ctx.like())
+        if self.init == "centred":
+            # Remove the sample mean of the initial noise: the ensemble mean then
+            # carries no Monte Carlo error from the draw (antithetic-style).
+            z = (z - ctx.xp.mean(z, axis=0, keepdims=True)) * math.sqrt(J / (J - 1))
+        x = self.sigma_max * z
         for i in range(N):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             misfit = None
@@ -275,15 +293,10 @@ class EnKGSolver(BaseSolver):
         return xp.reshape(Xn, tuple(x.shape)), misfit
 
     def _apply_update(self, ctx: FitContext, X, G, i: int, noise_std, inflation: float):
-        if self.update == "kalman":
-
-            def residual(Gb, data):
-                J = Gb.shape[0]
-                shape = (J, *ctx.problem.y_shape)
-                r = ctx.problem.residual(ctx.xp.reshape(Gb, shape), ctx.xp.reshape(data, shape))
-                return ctx.xp.reshape(r, (J, -1))
-
-            return kalman_update(X, G, ctx.y_flat, noise_std, inflation, ctx.rng, residual=residual)
-        E = ctx.weighted_residual(G)
-        Xn, _ = normalised_gradient_update(X, E, G, self.step_size(i))
-        return Xn
+        if self.update == "paper":
+            Xn, _ = normalised_gradient_update(X, ctx.weighted_residual(G), G, self.step_size(i))
+            return Xn
+        residual = ctx.flat_residual
+        if self.update == "kalman-sqrt":
+            return sqrt_kalman_update(X, G, ctx.y_flat, noise_std, inflation, residual=residual)
+        return kalman_update(X, G, ctx.y_flat, noise_std, inflation, ctx.rng, residual=residual)

@@ -2,10 +2,10 @@
 
 from ._base import CallableProblem, ForwardProblem, as_problem
 from ._registry import ProblemInstance, available, make, register
-from .imaging import GaussianDeblur, Inpainting, SuperResolution
-from .interferometry import ClosurePhaseInterferometry
-from .linear import LinearProblem
-from .navier_stokes import NavierStokes2D
+from .imaging import GaussianDeblur, ImageProblem, Inpainting, SuperResolution, smooth_test_image
+from .interferometry import ClosurePhaseInterferometry, blur_circular, crescent_image
+from .linear import LinearOperatorProblem, LinearProblem
+from .navier_stokes import NavierStokes2D, ns_grf_params, sample_ns_grf
 from .phase_retrieval import PhaseRetrieval
 
 __all__ = [
@@ -16,11 +16,18 @@ __all__ = [
     "available",
     "make",
     "register",
+    "LinearOperatorProblem",
     "LinearProblem",
+    "ImageProblem",
     "Inpainting",
     "SuperResolution",
     "GaussianDeblur",
+    "smooth_test_image",
     "PhaseRetrieval",
     "NavierStokes2D",
+    "ns_grf_params",
+    "sample_ns_grf",
     "ClosurePhaseInterferometry",
+    "blur_circular",
+    "crescent_image",
 ]

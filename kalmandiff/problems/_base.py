@@ -83,7 +83,7 @@ class ForwardProblem:
         random_state : None, int or numpy.random.Generator
         """
         xp = get_namespace(x)
-        y = self(xp.reshape(x, (1, *self.x_shape)))[0]
+        y = self(xp.reshape(x, (1, *self.x_shape)))[0, ...]
         return self.add_noise(y, random_state)
 
     def add_noise(self, y, random_state=None):
