@@ -35,7 +35,7 @@ from .._backend import (
     namespace_for_device,
     to_numpy,
 )
-from ..problems._base import ForwardProblem, as_problem
+from ..problems._base import CallableProblem, ForwardProblem, as_problem
 
 __all__ = ["BaseSolver", "FitContext", "MemberFailureError", "NotFittedError"]
 
@@ -75,6 +75,7 @@ class Accounting:
     n_forward_evals: int = 0
     n_sequential_forward_evals: int = 0
     n_failed: int = 0
+    n_forward_probe_evals: int = 0
     time_denoiser_s: float = 0.0
     time_forward_s: float = 0.0
     t_start: float = field(default_factory=time.perf_counter)
@@ -87,6 +88,7 @@ class Accounting:
             "n_forward_evals": self.n_forward_evals,
             "n_sequential_forward_evals": self.n_sequential_forward_evals,
             "n_failed": self.n_failed,
+            "n_forward_probe_evals": self.n_forward_probe_evals,
             "time_total_s": total,
             "time_denoiser_s": self.time_denoiser_s,
             "time_forward_s": self.time_forward_s,
@@ -427,6 +429,8 @@ class BaseSolver(BaseEstimator):
         if not np.all(np.isfinite(std)) or np.any(std < 0):
             raise ValueError("noise_std must be finite and non-negative.")
         acct = Accounting()
+        if isinstance(problem, CallableProblem):
+            self._probe_forward(problem, y_c, acct)
         denoise = CountingDenoiser(prior, self.batch_size, acct) if self._uses_denoiser else None
         ctx = FitContext(
             problem=problem,
@@ -445,6 +449,26 @@ class BaseSolver(BaseEstimator):
 
             ctx.progress = tqdm(total=self._n_progress_steps(), desc=self._progress_desc, leave=False)
         return ctx
+
+    @staticmethod
+    def _probe_forward(problem, y, acct: Accounting) -> None:
+        """Call a plain callable forward once, on one zero input, to check its output shape.
+
+        A ForwardProblem declares ``y_shape``, which is checked against ``y``
+        without a call; a plain callable can only be checked by calling it,
+        and this is done before any denoiser work.  The call is counted in
+        ``stats_["n_forward_probe_evals"]``, not in ``n_forward_evals``.
+        """
+        xp = get_namespace(y)
+        x = xp.zeros((1, *problem.x_shape), dtype=y.dtype, device=array_device(y))
+        out = problem.forward(x)
+        acct.n_forward_probe_evals += 1
+        expected = (1, *problem.y_shape)
+        if tuple(getattr(out, "shape", ())) != expected:
+            raise ValueError(
+                f"the forward callable returned shape {tuple(getattr(out, 'shape', ()))} for one particle of "
+                f"shape {(1, *problem.x_shape)}; expected {expected} (a leading particle axis, then y's shape)."
+            )
 
     def _n_progress_steps(self) -> int | None:
         return getattr(self, "n_steps", None)

@@ -1,0 +1,140 @@
+"""The array backend: namespaces, devices, one random source for all backends, DLPack."""
+
+import importlib.util
+
+import array_api_strict
+import numpy as np
+import pytest
+
+from kalmandiff._backend import (
+    RandomSource,
+    check_device,
+    check_random_state,
+    from_torch,
+    get_namespace,
+    namespace_for_device,
+    to_numpy,
+    to_torch,
+)
+
+torch = pytest.importorskip("torch")
+HAS_GPU = importlib.util.find_spec("cupy") is not None and torch.cuda.is_available()
+
+
+def test_namespace_follows_the_data():
+    assert get_namespace(np.zeros(2)).__name__.endswith("numpy")
+    assert get_namespace(array_api_strict.zeros(2)) is array_api_strict
+    assert "torch" in get_namespace(torch.zeros(2)).__name__
+    # Python scalars do not vote.
+    assert get_namespace(np.zeros(2), 1.5, None).__name__.endswith("numpy")
+
+
+def test_mixing_namespaces_is_an_error():
+    with pytest.raises(TypeError):
+        get_namespace(np.zeros(2), array_api_strict.zeros(2))
+
+
+@pytest.mark.parametrize("bad", ["gpu", "tpu", 3, "cuda-ish"])
+def test_unknown_device_is_rejected(bad):
+    with pytest.raises(ValueError, match="device"):
+        check_device(bad)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="this machine has a GPU")
+def test_cuda_without_cupy_or_gpu_is_a_clear_runtime_error():
+    with pytest.raises(RuntimeError, match="CuPy|GPU|CUDA"):
+        namespace_for_device("cuda")
+
+
+def test_cpu_device_is_numpy():
+    xp = namespace_for_device("cpu")
+    assert isinstance(xp.zeros(3), np.ndarray)
+
+
+@pytest.mark.parametrize("bad", ["seed", 1.5, [1, 2]])
+def test_random_state_rejects_other_types(bad):
+    with pytest.raises(ValueError, match="random_state"):
+        check_random_state(bad)
+
+
+def test_generator_is_shared_not_copied():
+    g = np.random.default_rng(0)
+    assert check_random_state(g) is g
+
+
+def test_same_seed_same_draws_across_numpy_like_namespaces():
+    a = RandomSource(7).normal((3, 4), like=np.zeros(1))
+    b = RandomSource(7).normal((3, 4), like=array_api_strict.zeros(1, dtype=array_api_strict.float64))
+    expected = np.random.default_rng(7).standard_normal((3, 4))
+    np.testing.assert_array_equal(a, expected)
+    np.testing.assert_array_equal(to_numpy(b), expected)
+
+
+def test_draws_take_dtype_of_like():
+    out = RandomSource(0).normal((5,), like=np.zeros(1, dtype=np.float32))
+    assert out.dtype == np.float32
+
+
+def test_torch_draws_are_reproducible_and_seeded_from_numpy():
+    t1 = RandomSource(3).normal((4,), like=torch.zeros(1, dtype=torch.float64))
+    t2 = RandomSource(3).normal((4,), like=torch.zeros(1, dtype=torch.float64))
+    t3 = RandomSource(4).normal((4,), like=torch.zeros(1, dtype=torch.float64))
+    assert torch.equal(t1, t2) and not torch.equal(t1, t3)
+
+
+def test_state_round_trip_reproduces_later_draws():
+    src = RandomSource(11)
+    src.normal((2,), like=np.zeros(1))
+    src.normal((2,), like=torch.zeros(1))
+    state = src.get_state()
+    a = (src.normal((3,), like=np.zeros(1)), src.normal((3,), like=torch.zeros(1)))
+    src.set_state(state)
+    b = (src.normal((3,), like=np.zeros(1)), src.normal((3,), like=torch.zeros(1)))
+    np.testing.assert_array_equal(a[0], b[0])
+    assert torch.equal(a[1], b[1])
+
+
+def test_numpy_to_torch_is_zero_copy():
+    x = np.arange(12.0).reshape(3, 4)
+    t = to_torch(x)
+    assert t.data_ptr() == x.ctypes.data
+    t[0, 0] = -1.0  # shared memory: the NumPy array sees the write
+    assert x[0, 0] == -1.0
+
+
+def test_torch_to_numpy_is_zero_copy():
+    t = torch.arange(6.0).reshape(2, 3)
+    x = from_torch(t)
+    assert isinstance(x, np.ndarray) and x.ctypes.data == t.data_ptr()
+
+
+def test_non_contiguous_and_negative_strides_are_copied_correctly():
+    x = np.arange(20.0).reshape(4, 5)[::-1, ::2]
+    np.testing.assert_array_equal(to_torch(x).numpy(), x)
+    t = torch.arange(20.0).reshape(4, 5).T
+    np.testing.assert_array_equal(from_torch(t), t.numpy())
+
+
+def test_tensors_that_require_grad_or_are_conjugated_come_back():
+    t = torch.ones(3, requires_grad=True) * 2
+    np.testing.assert_array_equal(from_torch(t), np.full(3, 2.0))
+    c = torch.tensor([1 + 2j, 3 - 1j]).conj()
+    np.testing.assert_array_equal(from_torch(c), np.array([1 - 2j, 3 + 1j]))
+
+
+def test_from_torch_into_strict_namespace():
+    out = from_torch(torch.arange(3.0), like=array_api_strict.zeros(1))
+    assert get_namespace(out) is array_api_strict
+    np.testing.assert_array_equal(to_numpy(out), [0.0, 1.0, 2.0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA device")
+def test_cupy_torch_round_trip_is_zero_copy():  # pragma: no cover - GPU only
+    import cupy
+
+    x = cupy.arange(8.0)
+    t = to_torch(x)
+    assert t.is_cuda and t.data_ptr() == x.data.ptr
+    back = from_torch(t)
+    assert back.data.ptr == x.data.ptr

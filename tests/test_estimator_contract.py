@@ -1,0 +1,97 @@
+"""The scikit-learn estimator contract, for every solver (DESIGN.md, principle 5)."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.utils import estimator_checks as checks
+
+import kalmandiff as kd
+from kalmandiff.estimators import NotFittedError
+
+PRIOR = kd.priors.GaussianPrior(np.zeros(3), 1.0)
+A = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -1.0]])
+Y = np.array([0.3, -0.2])
+
+SOLVERS = [
+    pytest.param(
+        lambda: kd.EnKGSolver(PRIOR, n_particles=8, n_steps=6, random_state=0, verbose=False), id="EnKG"
+    ),
+    pytest.param(lambda: kd.EKISolver(PRIOR, n_particles=8, random_state=0, verbose=False), id="EKI"),
+]
+
+SKLEARN_CHECKS = [
+    checks.check_get_params_invariance,
+    checks.check_set_params,
+    checks.check_estimators_unfitted,
+    checks.check_no_attributes_set_in_init,
+    checks.check_estimator_repr,
+    checks.check_estimator_cloneable,
+    checks.check_do_not_raise_errors_in_init_or_set_params,
+]
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+@pytest.mark.parametrize("check", SKLEARN_CHECKS, ids=lambda c: c.__name__)
+def test_sklearn_api_checks(make, check):
+    est = make()
+    check(type(est).__name__, est)
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_parameters_default_constructible(make):
+    checks.check_parameters_default_constructible(type(make()).__name__, make())
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_reconstruct_before_fit_raises_not_fitted(make):
+    with pytest.raises(NotFittedError):
+        make().reconstruct()
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_fit_returns_self_and_mutates_neither_params_nor_y(make):
+    est = make()
+    before = est.get_params()
+    y = Y.copy()
+    assert est.fit(y, lambda X: X @ A.T, noise_std=0.1) is est
+    np.testing.assert_array_equal(y, Y)
+    after = est.get_params()
+    assert before.keys() == after.keys() and all(before[k] is after[k] for k in before)
+    assert est.particles_.shape == (8, 3) and isinstance(est.stats_, dict)
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_clone_shares_the_prior_instead_of_copying_it(make):
+    est = make()
+    twin = clone(est)
+    assert twin is not est and twin.prior is est.prior
+    assert twin.get_params().keys() == est.get_params().keys()
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_set_params_changes_the_result_and_refit_is_idempotent(make):
+    est = make()
+    a = est.fit(Y, lambda X: X @ A.T, noise_std=0.1).particles_.copy()
+    b = est.fit(Y, lambda X: X @ A.T, noise_std=0.1).particles_.copy()
+    np.testing.assert_array_equal(a, b)
+    c = est.set_params(random_state=1).fit(Y, lambda X: X @ A.T, noise_std=0.1).particles_
+    assert not np.allclose(a, c)
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_html_repr_and_stats_keys(make):
+    est = make()
+    assert "<" in est._repr_html_()
+    est.fit(Y, lambda X: X @ A.T, noise_std=0.1)
+    required = {
+        "n_denoiser_evals",
+        "n_forward_evals",
+        "n_sequential_denoiser_evals",
+        "n_sequential_forward_evals",
+        "time_total_s",
+        "time_denoiser_s",
+        "time_forward_s",
+        "n_failed",
+    }
+    assert required <= set(est.stats_)
