@@ -98,7 +98,19 @@ class Accounting:
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process so far, in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``; elsewhere
+    ``ru_maxrss`` (which a spawned child inherits from its parent, so it can
+    over-report).  It is the process's peak, not the fit's alone.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 

@@ -1,0 +1,90 @@
+"""Accuracy of EnKG (both modes) and EKI against exact linear-Gaussian and mixture posteriors.
+
+Run: ``python -m benchmarks.bench_posterior_accuracy [--seeds 4] [--particles 256]``.
+Prints a markdown table of the relative posterior-mean error
+``||x_hat - m_post|| / ||m_post||`` (the prior mean's error alongside) and the
+spread ratio ``mean(ensemble std) / mean(exact posterior std)``, as medians
+over seeds.  The exact posteriors are the closed forms of
+``tests/_posterior_cases.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+from _posterior_cases import gaussian_case, mixture_case, scores  # noqa: E402
+
+import kalmandiff as kd  # noqa: E402
+
+CASES = [
+    ("Gaussian", gaussian_case, 16, 8, 0.1),
+    ("Gaussian", gaussian_case, 8, 8, 0.3),
+    ("Gaussian", gaussian_case, 32, 4, 0.05),
+    ("mixture (K=3)", mixture_case, 4, 2, 0.2),
+    ("mixture (K=3)", mixture_case, 8, 4, 0.1),
+]
+
+SOLVERS = {
+    "EnKG paper": lambda prior, J, seed: kd.EnKGSolver(prior, n_particles=J, random_state=seed),
+    "EnKG kalman": lambda prior, J, seed: kd.EnKGSolver(
+        prior, n_particles=J, update="kalman", random_state=seed
+    ),
+    "EnKG kalman-sqrt": lambda prior, J, seed: kd.EnKGSolver(
+        prior, n_particles=J, update="kalman-sqrt", random_state=seed
+    ),
+    "EnKG kalman-sqrt, Heun": lambda prior, J, seed: kd.EnKGSolver(
+        prior, n_particles=J, update="kalman-sqrt", ode_method="heun", random_state=seed
+    ),
+    "EKI kalman": lambda prior, J, seed: kd.EKISolver(prior, n_particles=J, random_state=seed),
+    "EKI kalman-sqrt": lambda prior, J, seed: kd.EKISolver(
+        prior, n_particles=J, update="kalman-sqrt", random_state=seed
+    ),
+}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--particles", type=int, default=256)
+    args = parser.parse_args(argv)
+    print(
+        f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
+    )
+    print(
+        f"command: python -m benchmarks.bench_posterior_accuracy --seeds {args.seeds} --particles {args.particles}"
+    )
+    print()
+    print(
+        "| prior | d | m | noise | solver | error (median) | error range | prior-mean error | spread ratio | s/fit |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for label, make, d, m, noise in CASES:
+        for name, build in SOLVERS.items():
+            res, t0 = [], time.perf_counter()
+            for seed in range(args.seeds):
+                case = make(d, m, noise, seed=seed)
+                solver = build(case["prior"], args.particles, seed).set_params(verbose=False)
+                res.append(
+                    scores(solver.fit(case["y"], lambda X, A=case["A"]: X @ A.T, noise_std=noise), case)
+                )
+            r = np.array(res)
+            secs = (time.perf_counter() - t0) / args.seeds
+            print(
+                f"| {label} | {d} | {m} | {noise} | {name} | {np.median(r[:, 0]):.3f} | "
+                f"{r[:, 0].min():.3f}-{r[:, 0].max():.3f} | {np.median(r[:, 1]):.2f} | {np.median(r[:, 2]):.2f} | "
+                f"{secs:.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
