@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 import sys
 import time
 import warnings
@@ -36,8 +35,9 @@ from .._backend import (
     to_numpy,
 )
 from ..problems._base import CallableProblem, ForwardProblem, as_problem
+from ._evaluation import Accounting, CountingDenoiser, ForwardEvaluator
 
-__all__ = ["BaseSolver", "FitContext", "MemberFailureError", "NotFittedError"]
+__all__ = ["BaseSolver", "FitContext", "ForwardRequest", "SafePoint", "MemberFailureError", "NotFittedError"]
 
 _FAILURE_POLICIES = ("raise", "resample")
 
@@ -57,130 +57,27 @@ class MemberFailureError(RuntimeError):
 
 
 # --------------------------------------------------------------------------
-# accounting
+# the step protocol and the fit context
 # --------------------------------------------------------------------------
 
 
 @dataclass
-class Accounting:
-    """Counters and timers behind ``stats_`` (DESIGN.md, principle 6).
+class ForwardRequest:
+    """Yielded by a solver's step generator: forward values of ``X`` (``(J, *x_shape)``) are needed."""
 
-    ``n_*_evals`` count single-particle evaluations; ``n_sequential_*``
-    count calls on the whole ensemble, i.e. the depth of the computation if
-    every particle ran in parallel (how the EnKG paper counts NFE).
-    """
-
-    n_denoiser_evals: int = 0
-    n_sequential_denoiser_evals: int = 0
-    n_forward_evals: int = 0
-    n_sequential_forward_evals: int = 0
-    n_failed: int = 0
-    n_forward_probe_evals: int = 0
-    time_denoiser_s: float = 0.0
-    time_forward_s: float = 0.0
-    t_start: float = field(default_factory=time.perf_counter)
-
-    def as_dict(self) -> dict[str, Any]:
-        total = time.perf_counter() - self.t_start
-        return {
-            "n_denoiser_evals": self.n_denoiser_evals,
-            "n_sequential_denoiser_evals": self.n_sequential_denoiser_evals,
-            "n_forward_evals": self.n_forward_evals,
-            "n_sequential_forward_evals": self.n_sequential_forward_evals,
-            "n_failed": self.n_failed,
-            "n_forward_probe_evals": self.n_forward_probe_evals,
-            "time_total_s": total,
-            "time_denoiser_s": self.time_denoiser_s,
-            "time_forward_s": self.time_forward_s,
-            "time_overhead_s": max(total - self.time_denoiser_s - self.time_forward_s, 0.0),
-            "peak_rss_mb": _peak_rss_mb(),
-        }
+    X: Any
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB.
+@dataclass
+class SafePoint:
+    """Yielded where the solver's whole state is ``state``; ``index`` counts steps/iterations."""
 
-    On Linux this is ``VmHWM`` from ``/proc/self/status``; elsewhere
-    ``ru_maxrss`` (which a spawned child inherits from its parent, so it can
-    over-report).  It is the process's peak, not the fit's alone.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+    index: int
+    state: dict
 
 
-class CountingDenoiser:
-    """Call a prior's denoiser in chunks that cover every particle, counting and timing it.
-
-    The reference EnKG code computes ``J // batch_size`` chunks and silently
-    leaves the last ``J % batch_size`` particles un-denoised; here the last
-    chunk is simply shorter.
-    """
-
-    def __init__(self, prior, batch_size: int | None, accounting: Accounting):
-        self.prior = prior
-        self.batch_size = batch_size
-        self.acct = accounting
-
-    def __call__(self, x, sigma):
-        t0 = time.perf_counter()
-        n = x.shape[0]
-        bs = self.batch_size
-        if bs is None or n <= bs:
-            out = self.prior.denoise(x, sigma)
-        else:
-            xp = get_namespace(x)
-            per_particle = not isinstance(sigma, (int, float))
-            parts = [
-                self.prior.denoise(x[i : i + bs, ...], sigma[i : i + bs] if per_particle else sigma)
-                for i in range(0, n, bs)
-            ]
-            out = xp.concat(parts, axis=0)
-        self.acct.time_denoiser_s += time.perf_counter() - t0
-        self.acct.n_denoiser_evals += n
-        self.acct.n_sequential_denoiser_evals += 1
-        return out
-
-
-class ForwardEvaluator:
-    """Evaluate the forward problem on an ensemble: chunking, shape checks, failures.
-
-    Returns forward values flattened to ``(J, m)`` and a boolean NumPy mask
-    of failed members: a member fails when its output is not finite.
-    """
-
-    def __init__(self, problem: ForwardProblem, accounting: Accounting, batch_size: int | None = None):
-        self.problem = problem
-        self.acct = accounting
-        self.batch_size = batch_size
-
-    def __call__(self, X):
-        xp = get_namespace(X)
-        J = X.shape[0]
-        t0 = time.perf_counter()
-        bs = self.batch_size
-        if bs is None or J <= bs:
-            Y = self.problem(X)
-        else:
-            Y = xp.concat([self.problem(X[i : i + bs, ...]) for i in range(0, J, bs)], axis=0)
-        self.acct.time_forward_s += time.perf_counter() - t0
-        self.acct.n_forward_evals += J
-        self.acct.n_sequential_forward_evals += 1
-        expected = (J, *tuple(self.problem.y_shape))
-        if tuple(Y.shape) != expected:
-            raise ValueError(
-                f"the forward model returned shape {tuple(Y.shape)} for {J} particles; expected {expected} "
-                "(a leading particle axis followed by the shape of y)."
-            )
-        Y = xp.reshape(Y, (J, -1))
-        failed = ~to_numpy(xp.all(xp.isfinite(Y), axis=1)).astype(bool)
-        return Y, failed
+def _not_called(X):  # pragma: no cover - guards the ask/tell mode
+    raise RuntimeError("in ask/tell mode the solver never calls the forward model itself.")
 
 
 # --------------------------------------------------------------------------
@@ -261,10 +158,12 @@ class FitContext:
         self.acct.n_failed += n_bad
         members = [int(i) for i in np.flatnonzero(failed)]
         if self.on_failure == "raise":
+            reasons = getattr(self.problem, "last_failures", {}) or {}
+            why = "; ".join(f"member {j}: {reasons[j]}" for j in members[:5] if j in reasons)
             raise MemberFailureError(
-                f"the forward model failed (non-finite output) for {n_bad} of {failed.size} members: "
-                f"{members[:20]}{' ...' if n_bad > 20 else ''}. Use on_failure='resample' to carry on "
-                "with the successful members.",
+                f"the forward model failed for {n_bad} of {failed.size} members: "
+                f"{members[:20]}{' ...' if n_bad > 20 else ''}{' (' + why + ')' if why else ''}. "
+                "Use on_failure='resample' to carry on with the successful members.",
                 members,
             )
         n_ok = failed.size - n_bad
@@ -336,7 +235,7 @@ class BaseSolver(BaseEstimator):
         return type(self)(**self.get_params(deep=False))
 
     # -- public API ----------------------------------------------------------
-    def fit(self, y, forward, noise_std=None):
+    def fit(self, y, forward, noise_std=None, checkpoint=None, checkpoint_every: int = 10):
         """Solve the inverse problem ``y = forward(x) + noise``.
 
         Parameters
@@ -350,24 +249,170 @@ class BaseSolver(BaseEstimator):
             prior's ``event_shape``).
         noise_std : float or array, optional
             Observation noise standard deviation for a plain callable forward.
+        checkpoint : str or path-like, optional
+            File holding the solver's state.  If it exists and belongs to
+            this run (same solver, parameters, prior and ``y``) the run
+            resumes from it; the state is saved atomically every
+            ``checkpoint_every`` steps and at the end.
+        checkpoint_every : int, default 10
+            Steps (EnKG) or iterations (EKI) between checkpoints.
 
         Returns
         -------
         self
         """
         ctx = self._make_context(y, forward, noise_std)
+        self._begin(ctx, y, checkpoint, checkpoint_every)
+        request = self._advance(None)
+        while request is not None:
+            request = self._advance(ctx.forward(request.X))
+        return self
+
+    # -- ask / tell --------------------------------------------------------------
+    def start(self, y, forward=None, noise_std=None, checkpoint=None, checkpoint_every: int = 10):
+        """Begin an ask/tell run, for users who evaluate the forward model themselves.
+
+        ``forward`` may be omitted (then ``noise_std`` must be given and the
+        forward values must have the shape of ``y``) or be a ForwardProblem
+        that supplies ``noise_std``, residuals and weights; it is never
+        called.  Then alternate :meth:`ask` and :meth:`tell` until
+        :attr:`done_` is True.  The particles are exactly those ``fit`` gives
+        with the same seed.
+
+        Returns
+        -------
+        self
+        """
+        if not self._supports_ask_tell:
+            raise NotImplementedError(f"{type(self).__name__} does not support ask/tell yet.")
+        if forward is None:
+            if not hasattr(y, "shape"):
+                y = np.asarray(y, dtype=float)
+            forward = CallableProblem(
+                _not_called, self.prior.event_shape, tuple(y.shape), 0.0 if noise_std is None else noise_std
+            )
+            noise_std = None
+        ctx = self._make_context(y, forward, noise_std, probe=False)
+        self._begin(ctx, y, checkpoint, checkpoint_every)
+        self._pending = self._advance(None)
+        return self
+
+    def ask(self):
+        """The inputs ``X`` (``(J, *x_shape)``, namespace of ``y``) whose forward values are needed next.
+
+        Returns None once the run is complete.
+        """
+        if not hasattr(self, "_pending"):
+            raise NotFittedError("call start(y, ...) before ask().")
+        if self._pending is None:
+            return None
+        return _move_like(self._pending.X, self._y_like)
+
+    def tell(self, values):
+        """Hand over ``G(X)`` for the inputs of the last :meth:`ask`, shape ``(J, *y_shape)``.
+
+        Non-finite rows mark failed members (handled by ``on_failure``).
+        Returns ``self``; :attr:`done_` says whether the run is complete.
+        """
+        if getattr(self, "_pending", None) is None:
+            raise RuntimeError("nothing to tell: call start() and ask() first (or the run is complete).")
+        ctx = self._ctx
+        values = _move_like(values, ctx.y) if hasattr(values, "shape") else ctx.xp.asarray(np.asarray(values))
+        self._pending = self._advance(ctx.forward.accept(values, self._pending.X.shape[0]))
+        return self
+
+    @property
+    def done_(self) -> bool:
+        """True when the last ask/tell or fit run is complete."""
+        return hasattr(self, "particles_") and getattr(self, "_pending", None) is None
+
+    # -- the driver --------------------------------------------------------------
+    _supports_ask_tell = True
+
+    def _begin(self, ctx: FitContext, y, checkpoint, checkpoint_every) -> None:
+        """Set up a run: the checkpoint store, resumed state, and the solver's step generator."""
+        self._ctx = ctx
         self._y_like = y
+        self._store = None
+        self._pending = None
+        for name in ("particles_", "history_", "stats_"):
+            self.__dict__.pop(name, None)
+        state = None
+        if checkpoint is not None:
+            from ._checkpoint import CheckpointStore, fingerprint
+
+            self._store = CheckpointStore(checkpoint, checkpoint_every, fingerprint(self, ctx.y))
+            payload = self._store.load()
+            if payload is not None:
+                state = self._restore(ctx, payload)
+        self._gen = self._iterate(ctx, state)
+
+    @staticmethod
+    def _restore(ctx: FitContext, payload: dict) -> dict:
+        ctx.rng.set_state(payload["rng"])
+        ctx.acct.restore(payload["counters"], payload["elapsed_s"])
+        ctx.history.extend(payload["history"])
+        if ctx.progress is not None:
+            ctx.progress.update(len(payload["history"]))
+        state = dict(payload["state"])
+        for key, value in state.items():
+            if isinstance(value, np.ndarray):
+                state[key] = asarray_like(
+                    value, ctx.y, dtype=None if value.dtype.kind != "f" else ctx.y.dtype
+                )
+        return state
+
+    def _advance(self, value):
+        """Run the step generator until it needs forward values (returned) or finishes (None)."""
+        ctx = self._ctx
         try:
-            particles = self._run(ctx)
-        finally:
+            while True:
+                request = self._gen.send(value)
+                value = None
+                if isinstance(request, SafePoint):
+                    if self._store is not None and self._store.due(request.index):
+                        self._save(request.state)
+                    continue
+                return request
+        except StopIteration as stop:
+            self._finish(stop.value)
+            return None
+        except BaseException:
             if ctx.progress is not None:
                 ctx.progress.close()
+            raise
+
+    def _save(self, state: dict, done: bool = False) -> None:
+        ctx = self._ctx
+        elapsed = time.perf_counter() - ctx.acct.t_start
+        self._store.save(state, ctx.rng.get_state(), ctx.acct.counters(), elapsed, list(ctx.history), done)
+
+    def _finish(self, particles) -> None:
+        ctx = self._ctx
+        if ctx.progress is not None:
+            ctx.progress.close()
+        if self._store is not None:
+            self._save({"final": particles}, done=True)
         self.particles_ = particles
         self.history_ = ctx.history
         self.stats_ = ctx.acct.as_dict()
         self.stopped_early_ = ctx.stopped_early
         self.n_particles_ = int(particles.shape[0])
-        return self
+
+    def _iterate(self, ctx: FitContext, state: dict | None):
+        """The solver's loop as a generator (override).
+
+        It yields :class:`ForwardRequest` objects and receives
+        ``(G (J, m), failed mask)`` in return; it yields :class:`SafePoint`
+        objects where its whole state can be saved; it returns the final
+        particles.  ``state`` is a saved SafePoint state to resume from
+        (``{"final": particles}`` once the run had finished).  The default
+        runs :meth:`_run`, which calls ``ctx.forward`` itself.
+        """
+        if state is not None and "final" in state:
+            return state["final"]
+        return self._run(ctx)
+        yield  # pragma: no cover - makes this a generator
 
     def reconstruct(self, return_std: bool = False):
         """Point estimate: the ensemble mean, in the namespace and device of ``y``.
@@ -399,6 +444,9 @@ class BaseSolver(BaseEstimator):
         if self.on_failure not in _FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {_FAILURE_POLICIES} (got {self.on_failure!r}).")
         check_device(self.device)
+        tol = getattr(self, "nan_tolerance", 0.0)
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+            raise ValueError(f"nan_tolerance must be a fraction in [0, 1) (got {tol!r}).")
         for name in ("batch_size", "forward_batch_size"):
             v = getattr(self, name, None)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
@@ -409,7 +457,7 @@ class BaseSolver(BaseEstimator):
     def _validate_params(self) -> None:
         """Check solver-specific parameters (override)."""
 
-    def _make_context(self, y, forward, noise_std) -> FitContext:
+    def _make_context(self, y, forward, noise_std, probe: bool = True) -> FitContext:
         self._validate_common()
         self._validate_params()
         prior = self.prior
@@ -441,7 +489,7 @@ class BaseSolver(BaseEstimator):
         if not np.all(np.isfinite(std)) or np.any(std < 0):
             raise ValueError("noise_std must be finite and non-negative.")
         acct = Accounting()
-        if isinstance(problem, CallableProblem):
+        if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
         denoise = CountingDenoiser(prior, self.batch_size, acct) if self._uses_denoiser else None
         ctx = FitContext(
@@ -452,10 +500,13 @@ class BaseSolver(BaseEstimator):
             rng=RandomSource(self.random_state),
             acct=acct,
             denoise=denoise,
-            forward=ForwardEvaluator(problem, acct, getattr(self, "forward_batch_size", None)),
+            forward=ForwardEvaluator(
+                problem, acct, getattr(self, "forward_batch_size", None), getattr(self, "nan_tolerance", 0.0)
+            ),
             on_failure=self.on_failure,
             callbacks=list(self.callbacks or []),
         )
+        ctx.forward.y_flat = ctx.y_flat
         if _progress_enabled(self.verbose):
             from tqdm.auto import tqdm
 

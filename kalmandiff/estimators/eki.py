@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import BaseSolver, FitContext, check_positive
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
 
 __all__ = ["EKISolver"]
@@ -50,6 +50,9 @@ class EKISolver(BaseSolver):
         Iteration cap (the reference's 500 iterations for ``"normalized"``).
     forward_batch_size : int or None
     on_failure : {"raise", "resample"}
+        Failed-member policy, as in :class:`EnKGSolver`.
+    nan_tolerance : float, default 0.0
+        As in :class:`EnKGSolver`.
     device : {None, "cpu", "cuda"}
     random_state : None, int or numpy.random.Generator
     verbose : bool or "auto"
@@ -80,6 +83,7 @@ class EKISolver(BaseSolver):
         max_iter: int = 500,
         forward_batch_size: int | None = None,
         on_failure: str = "raise",
+        nan_tolerance: float = 0.0,
         device: str | None = None,
         random_state: Any = None,
         verbose: Any = "auto",
@@ -93,6 +97,7 @@ class EKISolver(BaseSolver):
         self.max_iter = max_iter
         self.forward_batch_size = forward_batch_size
         self.on_failure = on_failure
+        self.nan_tolerance = nan_tolerance
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -118,36 +123,30 @@ class EKISolver(BaseSolver):
     def _n_progress_steps(self) -> int | None:
         return self.max_iter if self.update == "normalized" else None
 
-    def _run(self, ctx: FitContext):
+    def _iterate(self, ctx: FitContext, state: dict | None):
         xp = ctx.xp
         J = int(self.n_particles)
-        u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
-        u = xp.asarray(u, dtype=ctx.y.dtype)
-        X = self._flat(u)
-        m = int(ctx.y_flat.shape[0])
+        if state is not None and "final" in state:
+            self.n_iter_ = len(ctx.history)
+            return state["final"]
         std = None
         if self.update != "normalized":
             std = xp.reshape(ctx.problem.noise_std_array(like=ctx.y), (-1,))
             if not bool(xp.all(std > 0)):
-                raise ValueError("update='kalman' needs a positive noise_std for every datum.")
-        t = 0.0
-        it = 0
+                raise ValueError(f"update={self.update!r} needs a positive noise_std for every datum.")
+        if state is None:
+            u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
+            X, t, it = self._flat(xp.asarray(u, dtype=ctx.y.dtype)), 0.0, 0
+        else:
+            X, t, it = state["X"], float(state["t"]), int(state["it"])
         while it < self.max_iter:
-            G, failed = ctx.forward(xp.reshape(X, (J, *ctx.x_shape)))
+            yield SafePoint(it, {"X": X, "t": t, "it": it})
+            G, failed = yield ForwardRequest(xp.reshape(X, (J, *ctx.x_shape)))
             ok = ctx.handle_failures(failed)
             Xg, Gg = self._take_ok(ctx, X, ok), self._take_ok(ctx, G, ok)
             phi = ctx.misfit(Gg)
-            if self.update != "normalized":
-                dt = self.dt if self.dt is not None else data_misfit_step(np.asarray(phi), m, t)
-                dt = min(dt, 1.0 - t)
-                if self.update == "kalman":
-                    Xg = kalman_update(Xg, Gg, ctx.y_flat, std, 1.0 / dt, ctx.rng, residual=ctx.flat_residual)
-                else:
-                    Xg = sqrt_kalman_update(Xg, Gg, ctx.y_flat, std, 1.0 / dt, residual=ctx.flat_residual)
-                t += dt
-            else:
-                dt = None
-                Xg, _ = normalised_gradient_update(Xg, ctx.weighted_residual(Gg), Gg, float(self.step))
+            Xg, dt = self._update(ctx, Xg, Gg, phi, std, t)
+            t += dt or 0.0
             X = self._merge_successes(ctx, X, Xg, ok)
             it += 1
             ctx.record(
@@ -162,3 +161,17 @@ class EKISolver(BaseSolver):
                 break
         self.n_iter_ = it
         return xp.reshape(X, (J, *ctx.x_shape))
+
+    def _update(self, ctx: FitContext, X, G, phi, std, t: float):
+        """One EKI update of the successful members; returns them and the pseudo-time step (or None)."""
+        if self.update == "normalized":
+            X, _ = normalised_gradient_update(X, ctx.weighted_residual(G), G, float(self.step))
+            return X, None
+        m = int(ctx.y_flat.shape[0])
+        dt = self.dt if self.dt is not None else data_misfit_step(np.asarray(phi), m, t)
+        dt = min(dt, 1.0 - t)
+        if self.update == "kalman":
+            X = kalman_update(X, G, ctx.y_flat, std, 1.0 / dt, ctx.rng, residual=ctx.flat_residual)
+        else:
+            X = sqrt_kalman_update(X, G, ctx.y_flat, std, 1.0 / dt, residual=ctx.flat_residual)
+        return X, dt

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
-from ._base import BaseSolver, FitContext, check_positive
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
 
 __all__ = ["EnKGSolver"]
@@ -90,7 +90,16 @@ class EnKGSolver(BaseSolver):
     forward_batch_size : int or None, default None
         Forward-model chunk size (None: the whole ensemble in one call).
     on_failure : {"raise", "resample"}, default "raise"
-        Policy for members whose forward value is not finite.
+        Policy for failed members (an exception or timeout inside
+        :class:`~kalmandiff.problems.BlackBox`, or non-finite output):
+        ``"raise"`` stops with :class:`MemberFailureError` naming them;
+        ``"resample"`` updates with the successful members and redraws the
+        failed ones from a Gaussian fitted to them (never re-running them
+        inside the update).
+    nan_tolerance : float, default 0.0
+        A member fails when more than this fraction of its outputs is not
+        finite; isolated non-finite entries of the others are imputed with
+        the successful members' mean of that datum.
     device : {None, "cpu", "cuda"}, default None
         Where particles live; None follows ``y``.
     random_state : None, int or numpy.random.Generator
@@ -135,6 +144,7 @@ class EnKGSolver(BaseSolver):
         batch_size: int | None = 64,
         forward_batch_size: int | None = None,
         on_failure: str = "raise",
+        nan_tolerance: float = 0.0,
         device: str | None = None,
         random_state: Any = None,
         verbose: Any = "auto",
@@ -160,6 +170,7 @@ class EnKGSolver(BaseSolver):
         self.batch_size = batch_size
         self.forward_batch_size = forward_batch_size
         self.on_failure = on_failure
+        self.nan_tolerance = nan_tolerance
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -232,28 +243,27 @@ class EnKGSolver(BaseSolver):
         }
 
     # -- the loop --------------------------------------------------------------
-    def _run(self, ctx: FitContext):
+    def _iterate(self, ctx: FitContext, state: dict | None):
+        if state is not None and "final" in state:
+            return state["final"]
         J, N = int(self.n_particles), int(self.n_steps)
         sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
         window = set(self.correction_steps())
-        noise_std = None
-        if self.update != "paper":
-            noise_std = self._kalman_noise_std(ctx)
+        noise_std = self._kalman_noise_std(ctx) if self.update != "paper" else None
         inflation = self.kalman_inflation or max(len(window) * self.n_updates, 1)
         step = heun_step if self.ode_method == "heun" else euler_step
 
-        z = ctx.rng.normal((J, *ctx.x_shape), like=ctx.like())
-        if self.init == "centred":
-            # Remove the sample mean of the initial noise: the ensemble mean then
-            # carries no Monte Carlo error from the draw (antithetic-style).
-            z = (z - ctx.xp.mean(z, axis=0, keepdims=True)) * math.sqrt(J / (J - 1))
-        x = self.sigma_max * z
-        for i in range(N):
+        if state is None:
+            x, start = self._initial_ensemble(ctx, J), 0
+        else:
+            x, start = state["x"], int(state["i"])
+        for i in range(start, N):
+            yield SafePoint(i, {"i": i, "x": x})
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             misfit = None
             if i in window:
                 for _ in range(self.n_updates):
-                    x, misfit = self._correct(ctx, x, i, s, noise_std, inflation)
+                    x, misfit = yield from self._correct(ctx, x, i, s, noise_std, inflation)
             x = step(ctx.denoise, x, s, s_next)
             ctx.record(
                 step=i,
@@ -267,6 +277,15 @@ class EnKGSolver(BaseSolver):
                 break
         return x
 
+    def _initial_ensemble(self, ctx: FitContext, J: int):
+        """``sigma_max * z`` with ``z ~ N(0, I)`` (centred if ``init="centred"``)."""
+        z = ctx.rng.normal((J, *ctx.x_shape), like=ctx.like())
+        if self.init == "centred":
+            # Remove the sample mean of the initial noise: the ensemble mean then
+            # carries no Monte Carlo error from the draw (antithetic-style).
+            z = (z - ctx.xp.mean(z, axis=0, keepdims=True)) * math.sqrt(J / (J - 1))
+        return self.sigma_max * z
+
     def _kalman_noise_std(self, ctx: FitContext):
         xp = ctx.xp
         std = xp.reshape(ctx.problem.noise_std_array(like=ctx.y), (-1,))
@@ -278,12 +297,15 @@ class EnKGSolver(BaseSolver):
         return std
 
     def _correct(self, ctx: FitContext, x, i: int, sigma: float, noise_std, inflation: float):
-        """One ensemble update at noise level ``sigma``; returns the particles and misfits."""
+        """One ensemble update at noise level ``sigma`` (a generator: it asks for forward values).
+
+        Returns the updated particles and the members' misfits.
+        """
         xp = ctx.xp
         x0 = solve_to_zero(
             ctx.denoise, x, sigma, self.phi_steps(i), self.sigma_min, self.rho, method=self.ode_method
         )
-        G, failed = ctx.forward(x0)
+        G, failed = yield ForwardRequest(x0)
         ok = ctx.handle_failures(failed)
         X = self._flat(x)
         G_ok = self._take_ok(ctx, G, ok)

@@ -2,6 +2,7 @@
 
 from ._base import CallableProblem, ForwardProblem, as_problem
 from ._registry import ProblemInstance, available, make, register
+from .black_box import BlackBox
 from .imaging import GaussianDeblur, ImageProblem, Inpainting, SuperResolution, smooth_test_image
 from .interferometry import ClosurePhaseInterferometry, blur_circular, crescent_image
 from .linear import LinearOperatorProblem, LinearProblem
@@ -12,6 +13,7 @@ __all__ = [
     "ForwardProblem",
     "CallableProblem",
     "as_problem",
+    "BlackBox",
     "ProblemInstance",
     "available",
     "make",

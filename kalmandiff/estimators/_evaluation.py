@@ -1,0 +1,196 @@
+"""Counting, timing and checking the two expensive calls: the denoiser and the forward model.
+
+:class:`Accounting` holds the figures behind a solver's ``stats_``;
+:class:`CountingDenoiser` calls a prior in memory-bounded chunks;
+:class:`ForwardEvaluator` calls the forward model in chunks and turns its
+output into forward values plus a mask of failed members, following
+EnsembleKalmanProcesses.jl: a member fails when more than ``nan_tolerance``
+of its outputs are not finite, and isolated non-finite entries of the other
+members are imputed from the successful members' mean.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from .._backend import asarray_like, get_namespace, to_numpy
+from ..problems._base import ForwardProblem
+
+__all__ = ["Accounting", "CountingDenoiser", "ForwardEvaluator"]
+
+
+@dataclass
+class Accounting:
+    """Counters and timers behind ``stats_`` (DESIGN.md, principle 6).
+
+    ``n_*_evals`` count single-particle evaluations; ``n_sequential_*``
+    count calls on the whole ensemble, i.e. the depth of the computation if
+    every particle ran in parallel (how the EnKG paper counts NFE).
+    """
+
+    n_denoiser_evals: int = 0
+    n_sequential_denoiser_evals: int = 0
+    n_forward_evals: int = 0
+    n_sequential_forward_evals: int = 0
+    n_failed: int = 0
+    n_forward_probe_evals: int = 0
+    time_denoiser_s: float = 0.0
+    time_forward_s: float = 0.0
+    t_start: float = field(default_factory=time.perf_counter)
+
+    def counters(self) -> dict[str, Any]:
+        """The counts and times (not the clock), for checkpoints."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "t_start"}
+
+    def restore(self, counters: dict[str, Any], elapsed_s: float) -> None:
+        """Continue from saved counters and an elapsed wall time."""
+        for k, v in counters.items():
+            setattr(self, k, v)
+        self.t_start = time.perf_counter() - elapsed_s
+
+    def as_dict(self) -> dict[str, Any]:
+        total = time.perf_counter() - self.t_start
+        return {
+            "n_denoiser_evals": self.n_denoiser_evals,
+            "n_sequential_denoiser_evals": self.n_sequential_denoiser_evals,
+            "n_forward_evals": self.n_forward_evals,
+            "n_sequential_forward_evals": self.n_sequential_forward_evals,
+            "n_failed": self.n_failed,
+            "n_forward_probe_evals": self.n_forward_probe_evals,
+            "time_total_s": total,
+            "time_denoiser_s": self.time_denoiser_s,
+            "time_forward_s": self.time_forward_s,
+            "time_overhead_s": max(total - self.time_denoiser_s - self.time_forward_s, 0.0),
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``; elsewhere
+    ``ru_maxrss`` (which a spawned child inherits from its parent, so it can
+    over-report).  It is the process's peak, not the fit's alone.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+
+
+class CountingDenoiser:
+    """Call a prior's denoiser in chunks that cover every particle, counting and timing it.
+
+    The reference EnKG code computes ``J // batch_size`` chunks and silently
+    leaves the last ``J % batch_size`` particles un-denoised; here the last
+    chunk is simply shorter.
+    """
+
+    def __init__(self, prior, batch_size: int | None, accounting: Accounting):
+        self.prior = prior
+        self.batch_size = batch_size
+        self.acct = accounting
+
+    def __call__(self, x, sigma):
+        t0 = time.perf_counter()
+        n = x.shape[0]
+        bs = self.batch_size
+        if bs is None or n <= bs:
+            out = self.prior.denoise(x, sigma)
+        else:
+            xp = get_namespace(x)
+            per_particle = not isinstance(sigma, (int, float))
+            parts = [
+                self.prior.denoise(x[i : i + bs, ...], sigma[i : i + bs] if per_particle else sigma)
+                for i in range(0, n, bs)
+            ]
+            out = xp.concat(parts, axis=0)
+        self.acct.time_denoiser_s += time.perf_counter() - t0
+        self.acct.n_denoiser_evals += n
+        self.acct.n_sequential_denoiser_evals += 1
+        return out
+
+
+class ForwardEvaluator:
+    """Evaluate the forward model on an ensemble and check what comes back.
+
+    Parameters
+    ----------
+    problem : ForwardProblem
+    accounting : Accounting
+    batch_size : int or None
+        Chunk size of forward calls (None: the whole ensemble at once).
+    nan_tolerance : float
+        A member fails when more than this fraction of its outputs is not
+        finite; its remaining non-finite entries are imputed.
+    """
+
+    def __init__(
+        self,
+        problem: ForwardProblem,
+        accounting: Accounting,
+        batch_size: int | None = None,
+        nan_tolerance: float = 0.0,
+    ):
+        self.problem = problem
+        self.acct = accounting
+        self.batch_size = batch_size
+        self.nan_tolerance = nan_tolerance
+        #: the data, flattened; used where no successful member has a finite value
+        self.y_flat = None
+
+    def __call__(self, X):
+        """Run the forward model on ``X`` (``(J, *x_shape)``); return ``(G (J, m), failed mask)``."""
+        xp = get_namespace(X)
+        J = X.shape[0]
+        t0 = time.perf_counter()
+        bs = self.batch_size
+        if bs is None or J <= bs:
+            Y = self.problem(X)
+        else:
+            Y = xp.concat([self.problem(X[i : i + bs, ...]) for i in range(0, J, bs)], axis=0)
+        self.acct.time_forward_s += time.perf_counter() - t0
+        return self.accept(Y, J)
+
+    def accept(self, Y, J: int):
+        """Check forward values ``Y`` (``(J, *y_shape)``) computed elsewhere; count them."""
+        self.acct.n_forward_evals += J
+        self.acct.n_sequential_forward_evals += 1
+        expected = (J, *tuple(self.problem.y_shape))
+        if tuple(getattr(Y, "shape", ())) != expected:
+            raise ValueError(
+                f"the forward model returned shape {tuple(getattr(Y, 'shape', ()))} for {J} particles; "
+                f"expected {expected} (a leading particle axis followed by the shape of y)."
+            )
+        xp = get_namespace(Y)
+        Y = xp.reshape(Y, (J, -1))
+        finite = xp.isfinite(Y)
+        bad_fraction = to_numpy(1.0 - xp.mean(xp.astype(finite, Y.dtype), axis=1))
+        failed = bad_fraction > self.nan_tolerance
+        if np.any((bad_fraction > 0) & ~failed):
+            Y = self._impute(Y, finite, failed, self.y_flat)
+        return Y, failed
+
+    @staticmethod
+    def _impute(Y, finite, failed: np.ndarray, y_flat=None):
+        """Fill isolated non-finite entries with the successful members' mean of that datum."""
+        xp = get_namespace(Y)
+        use = finite & asarray_like(~failed, Y, dtype=xp.bool)[:, None]
+        zero = xp.zeros_like(Y)
+        count = xp.sum(xp.astype(use, Y.dtype), axis=0)
+        mean = xp.sum(xp.where(use, Y, zero), axis=0) / xp.where(count > 0, count, xp.ones_like(count))
+        if y_flat is not None:
+            # No successful member has this datum: use the data, a zero residual (as EKP does).
+            mean = xp.where(count > 0, mean, y_flat)
+        return xp.where(finite, Y, mean[None, :])

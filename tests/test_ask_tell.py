@@ -1,0 +1,65 @@
+"""Ask/tell: the user evaluates G; the particles are exactly those of fit()."""
+
+import numpy as np
+import pytest
+from _posterior_cases import gaussian_case
+
+import kalmandiff as kd
+
+CASE = gaussian_case(5, 3, 0.2, seed=2)
+
+
+def forward(X):
+    return X @ CASE["A"].T
+
+
+SOLVERS = {
+    "enkg-paper": lambda: kd.EnKGSolver(
+        CASE["prior"], n_particles=10, n_steps=12, random_state=1, verbose=False
+    ),
+    "enkg-kalman": lambda: kd.EnKGSolver(
+        CASE["prior"], n_particles=10, n_steps=12, update="kalman", random_state=1, verbose=False
+    ),
+    "eki": lambda: kd.EKISolver(CASE["prior"], n_particles=10, random_state=1, verbose=False),
+}
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_ask_tell_reproduces_fit(name):
+    fitted = SOLVERS[name]().fit(CASE["y"], forward, noise_std=0.2)
+    solver = SOLVERS[name]().start(CASE["y"], noise_std=0.2)
+    n_asks = 0
+    while (X := solver.ask()) is not None:
+        solver.tell(X @ CASE["A"].T)  # e.g. results read back from files of a SLURM array
+        n_asks += 1
+    assert solver.done_ and n_asks == fitted.stats_["n_sequential_forward_evals"]
+    np.testing.assert_array_equal(solver.particles_, fitted.particles_)
+    np.testing.assert_array_equal(solver.reconstruct(), fitted.reconstruct())
+
+
+def test_ask_tell_with_a_problem_and_failed_members():
+    problem = kd.problems.LinearProblem(CASE["A"], (5,), noise_std=0.2)
+    solver = kd.EnKGSolver(
+        CASE["prior"], n_particles=10, n_steps=12, random_state=1, verbose=False, on_failure="resample"
+    ).start(CASE["y"], problem)
+    first = True
+    while (X := solver.ask()) is not None:
+        G = problem(X)
+        if first:
+            G[2] = np.nan  # member 2's simulation crashed
+            first = False
+        solver.tell(G)
+    assert solver.stats_["n_failed"] == 1 and np.all(np.isfinite(solver.particles_))
+
+
+def test_tell_checks_the_shape_and_order_of_calls():
+    solver = SOLVERS["eki"]()
+    with pytest.raises(kd.NotFittedError):
+        solver.ask()
+    solver.start(CASE["y"], noise_std=0.2)
+    X = solver.ask()
+    with pytest.raises(ValueError, match="shape"):
+        solver.tell(np.zeros((X.shape[0], 4)))
+    solver2 = SOLVERS["eki"]()
+    with pytest.raises(RuntimeError, match="start"):
+        solver2.tell(np.zeros((10, 3)))
