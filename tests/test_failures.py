@@ -55,27 +55,40 @@ def test_raise_names_members_and_reason(fn, reason):
     assert info.value.members and all(j in box.last_failures for j in info.value.members)
 
 
-def test_a_hanging_member_times_out_and_the_run_completes():
+def _hangs_once(call_number):
+    """A per-member function whose ``call_number``-th call hangs until released."""
     release = threading.Event()
     calls = {"n": 0}
     lock = threading.Lock()
 
-    def sometimes_hangs(x):
+    def fn(x):
         with lock:
             calls["n"] += 1
             n = calls["n"]
-        if n == 30:  # one member of the second ensemble evaluation hangs
+        if n == call_number:
             release.wait(10)
         return A @ x
 
+    return fn, release
+
+
+@pytest.mark.parametrize("policy", ["resample", "raise"])
+def test_a_hanging_member_times_out(policy):
+    fn, release = _hangs_once(30)  # one member of the second ensemble evaluation
     with ThreadPoolExecutor(max_workers=4) as pool:
-        box = kd.problems.BlackBox(sometimes_hangs, (4,), (3,), noise_std=0.1, executor=pool, timeout=0.5)
+        box = kd.problems.BlackBox(fn, (4,), (3,), noise_std=0.1, executor=pool, timeout=0.5)
         t0 = time.perf_counter()
-        s = solver(on_failure="resample").fit(CASE["y"], box)
-        elapsed = time.perf_counter() - t0
-        release.set()
-    assert s.stats_["n_failed"] == 1 and elapsed < 8
-    assert np.all(np.isfinite(s.particles_))
+        try:
+            if policy == "raise":
+                with pytest.raises(MemberFailureError, match="timed out") as info:
+                    solver(on_failure="raise").fit(CASE["y"], box)
+                assert len(info.value.members) == 1  # threads may run calls out of order
+            else:
+                s = solver(on_failure="resample").fit(CASE["y"], box)
+                assert s.stats_["n_failed"] == 1 and np.all(np.isfinite(s.particles_))
+        finally:
+            release.set()
+        assert time.perf_counter() - t0 < 8
 
 
 def test_fewer_than_two_successes_is_a_clear_error():
