@@ -5,8 +5,9 @@
 >>> x_hat = solver.fit(y, problem).reconstruct()            # doctest: +SKIP
 """
 
-from . import diffusion, metrics, priors, problems
+from . import diffusion, metrics, plotting, priors, problems
 from .estimators import EKISolver, EnKGSolver, MemberFailureError, NotFittedError
+from .io import export_results, load
 
 __version__ = "0.1.0.dev0"
 
@@ -15,6 +16,9 @@ __all__ = [
     "EKISolver",
     "MemberFailureError",
     "NotFittedError",
+    "load",
+    "export_results",
+    "plotting",
     "diffusion",
     "metrics",
     "priors",

@@ -268,6 +268,15 @@ class BaseSolver(BaseEstimator):
             request = self._advance(ctx.forward(request.X))
         return self
 
+    def save(self, path):
+        """Write this solver (parameters, prior, particles, stats, history) to ``path``.
+
+        Read it back with :func:`kalmandiff.load`; see :mod:`kalmandiff.io`.
+        """
+        from ..io import save
+
+        return save(self, path)
+
     # -- ask / tell --------------------------------------------------------------
     def start(self, y, forward=None, noise_std=None, checkpoint=None, checkpoint_every: int = 10):
         """Begin an ask/tell run, for users who evaluate the forward model themselves.

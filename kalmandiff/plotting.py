@@ -1,0 +1,172 @@
+"""Figures for notebooks: reconstructions, uncertainty maps and convergence curves.
+
+matplotlib is imported inside each function, so ``import kalmandiff`` never
+pays for it (install it with ``pip install kalmandiff[plot]``).  Every
+function accepts arrays from any supported namespace and returns the
+matplotlib axes it drew on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._backend import to_numpy
+
+__all__ = ["plot_reconstruction", "plot_uncertainty", "plot_history", "plot_comparison"]
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("kalmandiff.plotting needs matplotlib: pip install 'kalmandiff[plot]'.") from exc
+    return plt
+
+
+def _as_image(a) -> np.ndarray:
+    """A 2-D picture of an array: squeeze singleton axes; a (C, H, W) image shows channel 0 (or RGB)."""
+    arr = np.squeeze(np.asarray(to_numpy(a), dtype=float))
+    if arr.ndim == 3 and arr.shape[0] == 3:
+        arr = np.moveaxis(arr, 0, -1)
+        return np.clip((arr + 1) / 2 if arr.min() < 0 else arr, 0, 1)
+    if arr.ndim == 3:
+        arr = arr[0]
+    return arr
+
+
+def _show(ax, arr: np.ndarray, title: str, cmap: str | None, vlim: tuple | None):
+    if arr.ndim == 1:
+        ax.plot(arr, lw=0.8)
+    elif arr.ndim == 2:
+        kw = {} if vlim is None else {"vmin": vlim[0], "vmax": vlim[1]}
+        im = ax.imshow(arr, cmap=cmap, **kw)
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    else:
+        ax.imshow(arr)
+        ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+
+
+def _axes(n: int, axes, width: float = 3.3):
+    if axes is not None:
+        return list(np.atleast_1d(axes).ravel())
+    plt = _pyplot()
+    fig, ax = plt.subplots(1, n, figsize=(width * n, width * 0.9), squeeze=False, layout="constrained")
+    return list(ax[0])
+
+
+def plot_reconstruction(x_true=None, x_hat=None, y=None, x_std=None, axes=None, cmap: str | None = None):
+    """Truth, estimate, observation and ensemble standard deviation side by side.
+
+    Parameters
+    ----------
+    x_true, x_hat : array of shape ``x_shape``, optional
+        Shown on a common colour scale (the truth's range when given).
+    y : array of shape ``y_shape``, optional
+        The observation (an image if it is 2-D after squeezing, else a line).
+    x_std : array of shape ``x_shape``, optional
+        Pointwise ensemble standard deviation, its own scale.
+    axes : sequence of matplotlib axes, optional
+    cmap : str, optional
+        Colour map for fields (default ``"RdBu_r"`` for signed data, ``"gray"`` otherwise).
+
+    Returns
+    -------
+    list of matplotlib axes
+    """
+    panels = [
+        (n, a)
+        for n, a in (("truth", x_true), ("estimate", x_hat), ("observation", y), ("ensemble std", x_std))
+        if a is not None
+    ]
+    if not panels:
+        raise ValueError("give at least one of x_true, x_hat, y, x_std.")
+    ref = _as_image(x_true if x_true is not None else x_hat if x_hat is not None else panels[0][1])
+    signed = ref.min() < 0
+    cmap = cmap or ("RdBu_r" if signed else "gray")
+    if signed:
+        vmax = float(np.abs(ref).max())
+        vlim = (-vmax, vmax)
+    else:
+        vlim = (float(ref.min()), float(ref.max()))
+    axes = _axes(len(panels), axes)
+    for ax, (name, arr) in zip(axes, panels):
+        img = _as_image(arr)
+        shared = name in ("truth", "estimate")
+        _show(ax, img, name, "viridis" if name == "ensemble std" else cmap, vlim if shared else None)
+    return axes
+
+
+def plot_uncertainty(solver, x_true=None, axes=None, cmap: str | None = None):
+    """Ensemble mean and standard-deviation maps of a fitted solver (and the truth, if given).
+
+    Also shows ``|mean - truth|`` next to the standard deviation when the truth
+    is known, so one can see whether the spread is where the error is.
+    """
+    mean, std = solver.reconstruct(return_std=True)
+    if x_true is None:
+        return plot_reconstruction(x_hat=mean, x_std=std, axes=axes, cmap=cmap)
+    err = np.abs(np.asarray(to_numpy(mean)) - np.asarray(to_numpy(x_true)))
+    axes = _axes(4, axes)
+    plot_reconstruction(x_true=x_true, x_hat=mean, axes=axes[:2], cmap=cmap)
+    e, s = _as_image(err), _as_image(std)
+    top = float(max(e.max(), s.max()))
+    _show(axes[2], e, "|estimate - truth|", "viridis", (0.0, top))
+    _show(axes[3], s, "ensemble std", "viridis", (0.0, top))
+    return axes
+
+
+def plot_history(history: Any, keys=("misfit_mean", "spread"), ax=None, label: str | None = None):
+    """Convergence curves from a solver's ``history_`` (or the solver itself).
+
+    Parameters
+    ----------
+    history : solver or list of dict
+    keys : sequence of str
+        Record fields to draw against the step index, one panel each, on a
+        log scale when they are positive.
+    ax : matplotlib axes or sequence of them, optional
+    label : str, optional
+        Legend label (for overlaying several solvers on the same axes).
+    """
+    records = getattr(history, "history_", history)
+    if not records:
+        raise ValueError("the history is empty: fit the solver first.")
+    axes = _axes(len(keys), ax, width=3.8)
+    steps = np.array([r["step"] for r in records])
+    for a, key in zip(axes, keys):
+        vals = np.array([np.nan if r.get(key) is None else r[key] for r in records], dtype=float)
+        ok = np.isfinite(vals)
+        a.plot(steps[ok], vals[ok], marker=".", ms=3, lw=1, label=label)
+        if ok.any() and np.all(vals[ok] > 0):
+            a.set_yscale("log")
+        a.set_xlabel("step")
+        a.set_title(key.replace("_", " "), fontsize=10)
+        if label:
+            a.legend(fontsize=8)
+    return axes
+
+
+def plot_comparison(solvers: dict, x_true=None, y=None, cmap: str | None = None):
+    """Reconstructions of several fitted solvers in one row: ``{"name": solver, ...}``."""
+    items = list(solvers.items())
+    n = len(items) + (x_true is not None) + (y is not None)
+    axes = _axes(n, None)
+    k = 0
+    if x_true is not None:
+        plot_reconstruction(x_true=x_true, axes=[axes[0]], cmap=cmap)
+        k = 1
+    if y is not None:
+        plot_reconstruction(y=y, axes=[axes[k]], cmap=cmap)
+        k += 1
+    for ax, (name, solver) in zip(axes[k:], items):
+        est = solver.reconstruct()
+        ref = _as_image(x_true if x_true is not None else est)
+        vmax = float(np.abs(ref).max())
+        vlim = (-vmax, vmax) if ref.min() < 0 else (float(ref.min()), float(ref.max()))
+        _show(ax, _as_image(est), name, cmap or ("RdBu_r" if ref.min() < 0 else "gray"), vlim)
+    return axes
