@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import numpy as np
+
 
 def run(*args, timeout=300):
     return subprocess.run(
@@ -10,26 +12,78 @@ def run(*args, timeout=300):
     )
 
 
-def test_help_explains_the_demo():
+def table(stdout: str) -> dict:
+    """Rows of the printed table: label -> list of cells."""
+    rows = {}
+    for line in stdout.splitlines():
+        if line.startswith(("enkg", "eki", "scg", "dpg", "zero field")):
+            label = line[:24].strip()
+            rows[label.split(" (")[0]] = line[24:].split()
+    return rows
+
+
+def test_help_explains_the_commands():
     out = run("--help")
-    assert out.returncode == 0 and "demo" in out.stdout
+    assert out.returncode == 0
+    for word in ("demo", "run", "compare", "navier-stokes"):
+        assert word in out.stdout
 
 
-def test_bad_argument_gives_usage_not_traceback():
-    out = run("demo", "--particles", "many")
-    assert out.returncode == 2 and "invalid int value" in out.stderr and "Traceback" not in out.stderr
+def test_bad_arguments_give_usage_not_traceback():
+    for args in (["demo", "--particles", "many"], ["run", "--problem", "navier-stokes"], ["frobnicate"]):
+        out = run(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr and "usage" in out.stderr
 
 
-def test_invalid_value_is_reported_without_traceback():
-    out = run("demo", "--particles", "1")
-    assert out.returncode == 2 and "n_particles" in out.stderr and "Traceback" not in out.stderr
+def test_invalid_values_are_reported_without_traceback():
+    cases = [
+        (["demo", "--particles", "1"], "n_particles"),
+        (["run", "--problem", "nowhere", "--solver", "enkg"], "unknown problem"),
+        (["run", "--problem", "navier-stokes", "--solver", "magic"], "unknown solver"),
+        (["run", "--problem", "navier-stokes", "--solver", "enkg", "--param", "nonsense=1"], "no parameter"),
+    ]
+    for args, message in cases:
+        out = run(*args)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
-def test_small_demo_prints_a_table_and_beats_the_prior_mean(tmp_path):
+def test_small_demo_prints_a_table_and_beats_the_zero_field(tmp_path):
     fig = tmp_path / "demo.png"
     out = run("demo", "--particles", "12", "--steps", "8", "--figure", str(fig))
     assert out.returncode == 0, out.stderr
-    rows = {line[:26].strip(): line[26:].split() for line in out.stdout.splitlines() if "  " in line}
-    enkg = float(rows["EnKG (paper update)"][0])
-    assert enkg < 0.8  # the zero field scores 1.0
+    rows = table(out.stdout)
+    assert float(rows["zero field"][0]) == 1.0
+    assert float(rows["enkg"][0]) < 0.8
     assert fig.stat().st_size > 1000
+
+
+def test_run_and_compare_write_results(tmp_path):
+    out = run(
+        "run",
+        "--problem",
+        "linear-gaussian",
+        "--solver",
+        "eki",
+        "--particles",
+        "50",
+        "--save",
+        str(tmp_path / "eki.npz"),
+    )
+    assert out.returncode == 0, out.stderr
+    with np.load(tmp_path / "eki.npz") as f:
+        assert f["particles"].shape[0] == 50
+    out = run(
+        "compare",
+        "--problem",
+        "linear-gaussian",
+        "--solvers",
+        "enkg,eki",
+        "--particles",
+        "20",
+        "--steps",
+        "10",
+    )
+    assert out.returncode == 0, out.stderr
+    rows = table(out.stdout)
+    assert {"enkg", "eki", "zero field"} <= set(rows)
+    assert int(rows["eki"][-3].replace(",", "")) > 0  # forward evaluations are reported
