@@ -31,6 +31,20 @@ def _as_shape(shape: Any, name: str) -> tuple[int, ...]:
     return shape
 
 
+def check_noise_std(noise_std: Any, y_shape: tuple[int, ...]):
+    """Validate ``noise_std``: a non-negative finite scalar or array broadcastable to ``y_shape``."""
+    arr = np.asarray(to_numpy(noise_std), dtype=float)
+    try:
+        np.broadcast_to(arr, y_shape)
+    except ValueError as exc:
+        raise ValueError(
+            f"noise_std must be a scalar or broadcastable to y_shape {y_shape} (got shape {arr.shape})."
+        ) from exc
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError("noise_std must be finite and non-negative.")
+    return float(arr) if arr.ndim == 0 else arr
+
+
 class ForwardProblem:
     """Base class of forward problems ``y = G(x) + noise``.
 
@@ -163,7 +177,7 @@ class CallableProblem(ForwardProblem):
         self.fn = fn
         self.x_shape = _as_shape(x_shape, "x_shape")
         self.y_shape = _as_shape(y_shape, "y_shape")
-        self.noise_std = noise_std
+        self.noise_std = check_noise_std(noise_std, self.y_shape)
         self.differentiable = differentiable
 
     def forward(self, X):

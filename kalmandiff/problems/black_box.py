@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import asarray_like, to_numpy
-from ._base import ForwardProblem, _as_shape
+from ._base import ForwardProblem, _as_shape, check_noise_std
 
 __all__ = ["BlackBox"]
 
@@ -112,7 +112,7 @@ class BlackBox(ForwardProblem):
         self.fn = fn
         self.x_shape = _as_shape(x_shape, "x_shape")
         self.y_shape = _as_shape(y_shape, "y_shape")
-        self.noise_std = noise_std
+        self.noise_std = check_noise_std(noise_std, self.y_shape)
         self.executor = executor
         self.chunksize = int(chunksize)
         self.timeout = timeout

@@ -19,6 +19,7 @@ from array_api_compat import device as array_device
 
 from .._backend import RandomSource, asarray_like, check_random_state, get_namespace, to_numpy
 from ._base import ForwardProblem, _as_shape
+from ._base import check_noise_std as _check_noise_std
 from ._registry import ProblemInstance, register
 
 __all__ = ["LinearOperatorProblem", "LinearProblem"]
@@ -27,20 +28,6 @@ __all__ = ["LinearOperatorProblem", "LinearProblem"]
 # --------------------------------------------------------------------------
 # helpers shared by the linear and imaging problems
 # --------------------------------------------------------------------------
-
-
-def _check_noise_std(noise_std: Any, y_shape: tuple[int, ...]):
-    """Validate ``noise_std``: a non-negative finite scalar or array broadcastable to ``y_shape``."""
-    arr = np.asarray(to_numpy(noise_std), dtype=float)
-    try:
-        np.broadcast_to(arr, y_shape)
-    except ValueError as exc:
-        raise ValueError(
-            f"noise_std must be a scalar or broadcastable to y_shape {y_shape} (got shape {arr.shape})."
-        ) from exc
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError("noise_std must be finite and non-negative.")
-    return float(arr) if arr.ndim == 0 else arr
 
 
 class _ConstantCache:

@@ -42,6 +42,7 @@ from array_api_compat import device as array_device
 
 from .._backend import asarray_like, check_random_state, get_namespace, to_numpy
 from ._base import ForwardProblem
+from ._base import check_noise_std as _check_noise_std
 from ._registry import ProblemInstance, register
 
 __all__ = ["NavierStokes2D", "ns_grf_params", "sample_ns_grf"]
@@ -68,19 +69,6 @@ def _positive(value: Any, name: str, allow_inf: bool = False, allow_zero: bool =
             f"{name} must be a {kind} {'number' if allow_inf else 'finite number'} (got {value!r})."
         )
     return value
-
-
-def _check_noise_std(noise_std: Any, y_shape: tuple[int, ...]):
-    arr = np.asarray(to_numpy(noise_std), dtype=float)
-    try:
-        np.broadcast_to(arr, y_shape)
-    except ValueError as exc:
-        raise ValueError(
-            f"noise_std must be a scalar or broadcastable to y_shape {y_shape} (got shape {arr.shape})."
-        ) from exc
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError("noise_std must be finite and non-negative.")
-    return float(arr) if arr.ndim == 0 else arr
 
 
 def _grid(resolution: int) -> tuple[np.ndarray, np.ndarray]:
