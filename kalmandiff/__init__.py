@@ -6,7 +6,16 @@
 """
 
 from . import diffusion, metrics, plotting, priors, problems
-from .estimators import EKISolver, EnKGSolver, MemberFailureError, NotFittedError
+from .estimators import (
+    DPGSolver,
+    DPSSolver,
+    EKISolver,
+    EnKGSolver,
+    GSGSolver,
+    MemberFailureError,
+    NotFittedError,
+    SCGSolver,
+)
 from .io import export_results, load
 
 __version__ = "0.1.0.dev0"
@@ -14,6 +23,10 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "EnKGSolver",
     "EKISolver",
+    "DPSSolver",
+    "GSGSolver",
+    "DPGSolver",
+    "SCGSolver",
     "MemberFailureError",
     "NotFittedError",
     "load",

@@ -47,3 +47,17 @@ def to_xp():
         return xp.asarray(a, dtype=dtype)
 
     return convert
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny torch problems run several times slower with competing threads on small CI machines."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

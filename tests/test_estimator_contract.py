@@ -12,11 +12,16 @@ PRIOR = kd.priors.GaussianPrior(np.zeros(3), 1.0)
 A = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -1.0]])
 Y = np.array([0.3, -0.2])
 
+FORWARD = kd.problems.LinearProblem(A, (3,), noise_std=0.1)
+SMALL = dict(n_particles=8, random_state=0, verbose=False)
+
 SOLVERS = [
-    pytest.param(
-        lambda: kd.EnKGSolver(PRIOR, n_particles=8, n_steps=6, random_state=0, verbose=False), id="EnKG"
-    ),
-    pytest.param(lambda: kd.EKISolver(PRIOR, n_particles=8, random_state=0, verbose=False), id="EKI"),
+    pytest.param(lambda: kd.EnKGSolver(PRIOR, n_steps=6, **SMALL), id="EnKG"),
+    pytest.param(lambda: kd.EKISolver(PRIOR, **SMALL), id="EKI"),
+    pytest.param(lambda: kd.DPSSolver(PRIOR, n_steps=6, **SMALL), id="DPS"),
+    pytest.param(lambda: kd.GSGSolver(PRIOR, n_steps=6, n_queries=8, **SMALL), id="GSG"),
+    pytest.param(lambda: kd.DPGSolver(PRIOR, n_steps=6, n_samples=8, **SMALL), id="DPG"),
+    pytest.param(lambda: kd.SCGSolver(PRIOR, n_steps=6, n_candidates=8, **SMALL), id="SCG"),
 ]
 
 SKLEARN_CHECKS = [
@@ -54,7 +59,7 @@ def test_fit_returns_self_and_mutates_neither_params_nor_y(make):
     est = make()
     before = est.get_params()
     y = Y.copy()
-    assert est.fit(y, lambda X: X @ A.T, noise_std=0.1) is est
+    assert est.fit(y, FORWARD) is est
     np.testing.assert_array_equal(y, Y)
     after = est.get_params()
     assert before.keys() == after.keys() and all(before[k] is after[k] for k in before)
@@ -72,10 +77,10 @@ def test_clone_shares_the_prior_instead_of_copying_it(make):
 @pytest.mark.parametrize("make", SOLVERS)
 def test_set_params_changes_the_result_and_refit_is_idempotent(make):
     est = make()
-    a = est.fit(Y, lambda X: X @ A.T, noise_std=0.1).particles_.copy()
-    b = est.fit(Y, lambda X: X @ A.T, noise_std=0.1).particles_.copy()
+    a = est.fit(Y, FORWARD).particles_.copy()
+    b = est.fit(Y, FORWARD).particles_.copy()
     np.testing.assert_array_equal(a, b)
-    c = est.set_params(random_state=1).fit(Y, lambda X: X @ A.T, noise_std=0.1).particles_
+    c = est.set_params(random_state=1).fit(Y, FORWARD).particles_
     assert not np.allclose(a, c)
 
 
@@ -83,7 +88,7 @@ def test_set_params_changes_the_result_and_refit_is_idempotent(make):
 def test_html_repr_and_stats_keys(make):
     est = make()
     assert "<" in est._repr_html_()
-    est.fit(Y, lambda X: X @ A.T, noise_std=0.1)
+    est.fit(Y, FORWARD)
     required = {
         "n_denoiser_evals",
         "n_forward_evals",

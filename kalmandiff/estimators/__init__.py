@@ -3,10 +3,26 @@
 from importlib import import_module
 
 from ._base import BaseSolver, MemberFailureError, NotFittedError
+from .dpg import DPGSolver
+from .dps import DPSSolver
 from .eki import EKISolver
 from .enkg import EnKGSolver
+from .gsg import GSGSolver, gaussian_smoothing_gradient
+from .scg import SCGSolver
 
-__all__ = ["BaseSolver", "EnKGSolver", "EKISolver", "MemberFailureError", "NotFittedError", "available_solvers"]
+__all__ = [
+    "BaseSolver",
+    "EnKGSolver",
+    "EKISolver",
+    "DPSSolver",
+    "GSGSolver",
+    "DPGSolver",
+    "SCGSolver",
+    "gaussian_smoothing_gradient",
+    "MemberFailureError",
+    "NotFittedError",
+    "available_solvers",
+]
 
 # Short names (as the command line and kd.compare reports use them) -> (module, class).
 _SOLVERS = {

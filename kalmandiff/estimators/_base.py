@@ -228,6 +228,8 @@ class BaseSolver(BaseEstimator):
     _uses_denoiser = True
     #: name of the progress bar
     _progress_desc = "solver"
+    #: smallest ensemble the method accepts (samplers of independent samples accept 1)
+    _min_particles = 2
 
     def __sklearn_clone__(self):
         # sklearn's clone deep-copies non-estimator parameters, which would
@@ -447,9 +449,10 @@ class BaseSolver(BaseEstimator):
 
     # -- set-up --------------------------------------------------------------
     def _validate_common(self) -> None:
-        n = self.n_particles
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-            raise ValueError(f"n_particles must be an int >= 2 (got {n!r}); an ensemble needs two members.")
+        n, least = self.n_particles, self._min_particles
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < least:
+            why = "; an ensemble needs two members" if least == 2 else ""
+            raise ValueError(f"n_particles must be an int >= {least} (got {n!r}){why}.")
         if self.on_failure not in _FAILURE_POLICIES:
             raise ValueError(f"on_failure must be one of {_FAILURE_POLICIES} (got {self.on_failure!r}).")
         check_device(self.device)

@@ -1,0 +1,458 @@
+"""The loop shared by the guided baselines of the EnKG paper: DPS, GSG, DPG and SCG.
+
+The public EnKG code runs these baselines on one sampler, an EDM-generalised
+variance-preserving SDE (``utils/scheduler.Scheduler(schedule="vp",
+timestep="vp", scaling="vp")``, research notes ``enkg-reference-code.md``
+section 2).  In EDM terms, with our denoiser ``D(x, sigma)``:
+
+* noise level ``sigma(t) = sqrt(exp(beta_d t**2 / 2 + beta_min t) - 1)``,
+  scaling ``s(t) = 1 / sqrt(1 + sigma(t)**2)``, ``beta_d = 19.9``,
+  ``beta_min = 0.1``;
+* times ``t_i = 1 - i (1 - t_min) / (N - 1)``, ``t_min = 1e-3``, ``N = 1000``;
+* the state is the *scaled* ``x = s (x0 + sigma eps)``, its score
+  ``(D(x / s, sigma) - x / s) / (sigma**2 s)``;
+* one Euler-Maruyama step of the reverse SDE
+  ``x' = x (1 - s'/s dt) + f score + sqrt(f) eps`` with
+  ``f = 2 s**2 sigma sigma' dt``.
+
+A solver built on :class:`GuidedSolver` writes only its guidance rule: the
+generator method ``_guided_step(ctx, step, state)`` receives a
+:class:`GuidedStep` (state, denoised estimate, score and the step's
+coefficients) and returns the next state.  Helpers here evaluate the loss
+``l(x0) = ||W^(1/2) (G(x0) - y)||**2`` of a batch of clean estimates (through
+the ask/tell protocol, so these solvers never differentiate ``G``) and
+chain a cotangent through the denoiser (a vector-Jacobian product).
+
+Particles live in torch (autograd is needed for the denoiser's VJP); the
+data and every forward evaluation stay in the namespace of ``y``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._backend import from_torch, to_numpy, to_torch
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
+
+__all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver"]
+
+
+# --------------------------------------------------------------------------
+# the VP schedule of the reference sampler
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VPSchedule:
+    """The reference sampler's VP-SDE discretisation (``N`` steps).
+
+    Attributes
+    ----------
+    t : ndarray ``(N + 1,)``
+        Diffusion times, decreasing from 1.
+    sigma : ndarray ``(N + 1,)``
+        EDM noise levels ``sigma(t)``.
+    scale : ndarray ``(N + 1,)``
+        VP scalings ``s(t) = (1 + sigma**2)**(-1/2)``.
+    scaling_factor : ndarray ``(N,)``
+        ``1 - s'(t_i) / s(t_i) (t_i - t_{i+1})``, the drift on ``x``.
+    factor : ndarray ``(N,)``
+        ``f_i = 2 s_i**2 sigma_i sigma'_i (t_i - t_{i+1})``: the weight of the
+        score and the variance of the injected noise.
+    """
+
+    t: np.ndarray
+    sigma: np.ndarray
+    scale: np.ndarray
+    scaling_factor: np.ndarray
+    factor: np.ndarray
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.factor.size)
+
+
+def vp_schedule(
+    n_steps: int, beta_d: float = 19.9, beta_min: float = 0.1, t_min: float = 1e-3, sigma_final: float = 0.01
+) -> VPSchedule:
+    """Build the VP-SDE schedule of the reference sampler.
+
+    Parameters
+    ----------
+    n_steps : int
+        Number ``N`` of reverse steps (1000 in the reference).
+    beta_d, beta_min : float
+        VP noise schedule (19.9 and 0.1, as the EDM ``VPPrecond``).
+    t_min : float
+        Last grid time ``t_{N-1}`` (1e-3).
+    sigma_final : float
+        Noise level after the last step: ``t_N = sigma^{-1}(sigma_final)``
+        (the reference appends the time of its ``sigma_min``, 0.01).
+
+    Returns
+    -------
+    VPSchedule
+    """
+
+    def exponent(t):
+        return 0.5 * beta_d * t**2 + beta_min * t
+
+    if n_steps == 1:
+        t = np.array([1.0])
+    else:
+        t = 1.0 - np.arange(n_steps) * (1.0 - t_min) / (n_steps - 1)
+    t_final = (math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma_final**2)) - beta_min) / beta_d
+    t = np.append(t, t_final)
+    sigma = np.sqrt(np.expm1(exponent(t)))
+    scale = np.exp(-0.5 * exponent(t))
+    rate = beta_d * t + beta_min  # d exponent / dt
+    dt = t[:-1] - t[1:]
+    # s'/s = -rate/2 and sigma sigma' = rate exp(exponent)/2, hence:
+    scaling_factor = 1.0 + 0.5 * rate[:-1] * dt
+    factor = scale[:-1] ** 2 * rate[:-1] * np.exp(exponent(t[:-1])) * dt
+    return VPSchedule(
+        t=t, sigma=sigma, scale=scale, scaling_factor=scaling_factor, factor=np.maximum(factor, 0)
+    )
+
+
+# --------------------------------------------------------------------------
+# one step, as the guidance rule sees it
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class GuidedStep:
+    """What a guidance rule sees at step ``i``.
+
+    Attributes
+    ----------
+    i : int
+    x : torch.Tensor ``(P, *x_shape)``
+        The scaled state at ``t_i``; it requires grad when the solver's rule
+        differentiates the denoiser (``_needs_graph``).
+    denoised : torch.Tensor ``(P, *x_shape)``
+        ``D(x / s_i, sigma_i)``, connected to ``x`` when it requires grad.
+    score : torch.Tensor
+        ``(D - x / s) / (sigma**2 s)``, detached.
+    sigma, scale, sigma_next, scale_next, scaling_factor, factor : float
+        The schedule at this step.
+    last : bool
+        True at the final step.
+    """
+
+    i: int
+    x: Any
+    denoised: Any
+    score: Any
+    sigma: float
+    scale: float
+    sigma_next: float
+    scale_next: float
+    scaling_factor: float
+    factor: float
+    last: bool
+
+    def mean(self, score=None):
+        """Deterministic part of the SDE step, ``x (1 - s'/s dt) + f score``."""
+        score = self.score if score is None else score
+        return self.x.detach() * self.scaling_factor + self.factor * score
+
+
+# --------------------------------------------------------------------------
+# the base class
+# --------------------------------------------------------------------------
+
+
+class GuidedSolver(BaseSolver):
+    """Base of the solvers that guide the reference VP-SDE sampler (DPS, GSG, DPG, SCG).
+
+    Subclasses set ``_needs_graph`` (whether their rule differentiates the
+    denoiser), implement ``_guided_step``, ``_per_step_counts`` and
+    ``_validate_rule``, and list reference settings in ``_FAMILY_DEFAULTS``.
+
+    ``n_particles`` is the number of independent samples run side by side
+    (the reference runs one); :meth:`reconstruct` returns their mean.
+    """
+
+    _needs_graph = False
+    #: keys of the rule state that hold torch tensors (restored as such from a checkpoint)
+    _tensor_state: tuple[str, ...] = ()
+    _progress_desc = "guided"
+    _min_particles = 1  # independent samples, not an ensemble
+    #: constructor settings per problem family, taken from the reference scripts
+    _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {}
+    _FAMILY_ALIASES = {
+        "navier-stokes": "navier-stokes",
+        "navier_stokes": "navier-stokes",
+        "ns": "navier-stokes",
+        "black-hole": "black-hole",
+        "blackhole": "black-hole",
+        "black_hole": "black-hole",
+        "interferometry": "black-hole",
+        "images": "images",
+        "image": "images",
+        "ffhq": "images",
+    }
+
+    # -- per-problem defaults ------------------------------------------------
+    @classmethod
+    def defaults_for(cls, problem_family: str) -> dict[str, Any]:
+        """Constructor settings of the reference scripts for a problem family.
+
+        Parameters
+        ----------
+        problem_family : str
+            ``"navier-stokes"``, ``"black-hole"`` or ``"images"`` (FFHQ
+            restoration); the solver may list finer keys (``"phase-retrieval"``).
+
+        Returns
+        -------
+        dict
+            Keyword arguments, e.g. ``DPGSolver(prior, **DPGSolver.defaults_for("navier-stokes"))``.
+        """
+        key = str(problem_family).lower()
+        key = cls._FAMILY_ALIASES.get(key, key)
+        if key not in cls._FAMILY_DEFAULTS:
+            raise ValueError(
+                f"problem_family must be one of {sorted(cls._FAMILY_DEFAULTS)} (got {problem_family!r})."
+            )
+        return dict(cls._FAMILY_DEFAULTS[key])
+
+    # -- validation ----------------------------------------------------------
+    def _validate_params(self) -> None:
+        v = self.n_steps
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"n_steps must be a positive int (got {v!r}).")
+        check_positive("beta_d", self.beta_d)
+        check_positive("beta_min", self.beta_min)
+        check_positive("t_min", self.t_min)
+        if self.t_min >= 1:
+            raise ValueError(f"t_min must lie in (0, 1) (got {self.t_min!r}).")
+        check_positive("sigma_final", self.sigma_final, allow_zero=True)
+        sigma_last = math.sqrt(math.expm1(0.5 * self.beta_d * self.t_min**2 + self.beta_min * self.t_min))
+        if self.sigma_final >= sigma_last:
+            raise ValueError(
+                f"sigma_final must be below the last grid noise level sigma(t_min) = {sigma_last:.4g} "
+                f"(got {self.sigma_final!r})."
+            )
+        self._validate_rule()
+
+    def _validate_rule(self) -> None:
+        """Check the rule's own parameters (override)."""
+
+    @staticmethod
+    def _check_int(name: str, value, low: int = 1) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low} (got {value!r}).")
+
+    # -- the schedule and the cost formula --------------------------------------
+    def schedule(self) -> VPSchedule:
+        """The VP-SDE schedule this solver walks."""
+        return vp_schedule(self.n_steps, self.beta_d, self.beta_min, self.t_min, self.sigma_final)
+
+    def _per_step_counts(self, i: int) -> dict[str, int]:
+        """Per-particle evaluations at step ``i`` (override): keys as in :meth:`expected_evaluations`."""
+        return {"denoiser": 1, "denoiser_calls": 1, "forward": 0, "forward_calls": 0, "vjp": 0}
+
+    def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
+        """Denoiser, forward and VJP evaluations this configuration makes, by formula.
+
+        Totals count single-sample evaluations (``P`` samples); sequential
+        counts are the number of batched calls (the depth when every sample
+        and query runs in parallel).
+        """
+        P = self.n_particles if n_particles is None else n_particles
+        tot = {"denoiser": 0, "denoiser_calls": 0, "forward": 0, "forward_calls": 0, "vjp": 0}
+        for i in range(self.n_steps):
+            for k, v in self._per_step_counts(i).items():
+                tot[k] += v
+        return {
+            "n_denoiser_evals": P * tot["denoiser"],
+            "n_sequential_denoiser_evals": tot["denoiser_calls"],
+            "n_forward_evals": P * tot["forward"],
+            "n_sequential_forward_evals": tot["forward_calls"],
+            "n_denoiser_vjps": P * tot["vjp"],
+        }
+
+    # -- the loop ----------------------------------------------------------------
+    def _iterate(self, ctx: FitContext, state: dict | None):
+        self._extra = {"n_denoiser_vjps": 0, "n_sequential_denoiser_vjps": 0, "n_forward_vjps": 0}
+        if state is not None and "final" in state:
+            return state["final"]
+        sched = self.schedule()
+        N, P = sched.n_steps, int(self.n_particles)
+        like = self._torch_like(ctx)
+        if state is None:
+            z = ctx.rng.normal((P, *ctx.x_shape), like=like)
+            x, start, rule_state = float(sched.sigma[0] * sched.scale[0]) * z, 0, self._initial_rule_state()
+        else:
+            x, start = to_torch(state["x"], device=like.device).to(like.dtype), int(state["i"])
+            rule_state = {
+                k: (
+                    to_torch(v, device=like.device).to(like.dtype)
+                    if k in self._tensor_state and v is not None
+                    else v
+                )
+                for k, v in state["rule"].items()
+            }
+            self._extra = dict(state["extra"])
+        for i in range(start, N):
+            yield SafePoint(
+                i,
+                {
+                    "i": i,
+                    "x": from_torch(x, like=ctx.y),
+                    "rule": dict(rule_state),
+                    "extra": dict(self._extra),
+                },
+            )
+            step = self._prepare(ctx, x, i, sched)
+            x, info = yield from self._guided_step(ctx, step, rule_state)
+            x = x.detach()
+            ctx.record(step=i, sigma=step.sigma, spread=self._spread(x), **info)
+            if ctx.stopped_early:
+                break
+        return from_torch(x / float(sched.scale[N]), like=ctx.y)
+
+    def _initial_rule_state(self) -> dict:
+        """Rule state carried between steps (momentum, running averages); override."""
+        return {}
+
+    def _finish(self, particles) -> None:
+        super()._finish(particles)
+        self.stats_.update(getattr(self, "_extra", {}))
+
+    def _guided_step(self, ctx: FitContext, step: GuidedStep, state: dict):  # pragma: no cover - abstract
+        """Return ``(x_next, record)``; a generator that may yield ForwardRequests."""
+        raise NotImplementedError
+        yield
+
+    @staticmethod
+    def _torch_like(ctx: FitContext):
+        """A zero-size torch tensor with the dtype and device the particles use."""
+        y = to_torch(ctx.y)
+        return y.new_zeros((1,))
+
+    def _prepare(self, ctx: FitContext, x, i: int, sched: VPSchedule) -> GuidedStep:
+        """Denoise the state (with a graph when the rule needs one) and form the score."""
+        import torch
+
+        s, sigma = float(sched.scale[i]), float(sched.sigma[i])
+        xg = x.detach().requires_grad_(self._needs_graph)
+        with torch.set_grad_enabled(self._needs_graph):
+            denoised = ctx.denoise(xg / s, sigma)
+        if not isinstance(denoised, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__} runs its samples in torch; the prior's denoise must accept and "
+                f"return torch tensors (got {type(denoised).__name__})."
+            )
+        if self._needs_graph and not denoised.requires_grad:
+            raise ValueError(
+                f"{type(self).__name__} differentiates the denoiser, but the prior's denoise returned a "
+                "tensor without a gradient graph; use a torch-differentiable prior (the analytic priors "
+                "and TorchDenoiser modules are)."
+            )
+        score = (denoised.detach() - x.detach() / s) / (sigma**2 * s)
+        return GuidedStep(
+            i=i,
+            x=xg,
+            denoised=denoised,
+            score=score,
+            sigma=sigma,
+            scale=s,
+            sigma_next=float(sched.sigma[i + 1]),
+            scale_next=float(sched.scale[i + 1]),
+            scaling_factor=float(sched.scaling_factor[i]),
+            factor=float(sched.factor[i]),
+            last=i == sched.n_steps - 1,
+        )
+
+    # -- helpers for the rules -------------------------------------------------------
+    @staticmethod
+    def _noise_step(ctx: FitContext, step: GuidedStep, score=None):
+        """One Euler-Maruyama step of the reverse SDE with the given score."""
+        mean = step.mean(score)
+        return mean + math.sqrt(step.factor) * ctx.rng.normal(tuple(mean.shape), like=mean)
+
+    def _losses(self, ctx: FitContext, X0):
+        """``l(x0) = ||W^(1/2)(G(x0) - y)||**2`` of a torch batch ``(n, *x_shape)`` (a generator).
+
+        Asks for the forward values through a :class:`ForwardRequest` (in the
+        namespace of ``y``) and applies the failure policy.  Returns
+        ``(losses (n,) ndarray, ok (n,) bool ndarray)``; failed members have
+        a NaN loss.
+        """
+        G, failed = yield ForwardRequest(from_torch(X0.detach(), like=ctx.y))
+        ok = ctx.handle_failures(failed)
+        xp = ctx.xp
+        r = ctx.flat_residual(G, xp.reshape(ctx.y_flat, (1, -1)))
+        w = xp.reshape(ctx.problem.misfit_weights(like=ctx.y), (1, -1))
+        losses = np.array(to_numpy(xp.sum(w * r**2, axis=1)), dtype=float, copy=True)
+        losses[~ok] = np.nan
+        return losses, ok
+
+    def _denoiser_vjp(self, ctx: FitContext, step: GuidedStep, cotangent):
+        """``J_D(x)^T v``: chain a cotangent on the denoised estimate back to the state."""
+        import torch
+
+        t0 = time.perf_counter()
+        (grad,) = torch.autograd.grad(step.denoised, step.x, grad_outputs=cotangent)
+        ctx.acct.time_denoiser_s += time.perf_counter() - t0
+        self._extra["n_denoiser_vjps"] += int(step.x.shape[0])
+        self._extra["n_sequential_denoiser_vjps"] += 1
+        return grad
+
+    @staticmethod
+    def _spread(x) -> float:
+        if x.shape[0] < 2:
+            return 0.0
+        return float(x.reshape(x.shape[0], -1).std(dim=0).mean())
+
+    @staticmethod
+    def _per_sample(values, like):
+        """Broadcast a per-sample vector (NumPy or torch, ``(P,)``) against ``like`` ``(P, ...)``."""
+        t = to_torch(np.asarray(values)) if isinstance(values, np.ndarray) else values
+        t = t.to(dtype=like.dtype, device=like.device)
+        return t.reshape((like.shape[0],) + (1,) * (like.ndim - 1))
+
+
+#: The parameters every guided solver shares, for the solvers' docstrings.
+COMMON_PARAMETERS = """n_particles : int, default 1
+        Number ``P`` of independent samples run side by side (the reference
+        runs one); :meth:`reconstruct` returns their mean and spread.
+    n_steps : int, default 1000
+        Number ``N`` of reverse VP-SDE steps (the reference's 1000).
+    beta_d, beta_min : float, default 19.9, 0.1
+        VP noise schedule, ``sigma(t) = sqrt(exp(beta_d t**2/2 + beta_min t) - 1)``.
+    t_min : float, default 1e-3
+        Last grid time (times run linearly from 1 to ``t_min``).
+    sigma_final : float, default 0.01
+        Noise level reached by the last step.
+    batch_size : int or None, default 64
+        Denoiser chunk size (None: all at once).
+    forward_batch_size : int or None, default None
+        Forward-model chunk size (None: all queries of a step in one call).
+    on_failure : {"raise", "resample"}, default "raise"
+        ``"raise"`` stops with :class:`MemberFailureError` when forward
+        evaluations fail; ``"resample"`` drops the failed queries from the
+        step (a sample whose own evaluation fails takes an unguided step).
+    nan_tolerance : float, default 0.0
+        Fraction of non-finite outputs above which an evaluation fails.
+    device : {None, "cpu", "cuda"}, default None
+        Where the data live; None follows ``y``.  Samples run in torch on
+        the matching device.
+    random_state : None, int or numpy.random.Generator
+    verbose : bool or "auto", default "auto"
+    callbacks : list of callables, optional
+        Each receives the per-step record; returning True stops the run."""
+
+
+def document(cls):
+    """Insert :data:`COMMON_PARAMETERS` at ``%(common)s`` in a solver's docstring."""
+    cls.__doc__ = cls.__doc__.replace("%(common)s", COMMON_PARAMETERS)
+    return cls
