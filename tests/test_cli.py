@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
 def run(*args, timeout=300):
@@ -47,6 +48,7 @@ def test_invalid_values_are_reported_without_traceback():
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_small_demo_prints_a_table_and_beats_the_zero_field(tmp_path):
     fig = tmp_path / "demo.png"
     out = run("demo", "--particles", "12", "--steps", "8", "--figure", str(fig))
@@ -54,6 +56,7 @@ def test_small_demo_prints_a_table_and_beats_the_zero_field(tmp_path):
     rows = table(out.stdout)
     assert float(rows["zero field"][0]) == 1.0
     assert float(rows["enkg"][0]) < 0.8
+    assert {"eki", "scg"} <= set(rows)  # EnKG and two baselines
     assert fig.stat().st_size > 1000
 
 
