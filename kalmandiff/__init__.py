@@ -6,7 +6,9 @@
 """
 
 from . import diffusion, metrics, plotting, priors, problems
+from .compare import ComparisonTable, compare, plot_comparison
 from .estimators import (
+    DiffPIRSolver,
     DPGSolver,
     DPSSolver,
     EKISolver,
@@ -14,6 +16,7 @@ from .estimators import (
     GSGSolver,
     MemberFailureError,
     NotFittedError,
+    RMPSolver,
     SCGSolver,
 )
 from .io import export_results, load
@@ -27,6 +30,11 @@ __all__ = [
     "GSGSolver",
     "DPGSolver",
     "SCGSolver",
+    "DiffPIRSolver",
+    "RMPSolver",
+    "compare",
+    "plot_comparison",
+    "ComparisonTable",
     "MemberFailureError",
     "NotFittedError",
     "load",

@@ -151,22 +151,8 @@ def plot_history(history: Any, keys=("misfit_mean", "spread"), ax=None, label: s
     return axes
 
 
-def plot_comparison(solvers: dict, x_true=None, y=None, cmap: str | None = None):
-    """Reconstructions of several fitted solvers in one row: ``{"name": solver, ...}``."""
-    items = list(solvers.items())
-    n = len(items) + (x_true is not None) + (y is not None)
-    axes = _axes(n, None)
-    k = 0
-    if x_true is not None:
-        plot_reconstruction(x_true=x_true, axes=[axes[0]], cmap=cmap)
-        k = 1
-    if y is not None:
-        plot_reconstruction(y=y, axes=[axes[k]], cmap=cmap)
-        k += 1
-    for ax, (name, solver) in zip(axes[k:], items):
-        est = solver.reconstruct()
-        ref = _as_image(x_true if x_true is not None else est)
-        vmax = float(np.abs(ref).max())
-        vlim = (-vmax, vmax) if ref.min() < 0 else (float(ref.min()), float(ref.max()))
-        _show(ax, _as_image(est), name, cmap or ("RdBu_r" if ref.min() < 0 else "gray"), vlim)
-    return axes
+def plot_comparison(*args, **kwargs):
+    """Reconstructions of several solvers side by side: see :func:`kalmandiff.compare.plot_comparison`."""
+    from .compare import plot_comparison as _plot
+
+    return _plot(*args, **kwargs)

@@ -22,6 +22,8 @@ SOLVERS = [
     pytest.param(lambda: kd.GSGSolver(PRIOR, n_steps=6, n_queries=8, **SMALL), id="GSG"),
     pytest.param(lambda: kd.DPGSolver(PRIOR, n_steps=6, n_samples=8, **SMALL), id="DPG"),
     pytest.param(lambda: kd.SCGSolver(PRIOR, n_steps=6, n_candidates=8, **SMALL), id="SCG"),
+    pytest.param(lambda: kd.DiffPIRSolver(PRIOR, n_steps=6, **SMALL), id="DiffPIR"),
+    pytest.param(lambda: kd.RMPSolver(PRIOR, n_steps=6, **SMALL), id="RMP"),
 ]
 
 SKLEARN_CHECKS = [

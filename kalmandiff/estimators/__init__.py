@@ -3,11 +3,13 @@
 from importlib import import_module
 
 from ._base import BaseSolver, MemberFailureError, NotFittedError
+from .diffpir import DiffPIRSolver
 from .dpg import DPGSolver
 from .dps import DPSSolver
 from .eki import EKISolver
 from .enkg import EnKGSolver
 from .gsg import GSGSolver, gaussian_smoothing_gradient
+from .rmp import RMPSolver
 from .scg import SCGSolver
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "GSGSolver",
     "DPGSolver",
     "SCGSolver",
+    "DiffPIRSolver",
+    "RMPSolver",
     "gaussian_smoothing_gradient",
     "MemberFailureError",
     "NotFittedError",

@@ -1,0 +1,349 @@
+"""Compare solvers on one problem in one line: a table of accuracy, evaluation counts and times.
+
+>>> table = kd.compare([kd.EnKGSolver(prior), kd.EKISolver(prior)], problem, y, x_true)  # doctest: +SKIP
+>>> print(table.to_markdown())                                                          # doctest: +SKIP
+
+:func:`compare` fits every solver on the same data and collects what
+the paper's tables report; :func:`plot_comparison` shows the
+reconstructions side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._backend import to_numpy
+
+__all__ = ["compare", "plot_comparison", "ComparisonTable", "COUNT_COLUMNS", "TIME_COLUMNS"]
+
+#: evaluation counts copied from each solver's ``stats_`` (0 when a solver does not report one)
+COUNT_COLUMNS = (
+    "n_denoiser_evals",
+    "n_sequential_denoiser_evals",
+    "n_forward_evals",
+    "n_sequential_forward_evals",
+    "n_forward_vjps",
+    "n_denoiser_vjps",
+    "n_failed",
+)
+#: wall times in seconds copied from ``stats_``
+TIME_COLUMNS = ("time_total_s", "time_denoiser_s", "time_forward_s")
+
+_ERRORS = ("record", "raise")
+
+
+class ComparisonTable:
+    """The result of :func:`compare` when pandas is not installed: one record per solver.
+
+    Prints as a plain-text table (``str``), renders as Markdown in notebooks
+    (``_repr_markdown_``) and converts to records or Markdown.
+
+    Attributes
+    ----------
+    columns : list of str
+    solvers : dict
+        Name -> the fitted solver (None where ``fit`` failed).
+    """
+
+    def __init__(self, records: list[dict], columns: list[str], solvers: dict | None = None):
+        self._records = [dict(r) for r in records]
+        self.columns = list(columns)
+        self.solvers = dict(solvers or {})
+
+    # -- container behaviour ---------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self):
+        return iter(self.to_records())
+
+    def __getitem__(self, key):
+        """A row by position (a dict), or a column by name (a list)."""
+        if isinstance(key, str):
+            if key not in self.columns:
+                raise KeyError(f"no column {key!r}; columns are {self.columns}.")
+            return [r.get(key) for r in self._records]
+        return dict(self._records[key])
+
+    def to_records(self) -> list[dict]:
+        """The rows as a list of dicts (copies), columns in order."""
+        return [{c: r.get(c) for c in self.columns} for r in self._records]
+
+    # -- rendering -------------------------------------------------------------
+    def _cells(self, floatfmt: str) -> list[list[str]]:
+        return [[_format(r.get(c), floatfmt) for c in self.columns] for r in self._records]
+
+    def to_markdown(self, floatfmt: str = ".4g") -> str:
+        """A GitHub-flavoured Markdown table; numbers right-aligned, ``floatfmt`` for floats."""
+        rows = self._cells(floatfmt)
+        numeric = [self._is_numeric(c) for c in self.columns]
+        head = "| " + " | ".join(self.columns) + " |"
+        rule = "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"
+        body = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+        return "\n".join([head, rule, *body])
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    def __str__(self) -> str:
+        rows = self._cells(".4g")
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(self.columns)]
+        numeric = [self._is_numeric(c) for c in self.columns]
+
+        def line(cells):
+            return "  ".join(
+                cell.rjust(w) if n else cell.ljust(w) for cell, w, n in zip(cells, widths, numeric)
+            ).rstrip()
+
+        return "\n".join([line(self.columns), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+    def __repr__(self) -> str:
+        return f"ComparisonTable({len(self)} solvers)\n{self}"
+
+    def _is_numeric(self, column: str) -> bool:
+        values = [r.get(column) for r in self._records if r.get(column) is not None]
+        return bool(values) and all(isinstance(v, numbers.Number) for v in values)
+
+
+def _format(value, floatfmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or isinstance(value, (int, np.integer)):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        return "nan" if math.isnan(value) else format(float(value), floatfmt)
+    return str(value)
+
+
+# --------------------------------------------------------------------------
+# compare
+# --------------------------------------------------------------------------
+
+
+def _named(solvers) -> list[tuple[str, Any]]:
+    """``[(name, solver)]`` from a mapping or a sequence; repeated class names get ``#2``, ``#3``."""
+    if isinstance(solvers, Mapping):
+        return [(str(k), v) for k, v in solvers.items()]
+    if not isinstance(solvers, Sequence) or isinstance(solvers, str):
+        raise ValueError("solvers must be a list of solvers or a dict name -> solver.")
+    out, seen = [], {}
+    for s in solvers:
+        base = type(s).__name__
+        seen[base] = seen.get(base, 0) + 1
+        out.append((base if seen[base] == 1 else f"{base}#{seen[base]}", s))
+    return out
+
+
+def _metrics(problem, x_hat, x_true) -> dict[str, float]:
+    x_hat, x_true = np.asarray(to_numpy(x_hat)), np.asarray(to_numpy(x_true))
+    if hasattr(problem, "metrics"):
+        return {k: float(v) for k, v in problem.metrics(x_hat, x_true).items()}
+    from .metrics import relative_l2
+
+    return {"relative_l2": float(relative_l2(x_hat, x_true))}
+
+
+def compare(
+    solvers,
+    problem,
+    y,
+    x_true=None,
+    *,
+    clone: bool = True,
+    errors: str = "record",
+    as_frame: Any = "auto",
+    **fit_kwargs,
+):
+    """Fit each solver on ``(y, problem)`` and tabulate accuracy, evaluation counts and times.
+
+    Parameters
+    ----------
+    solvers : list of solvers, or dict name -> solver
+        Unfitted or fitted kalmandiff solvers.  Rows are named by the dict
+        keys, else by class name (``EnKGSolver#2`` for a repeat).
+    problem : ForwardProblem or callable
+        The forward model, passed to every ``fit``.
+    y : array
+        The observation.
+    x_true : array, optional
+        The truth; when given, ``problem.metrics(x_hat, x_true)`` (or the
+        relative L2 error for a plain callable) fills the metric columns.
+    clone : bool, default True
+        Fit ``sklearn.base.clone`` copies (same parameters, the prior shared,
+        not copied), leaving the given solvers untouched; the fitted copies
+        are in the table's ``solvers``.  ``False`` fits the given instances.
+    errors : {"record", "raise"}, default "record"
+        ``"record"``: an exception in one solver's ``fit`` or ``reconstruct``
+        fills its row's ``error`` column (``"TypeName: message"``) and the
+        comparison goes on; ``"raise"`` re-raises it.
+    as_frame : {"auto", True, False}, default "auto"
+        Return a pandas DataFrame (``"auto"``: when pandas is importable),
+        with the fitted solvers in ``df.attrs["solvers"]``; otherwise a
+        :class:`ComparisonTable`.
+    **fit_kwargs
+        Passed to every ``fit`` (``noise_std`` for a plain callable, say).
+
+    Returns
+    -------
+    ComparisonTable or pandas.DataFrame
+        Columns: ``solver``, the metrics, :data:`COUNT_COLUMNS` (each
+        solver's ``stats_``: totals and sequential counts), :data:`TIME_COLUMNS`
+        (seconds) and ``error`` (None where the fit succeeded).
+    """
+    if errors not in _ERRORS:
+        raise ValueError(f"errors must be one of {_ERRORS} (got {errors!r}).")
+    if as_frame not in ("auto", True, False):
+        raise ValueError(f"as_frame must be 'auto', True or False (got {as_frame!r}).")
+    named = _named(solvers)
+    if not named:
+        raise ValueError("solvers is empty: give at least one solver.")
+    records, fitted, metric_names = [], {}, []
+    for name, solver in named:
+        record, est = _run_one(name, solver, problem, y, x_true, clone, errors, fit_kwargs)
+        fitted[name] = est
+        metric_names += [k for k in record.get("_metrics", ()) if k not in metric_names]
+        records.append(record)
+    columns = ["solver", *metric_names, *COUNT_COLUMNS, *TIME_COLUMNS, "error"]
+    for r in records:
+        metrics = r.pop("_metrics", {})
+        for k in metric_names:
+            r[k] = metrics.get(k, math.nan)
+    return _as_output(records, columns, fitted, as_frame)
+
+
+def _run_one(name, solver, problem, y, x_true, clone, errors, fit_kwargs):
+    """Fit one solver and build its row (the metrics under ``"_metrics"``)."""
+    from sklearn.base import clone as sk_clone
+
+    record: dict[str, Any] = {"solver": name}
+    est = None
+    try:
+        est = sk_clone(solver) if clone else solver
+        est.fit(y, problem, **fit_kwargs)
+        x_hat = est.reconstruct()
+        if x_true is not None:
+            record["_metrics"] = _metrics(problem, x_hat, x_true)
+        record["error"] = None
+    except Exception as exc:  # noqa: BLE001 - reported in the row, by design
+        if errors == "raise":
+            raise
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        est = est if est is not None and hasattr(est, "stats_") else None
+    stats = getattr(est, "stats_", None) or {}
+    for key in COUNT_COLUMNS:
+        record[key] = int(stats[key]) if key in stats else (0 if stats else None)
+    for key in TIME_COLUMNS:
+        record[key] = float(stats[key]) if key in stats else None
+    return record, est
+
+
+class _SharedSolvers(dict):
+    """Name -> fitted solver, shared rather than copied when pandas deep-copies a frame's ``attrs``."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def _as_output(records, columns, fitted, as_frame):
+    if as_frame is not False:
+        try:
+            import pandas as pd
+        except ImportError:
+            if as_frame is True:
+                raise ImportError("as_frame=True needs pandas; install it or use as_frame='auto'.") from None
+        else:
+            frame = pd.DataFrame.from_records(records, columns=columns)
+            frame.attrs["solvers"] = _SharedSolvers(fitted)
+            return frame
+    return ComparisonTable(records, columns, fitted)
+
+
+# --------------------------------------------------------------------------
+# plot
+# --------------------------------------------------------------------------
+
+
+def _fitted_solvers(results) -> dict:
+    if isinstance(results, ComparisonTable):
+        return {k: v for k, v in results.solvers.items() if v is not None}
+    attrs = getattr(results, "attrs", None)
+    if isinstance(attrs, dict) and "solvers" in attrs:
+        return {k: v for k, v in attrs["solvers"].items() if v is not None}
+    return dict(_named(results))
+
+
+def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=None, cmap=None):
+    """Show the truth, each solver's reconstruction and (optionally) the data, side by side.
+
+    Parameters
+    ----------
+    results_or_solvers : ComparisonTable, DataFrame from :func:`compare`, list or dict of fitted solvers
+    problem : ForwardProblem, optional
+        Used for the panel titles' metric (``problem.metrics``).
+    x_true : array, optional
+        The truth, drawn first; also fixes the colour scale.
+    y : array, optional
+        The observation, drawn last.
+    axes : sequence of matplotlib Axes, optional
+        One per panel; by default a new figure with one row.
+    cmap : str, optional
+        Colour map of image panels (default ``"RdBu_r"`` for signed data, else ``"gray"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Images (``(H, W)`` or ``(1, H, W)``, or ``(3, H, W)`` in [-1, 1]) are
+        drawn with ``imshow``; anything else as a line over its flattened entries.
+    """
+    import matplotlib.pyplot as plt
+
+    solvers = _fitted_solvers(results_or_solvers)
+    panels = []
+    if x_true is not None:
+        panels.append(("truth", np.asarray(to_numpy(x_true)), None))
+    for name, est in solvers.items():
+        x_hat = np.asarray(to_numpy(est.reconstruct()))
+        note = None
+        if x_true is not None:
+            metrics = _metrics(problem, x_hat, x_true)
+            key = "psnr" if "psnr" in metrics else next(iter(metrics))
+            note = f"{key} {metrics[key]:.3g}"
+        panels.append((name, x_hat, note))
+    if y is not None:
+        panels.append(("observation", np.asarray(to_numpy(y)), None))
+    if not panels:
+        raise ValueError("nothing to plot: no fitted solver, truth or observation.")
+    if axes is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), squeeze=False)
+        axes = list(axes[0])
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) < len(panels):
+            raise ValueError(f"axes has {len(axes)} entries; {len(panels)} panels are needed.")
+        fig = axes[0].figure
+    ref = panels[0][1]
+    lo, hi = float(np.min(ref)), float(np.max(ref))
+    for ax, (title, arr, note) in zip(axes, panels):
+        _draw(ax, arr, None if title == "observation" else (lo, hi), cmap)
+        ax.set_title(title if note is None else f"{title}\n{note}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _draw(ax, arr, limits, cmap) -> None:
+    img = np.squeeze(arr)
+    if img.ndim == 3 and img.shape[0] == 3:
+        ax.imshow(np.clip((np.moveaxis(img, 0, -1) + 1) / 2, 0, 1))
+    elif img.ndim == 2:
+        lo, hi = limits if limits is not None else (float(img.min()), float(img.max()))
+        ax.imshow(img, cmap=cmap or ("RdBu_r" if lo < 0 else "gray"), vmin=lo, vmax=hi)
+    else:
+        ax.plot(np.ravel(img))
+        return
+    ax.set_xticks([])
+    ax.set_yticks([])
