@@ -1,0 +1,64 @@
+"""Priors shipped with the package: small EDM networks trained on data the project generates itself.
+
+``ns_vorticity_32.pt``: a :class:`~kalmandiff.priors.unet.SmallUNet` denoiser
+of 32x32 Navier-Stokes vorticity fields (Kolmogorov forcing, Re 200), GRF
+initial conditions evolved 5 time units, as the EnKG paper's data were made.
+The network works on ``x / 10``; the loader returns it in physical units.
+Reproduce it with ``python scripts/train_ns_prior.py`` (see that script).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .adapters import ScaledDenoiser, load_edm_checkpoint
+from .torch_denoiser import TorchDenoiser
+
+__all__ = ["load_navier_stokes_prior", "NS_SCALE", "NS_PRIOR_PATH"]
+
+#: Physical vorticity units per network unit of the Navier-Stokes prior.
+NS_SCALE = 10.0
+
+#: Location of the shipped Navier-Stokes weights.
+NS_PRIOR_PATH = os.path.join(os.path.dirname(__file__), "data", "ns_vorticity_32.pt")
+
+
+def load_navier_stokes_prior(batch_size: int = 64, device=None, dtype=None, path=None) -> TorchDenoiser:
+    """The shipped 32x32 Navier-Stokes vorticity prior, in physical vorticity units.
+
+    Parameters
+    ----------
+    batch_size : int, default 64
+        Chunk size of network calls (see :class:`TorchDenoiser`).
+    device : str or torch.device, optional
+        Default CPU.
+    dtype : torch dtype, optional
+        Default ``torch.float32``.
+    path : str, optional
+        Another checkpoint of the same format (default: the shipped one).
+
+    Returns
+    -------
+    TorchDenoiser
+        ``event_shape == (1, 32, 32)``; ``denoise(x, sigma)`` takes
+        vorticity and ``sigma`` in physical units.  Its ``info`` attribute
+        holds the checkpoint's config and data description.
+
+    Examples
+    --------
+    >>> prior = load_navier_stokes_prior()
+    >>> prior.event_shape
+    (1, 32, 32)
+    """
+    net = load_edm_checkpoint(NS_PRIOR_PATH if path is None else path)
+    info = net.checkpoint_info
+    scale = float(info.get("scale", NS_SCALE))
+    prior = TorchDenoiser(
+        ScaledDenoiser(net, scale=scale),
+        tuple(info["config"]["event_shape"]),
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+    )
+    prior.info = info
+    return prior
