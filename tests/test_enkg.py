@@ -401,3 +401,20 @@ def test_forward_problem_path_runs_and_returns_same_namespace():
     s = quiet(case["prior"], n_particles=16, n_steps=10, random_state=0).fit(case["y"], problem)
     x_hat, x_std = s.reconstruct(return_std=True)
     assert x_hat.shape == (4,) and x_std.shape == (4,) and np.all(x_std > 0)
+
+
+def test_reference_settings_per_problem_family():
+    """The enkg-pytorch scripts' settings (research notes, section 1), and their cost by formula."""
+    ns = kd.EnKGSolver.defaults_for("navier-stokes")
+    bh = kd.EnKGSolver.defaults_for("black-hole")
+    assert ns["n_particles"] == 2048 and ns["n_updates"] == 2 and ns["guidance_scale"] == 2.0
+    assert bh["n_particles"] == 1024 and bh["guidance_scale"] == 3.5 and bh["lr_min_ratio"] == 1e-3
+    # Total cost as the notes tabulate it: 3.25 M NFE / 290,816 forward calls for NS, 0.77 M / 64,512 for BH.
+    prior = kd.priors.GaussianPrior(np.zeros(2), 1.0)
+    cost_ns = kd.EnKGSolver(prior, **ns).expected_evaluations()
+    cost_bh = kd.EnKGSolver(prior, **bh).expected_evaluations()
+    assert cost_ns["n_forward_evals"] == 290_816 and round(cost_ns["n_denoiser_evals"] / 1e6, 2) == 3.25
+    assert cost_bh["n_forward_evals"] == 64_512 and round(cost_bh["n_denoiser_evals"] / 1e6, 2) == 0.77
+    with pytest.raises(ValueError, match="problem_family"):
+        kd.EnKGSolver.defaults_for("weather")
+    assert kd.EKISolver.defaults_for("ns")["max_iter"] == 500

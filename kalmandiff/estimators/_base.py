@@ -230,6 +230,44 @@ class BaseSolver(BaseEstimator):
     _progress_desc = "solver"
     #: smallest ensemble the method accepts (samplers of independent samples accept 1)
     _min_particles = 2
+    #: constructor settings per problem family, taken from the reference scripts
+    _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {}
+    _FAMILY_ALIASES = {
+        "navier-stokes": "navier-stokes",
+        "navier_stokes": "navier-stokes",
+        "ns": "navier-stokes",
+        "black-hole": "black-hole",
+        "blackhole": "black-hole",
+        "black_hole": "black-hole",
+        "interferometry": "black-hole",
+        "images": "images",
+        "image": "images",
+        "ffhq": "images",
+    }
+
+    # -- per-problem defaults ------------------------------------------------
+    @classmethod
+    def defaults_for(cls, problem_family: str) -> dict[str, Any]:
+        """Constructor settings of the reference scripts for a problem family.
+
+        Parameters
+        ----------
+        problem_family : str
+            ``"navier-stokes"``, ``"black-hole"`` or ``"images"`` (FFHQ
+            restoration); the solver may list finer keys (``"phase-retrieval"``).
+
+        Returns
+        -------
+        dict
+            Keyword arguments, e.g. ``EnKGSolver(prior, **EnKGSolver.defaults_for("navier-stokes"))``.
+        """
+        key = str(problem_family).lower()
+        key = cls._FAMILY_ALIASES.get(key, key)
+        if key not in cls._FAMILY_DEFAULTS:
+            raise ValueError(
+                f"problem_family must be one of {sorted(cls._FAMILY_DEFAULTS)} (got {problem_family!r})."
+            )
+        return dict(cls._FAMILY_DEFAULTS[key])
 
     def __sklearn_clone__(self):
         # sklearn's clone deep-copies non-estimator parameters, which would

@@ -184,44 +184,6 @@ class GuidedSolver(BaseSolver):
     _tensor_state: tuple[str, ...] = ()
     _progress_desc = "guided"
     _min_particles = 1  # independent samples, not an ensemble
-    #: constructor settings per problem family, taken from the reference scripts
-    _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {}
-    _FAMILY_ALIASES = {
-        "navier-stokes": "navier-stokes",
-        "navier_stokes": "navier-stokes",
-        "ns": "navier-stokes",
-        "black-hole": "black-hole",
-        "blackhole": "black-hole",
-        "black_hole": "black-hole",
-        "interferometry": "black-hole",
-        "images": "images",
-        "image": "images",
-        "ffhq": "images",
-    }
-
-    # -- per-problem defaults ------------------------------------------------
-    @classmethod
-    def defaults_for(cls, problem_family: str) -> dict[str, Any]:
-        """Constructor settings of the reference scripts for a problem family.
-
-        Parameters
-        ----------
-        problem_family : str
-            ``"navier-stokes"``, ``"black-hole"`` or ``"images"`` (FFHQ
-            restoration); the solver may list finer keys (``"phase-retrieval"``).
-
-        Returns
-        -------
-        dict
-            Keyword arguments, e.g. ``DPGSolver(prior, **DPGSolver.defaults_for("navier-stokes"))``.
-        """
-        key = str(problem_family).lower()
-        key = cls._FAMILY_ALIASES.get(key, key)
-        if key not in cls._FAMILY_DEFAULTS:
-            raise ValueError(
-                f"problem_family must be one of {sorted(cls._FAMILY_DEFAULTS)} (got {problem_family!r})."
-            )
-        return dict(cls._FAMILY_DEFAULTS[key])
 
     # -- validation ----------------------------------------------------------
     def _validate_params(self) -> None:

@@ -71,6 +71,11 @@ class EKISolver(BaseSolver):
 
     _uses_denoiser = False
     _progress_desc = "EKI"
+    # The reference EKI baseline (enkg-pytorch algo/eki.py): the normalised update, h = 2,
+    # 500 iterations, 512 members, used for Navier-Stokes; no other family has settings.
+    _FAMILY_DEFAULTS = {
+        "navier-stokes": dict(n_particles=512, update="normalized", step=2.0, max_iter=500),
+    }
 
     def __init__(
         self,

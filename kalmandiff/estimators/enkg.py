@@ -120,6 +120,39 @@ class EnKGSolver(BaseSolver):
     """
 
     _progress_desc = "EnKG"
+    # enkg-pytorch scripts/*.sh (research notes, section 1 table); denoiser batch 64 throughout.
+    _FAMILY_DEFAULTS = {
+        "navier-stokes": dict(
+            n_particles=2048,
+            n_steps=80,
+            n_updates=2,
+            guidance_scale=2.0,
+            threshold_start=0.05,
+            threshold_end=0.05,
+            lr_min_ratio=0.0,
+            batch_size=64,
+        ),
+        "black-hole": dict(
+            n_particles=1024,
+            n_steps=80,
+            n_updates=1,
+            guidance_scale=3.5,
+            threshold_start=0.1,
+            threshold_end=0.1,
+            lr_min_ratio=1e-3,
+            batch_size=64,
+        ),
+        "images": dict(
+            n_particles=1024,
+            n_steps=80,
+            n_updates=2,
+            guidance_scale=2.0,
+            threshold_start=0.05,
+            threshold_end=0.05,
+            lr_min_ratio=0.0,
+            batch_size=64,
+        ),
+    }
 
     def __init__(
         self,
