@@ -16,7 +16,6 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +131,20 @@ class FitContext:
         std = xp.reshape(self.problem.noise_std_array(like=self.y), (1, -1))
         std = xp.where(std > 0, std, xp.ones_like(std))
         return to_numpy(0.5 * xp.sum((r / std) ** 2, axis=1))
+
+    def positive_noise_std(self, update: str):
+        """``noise_std`` flattened to ``(m,)``; a ValueError unless every entry is positive.
+
+        The Kalman updates weight the data by ``Gamma^{-1}``, which noiseless data do not have.
+        """
+        xp = self.xp
+        std = xp.reshape(self.problem.noise_std_array(like=self.y), (-1,))
+        if not bool(xp.all(std > 0)):
+            raise ValueError(
+                f"update={update!r} needs a positive noise_std for every datum: a calibrated posterior "
+                "with noiseless data is degenerate. Use the normalised (paper) update for noiseless data."
+            )
+        return std
 
     def flat_residual(self, G, data):
         """``problem.residual`` on flattened rows: ``G`` and ``data`` are ``(J, m)`` (or ``(1, m)``)."""
@@ -660,6 +673,3 @@ def check_positive(name: str, value, allow_zero: bool = False) -> None:
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound} (got {value!r}).")
-
-
-Callback = Callable[[dict], Any]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from .._backend import RandomSource, get_namespace
+from .._backend import RandomSource, array_device, get_namespace
 
 __all__ = [
     "centred",
@@ -128,11 +128,11 @@ def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, resid
     m = Gw.shape[1]
     if m < J:
         # (Ghat^T Ghat + c I)^{-1} in data space: an m x m solve.
-        gram = Gw.T @ Gw + c * xp.eye(m, dtype=xp.float64, device=_device(X))
+        gram = Gw.T @ Gw + c * xp.eye(m, dtype=xp.float64, device=array_device(X))
         W = Gw @ xp.linalg.solve(gram, Rw.T)
     else:
         # Push-through identity: the same gain from a J x J solve.
-        gram = Gw @ Gw.T + c * xp.eye(J, dtype=xp.float64, device=_device(X))
+        gram = Gw @ Gw.T + c * xp.eye(J, dtype=xp.float64, device=array_device(X))
         W = xp.linalg.solve(gram, Gw @ Rw.T)
     # Column j of W holds the weights of the anomalies in member j's update.
     return X + xp.astype(W.T, X.dtype) @ centred(X)
@@ -166,12 +166,6 @@ def sqrt_kalman_update(X, G, y, noise_std, inflation: float, residual=None):
     A_new = A64 + U @ (shrink[:, None] * (U.T @ A64))
     mean = xp.mean(X, axis=0, keepdims=True) + xp.astype(xp.reshape(coef, (1, -1)) @ A64, X.dtype)
     return mean + xp.astype(A_new, X.dtype)
-
-
-def _device(x):
-    from array_api_compat import device
-
-    return device(x)
 
 
 def redraw_from_ensemble(X, n: int, rng: RandomSource):

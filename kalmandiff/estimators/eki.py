@@ -134,11 +134,7 @@ class EKISolver(BaseSolver):
         if state is not None and "final" in state:
             self.n_iter_ = len(ctx.history)
             return state["final"]
-        std = None
-        if self.update != "normalized":
-            std = xp.reshape(ctx.problem.noise_std_array(like=ctx.y), (-1,))
-            if not bool(xp.all(std > 0)):
-                raise ValueError(f"update={self.update!r} needs a positive noise_std for every datum.")
+        std = ctx.positive_noise_std(self.update) if self.update != "normalized" else None
         if state is None:
             u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
             X, t, it = self._flat(xp.asarray(u, dtype=ctx.y.dtype)), 0.0, 0

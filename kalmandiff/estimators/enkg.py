@@ -282,7 +282,7 @@ class EnKGSolver(BaseSolver):
         J, N = int(self.n_particles), int(self.n_steps)
         sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
         window = set(self.correction_steps())
-        noise_std = self._kalman_noise_std(ctx) if self.update != "paper" else None
+        noise_std = ctx.positive_noise_std(self.update) if self.update != "paper" else None
         inflation = self.kalman_inflation or max(len(window) * self.n_updates, 1)
         step = heun_step if self.ode_method == "heun" else euler_step
 
@@ -318,16 +318,6 @@ class EnKGSolver(BaseSolver):
             # carries no Monte Carlo error from the draw (antithetic-style).
             z = (z - ctx.xp.mean(z, axis=0, keepdims=True)) * math.sqrt(J / (J - 1))
         return self.sigma_max * z
-
-    def _kalman_noise_std(self, ctx: FitContext):
-        xp = ctx.xp
-        std = xp.reshape(ctx.problem.noise_std_array(like=ctx.y), (-1,))
-        if not bool(xp.all(std > 0)):
-            raise ValueError(
-                "update='kalman' needs a positive noise_std for every datum: a calibrated posterior "
-                "with noiseless data is degenerate. Use update='paper' for noiseless data."
-            )
-        return std
 
     def _correct(self, ctx: FitContext, x, i: int, sigma: float, noise_std, inflation: float):
         """One ensemble update at noise level ``sigma`` (a generator: it asks for forward values).
