@@ -1,0 +1,446 @@
+"""What the benchmark suites run: problems, their priors and metrics, and solver settings.
+
+Everything here is data plus small builders, so that a reader can see every
+setting of a published number in one file.  :mod:`benchmarks.run` executes
+a suite; each *task* is one (problem, instance seed, solver) triple and runs
+in a fresh process.
+
+Suites
+------
+``smoke``
+    Seconds; checks the machinery (the test suite runs it).
+``cpu``
+    Under an hour on two CPU cores: Navier-Stokes 64x64 (GRF prior, GRF
+    truth), Navier-Stokes 32x32 (the shipped neural prior, evolved truth as
+    the paper's data), phase retrieval and closure-phase interferometry at
+    32x32, every derivative-free solver plus DPS, three instances each.
+``speed``
+    The reference code's EnKG configuration against cheaper ones on one
+    problem and one prior (the shipped network prior): accuracy against
+    denoiser evaluations and wall time.
+``gpu``
+    The paper's sizes (Navier-Stokes 128x128 with J = 2048 and N = 80,
+    interferometry 64x64 with J = 1024): CuPy particles, torch priors on
+    CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import kalmandiff as kd
+from kalmandiff._backend import to_numpy
+from kalmandiff.problems.imaging import smooth_test_image
+from kalmandiff.problems.interferometry import crescent_image
+
+__all__ = ["ProblemSpec", "SolverSpec", "Suite", "SUITES", "build_prior", "score"]
+
+#: Seeds of the test instances; priors are fitted on seeds from 10_000 on, never these.
+INSTANCE_SEEDS = (1, 2, 3)
+PRIOR_FIT_SEED = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemSpec:
+    """One benchmark problem.
+
+    Attributes
+    ----------
+    key : str
+        Name in the results (``ns64-grf`` ...).
+    family : str
+        Registry name for :func:`kalmandiff.problems.make`.
+    make_kwargs : dict
+        Size and overrides passed to ``make``.
+    prior : str
+        Key of :data:`PRIORS`.
+    metric : str
+        Headline metric (a key that :func:`score` returns).
+    higher_is_better : bool
+    description : str
+        One line for the report.
+    """
+
+    key: str
+    family: str
+    make_kwargs: dict
+    prior: str
+    metric: str = "relative_l2"
+    higher_is_better: bool = False
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverSpec:
+    """A solver class (name in :mod:`kalmandiff`) with the settings to run it with."""
+
+    label: str
+    cls: str
+    params: dict = dataclasses.field(default_factory=dict)
+    #: problem keys the spec applies to (empty: all problems of the suite)
+    only: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """Problems x solvers x instance seeds, and how to run them."""
+
+    name: str
+    problems: tuple
+    solvers: tuple
+    seeds: tuple = INSTANCE_SEEDS
+    dtype: str = "float32"
+    device: str = "cpu"
+    description: str = ""
+
+    def tasks(self, problems=None, solvers=None, n_instances=None) -> list[tuple[str, int, str]]:
+        """``(problem key, seed, solver label)`` triples, optionally filtered."""
+        seeds = self.seeds if n_instances is None else self.seeds[:n_instances]
+        out = []
+        for p in self.problems:
+            if problems and p.key not in problems:
+                continue
+            for s in self.solvers:
+                if (solvers and s.label not in solvers) or (s.only and p.key not in s.only):
+                    continue
+                out.extend((p.key, seed, s.label) for seed in seeds)
+        return out
+
+    def problem(self, key: str) -> ProblemSpec:
+        return next(p for p in self.problems if p.key == key)
+
+    def solver(self, label: str, problem: str) -> SolverSpec:
+        """The entry ``label`` that applies to ``problem``."""
+        return next(s for s in self.solvers if s.label == label and (not s.only or problem in s.only))
+
+
+# --------------------------------------------------------------------------
+# priors
+# --------------------------------------------------------------------------
+
+
+def _gaussian_fit(images: np.ndarray, ridge: float) -> kd.priors.GaussianPrior:
+    """Gaussian prior with the empirical mean and covariance (plus ``ridge * I``) of ``images``."""
+    flat = images.reshape(images.shape[0], -1)
+    cov = np.cov(flat, rowvar=False) + ridge * np.eye(flat.shape[1])
+    return kd.priors.GaussianPrior(flat.mean(0).reshape(images.shape[1:]), cov)
+
+
+def smooth_image_prior(inst, n: int = 2000) -> kd.priors.GaussianPrior:
+    """Gaussian fitted to ``n`` smooth test images of the instance's shape (seeds >= 10_000)."""
+    shape = tuple(inst.problem.x_shape)
+    images = np.stack([smooth_test_image(shape, PRIOR_FIT_SEED + i) for i in range(n)])
+    return _gaussian_fit(images, ridge=1e-3)
+
+
+def crescent_prior(inst, n: int = 2000) -> kd.priors.GaussianPrior:
+    """Gaussian fitted to ``n`` crescents drawn as ``make("interferometry")`` draws its truths.
+
+    Diameter 38-42 uas, width 5-7 uas, asymmetry 0.4-0.7, position angle 150-210 deg, 0.6 Jy, on
+    the instance's grid; the ridge is 1% of the mean pixel variance.
+    """
+    problem = inst.problem
+    u = np.random.default_rng(PRIOR_FIT_SEED).random((n, 4))
+    images = np.stack(
+        [
+            crescent_image(
+                problem.npix,
+                problem.fov_uas,
+                diameter_uas=38.0 + 4.0 * a,
+                width_uas=5.0 + 2.0 * b,
+                asymmetry=0.4 + 0.3 * c,
+                position_angle_deg=150.0 + 60.0 * e,
+                flux_jy=0.6,
+            )
+            for a, b, c, e in u
+        ]
+    )
+    return _gaussian_fit(images, ridge=0.01 * float(images.var(0).mean()))
+
+
+def _instance_prior(inst, device: str):
+    return inst.prior
+
+
+def _neural_ns_prior(inst, device: str):
+    return kd.priors.load_navier_stokes_prior(batch_size=64, device=device)
+
+
+def _checkpoint_prior(path: str, scale: float = 1.0):
+    """A prior from a user's EDM checkpoint (GPU suite option ``--ns-checkpoint``)."""
+
+    def build(inst, device: str):
+        from kalmandiff.priors import ScaledDenoiser, TorchDenoiser, load_edm_checkpoint
+
+        net = load_edm_checkpoint(path)
+        return TorchDenoiser(ScaledDenoiser(net, scale=scale), tuple(inst.problem.x_shape), device=device)
+
+    return build
+
+
+PRIORS: dict[str, Callable[[Any, str], Any]] = {
+    "instance": _instance_prior,
+    "ns-neural": _neural_ns_prior,
+    "smooth-gaussian": lambda inst, device: smooth_image_prior(inst),
+    "crescent-gaussian": lambda inst, device: crescent_prior(inst),
+}
+
+
+def build_prior(key: str, inst, device: str = "cpu"):
+    """The prior named ``key`` for instance ``inst`` (a path ``*.pt`` loads an EDM checkpoint)."""
+    if key.endswith(".pt"):
+        return _checkpoint_prior(key)(inst, device)
+    return PRIORS[key](inst, device)
+
+
+# --------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------
+
+
+def _sign_twin_aligned(x_hat: np.ndarray, x_true: np.ndarray) -> np.ndarray:
+    """The one of ``x, -x, twin(x), -twin(x)`` closest to ``x_true`` (Fourier-magnitude ambiguities)."""
+    twin = x_hat[..., ::-1, ::-1]
+    candidates = (x_hat, -x_hat, twin, -twin)
+    return min(candidates, key=lambda c: float(np.linalg.norm(c - x_true)))
+
+
+def score(spec: ProblemSpec, inst, x_hat) -> dict[str, float]:
+    """Figures of merit of the estimate ``x_hat`` (one image, ``x_shape``) on ``inst``.
+
+    Every problem reports ``relative_l2``.  Phase retrieval reports it and the
+    PSNR (range 2, images in [-1, 1]) after aligning sign and twin, since
+    ``x``, ``-x`` and the point-reflected image give the same data;
+    interferometry adds its blurred PSNRs and closure chi-squares
+    (:meth:`ClosurePhaseInterferometry.metrics`, ideal chi^2 about 1).
+    """
+    x_hat = np.asarray(to_numpy(x_hat), dtype=float).reshape(inst.problem.x_shape)
+    x_true = np.asarray(inst.x_true, dtype=float)
+    if spec.family == "phase-retrieval":
+        aligned = _sign_twin_aligned(x_hat, x_true)
+        return {
+            "relative_l2": kd.metrics.relative_l2(aligned, x_true),
+            "psnr": kd.metrics.psnr(aligned, x_true, data_range=2.0),
+        }
+    if spec.family == "interferometry":
+        return inst.problem.metrics(x_hat, x_true, np.asarray(to_numpy(inst.y)))
+    return {"relative_l2": kd.metrics.relative_l2(x_hat, x_true)}
+
+
+# --------------------------------------------------------------------------
+# the suites
+# --------------------------------------------------------------------------
+
+NS64_GRF = ProblemSpec(
+    "ns64-grf",
+    "navier-stokes",
+    {"size": "medium", "t_prior": 0.0},
+    "instance",
+    description="Navier-Stokes 64x64, GRF truth (not evolved) and its exact GRF prior; "
+    "32x32 noisy observation (noise 1) of the vorticity at T = 1",
+)
+NS32_NEURAL = ProblemSpec(
+    "ns32-neural",
+    "navier-stokes",
+    {"size": "small", "t_prior": 5.0},
+    "ns-neural",
+    description="Navier-Stokes 32x32, truth evolved 5 time units as the paper's data; the shipped "
+    "network prior (trained on such fields); 16x16 observation, noise 1",
+)
+PR32 = ProblemSpec(
+    "pr32",
+    "phase-retrieval",
+    {"size": "small"},
+    "smooth-gaussian",
+    metric="psnr",
+    higher_is_better=True,
+    description="Phase retrieval 32x32 (oversampling 2, noise 0.05), Gaussian prior fitted to 2000 "
+    "other smooth test images; metrics after sign/twin alignment",
+)
+BH32 = ProblemSpec(
+    "bh32",
+    "interferometry",
+    {"size": "small"},
+    "crescent-gaussian",
+    metric="chisq_cphase",
+    description="Closure-phase interferometry, 32x32, EHT 2017 array on M87, crescent truth; "
+    "Gaussian prior fitted to 2000 other crescents",
+)
+
+_QUIET = {"verbose": False}
+
+
+def _solver(label: str, cls: str, only: tuple = (), **params) -> SolverSpec:
+    return SolverSpec(label, cls, {**_QUIET, **params}, only)
+
+
+# CPU budgets: each method gets a few hundred to about two thousand forward evaluations per
+# instance on the Navier-Stokes problems (4.5 evaluations/s at 64x64 on one core), more on the
+# cheap imaging problems; the paper's budgets (J = 2048, 80 steps; 1000 VP steps) are the GPU suite's.
+_NS_CPU_SOLVERS = (
+    _solver("EnKG", "EnKGSolver", n_particles=32, n_steps=10),
+    _solver("EnKG kalman-sqrt", "EnKGSolver", n_particles=32, n_steps=10, update="kalman-sqrt"),
+    _solver("EKI", "EKISolver", n_particles=32, max_iter=12),
+    _solver("DPG", "DPGSolver", n_steps=12, n_samples=32, batch_size=32),
+    _solver("SCG", "SCGSolver", n_steps=12, n_candidates=32),
+    _solver("GSG", "GSGSolver", n_steps=12, n_queries=32),
+    _solver("DPS", "DPSSolver", n_steps=20),
+)
+_IMAGE_CPU_SOLVERS = (
+    _solver("EnKG", "EnKGSolver", n_particles=128, n_steps=40),
+    _solver("EnKG kalman-sqrt", "EnKGSolver", n_particles=128, n_steps=40, update="kalman-sqrt"),
+    _solver("EKI", "EKISolver", n_particles=128, max_iter=100),
+    _solver("DPG", "DPGSolver", n_steps=200, n_samples=64),
+    _solver("SCG", "SCGSolver", n_steps=200, n_candidates=64),
+    _solver("GSG", "GSGSolver", n_steps=200, n_queries=64),
+    _solver("DPS", "DPSSolver", n_steps=200),
+)
+
+
+def _for(problems: tuple, solvers: tuple) -> tuple:
+    keys = tuple(p.key for p in problems)
+    return tuple(dataclasses.replace(s, only=keys) for s in solvers)
+
+
+CPU = Suite(
+    "cpu",
+    problems=(NS64_GRF, NS32_NEURAL, PR32, BH32),
+    solvers=_for((NS64_GRF, NS32_NEURAL), _NS_CPU_SOLVERS) + _for((PR32, BH32), _IMAGE_CPU_SOLVERS),
+    description="Every derivative-free solver plus DPS at CPU budgets; three instances per problem.",
+)
+
+# The reference code's EnKG (enkg-pytorch scripts/navier-stokes*.sh): 80 Euler steps of the EDM
+# schedule, phi in k_i = min(1 + (N - i)//4, 20) Euler steps, 2 updates per step, h = 2, window
+# 0.05/0.05, denoiser batch 64, float32.  Against it: cheaper settings of the same solver.
+_REFERENCE = dict(n_steps=80, n_updates=2, guidance_scale=2.0, phi_factor=4, phi_max_steps=20, batch_size=64)
+_SPEED_J = 32
+NS32_GRF = ProblemSpec(
+    "ns32-grf",
+    "navier-stokes",
+    {"size": "small"},
+    "instance",
+    description="Navier-Stokes 32x32, GRF truth and its exact GRF prior (a cheap FFT denoiser); "
+    "16x16 observation, noise 1",
+)
+
+
+def _speed(label: str, **changes) -> SolverSpec:
+    return _solver(label, "EnKGSolver", n_particles=_SPEED_J, **{**_REFERENCE, **changes})
+
+
+SPEED = Suite(
+    "speed",
+    problems=(NS32_NEURAL, NS32_GRF),
+    solvers=(
+        _speed("reference"),
+        _speed("phi x8", phi_factor=8),
+        _speed("phi 1 step", phi_max_steps=1),
+        _speed("N=40", n_steps=40),
+        _speed("N=20", n_steps=20),
+        _speed("1 update h=4", n_updates=1, guidance_scale=4.0),
+    ),
+    description="EnKG at the reference code's settings (J = 32 here) against cheaper ones: same "
+    "problem, prior, ensemble size and seeds, run side by side.",
+)
+
+GPU = Suite(
+    "gpu",
+    problems=(
+        ProblemSpec(
+            "ns128-grf",
+            "navier-stokes",
+            {"size": "paper", "t_prior": 0.0},
+            "instance",
+            description="Navier-Stokes 128x128, GRF truth and prior, 64x64 observation, noise 1",
+        ),
+        ProblemSpec(
+            "ns128-evolved",
+            "navier-stokes",
+            {"size": "paper", "t_prior": 5.0},
+            "instance",
+            description="Navier-Stokes 128x128, evolved truth as the paper's data; GRF prior unless "
+            "--ns-checkpoint gives a trained 128x128 EDM network",
+        ),
+        dataclasses.replace(NS32_NEURAL, key="ns32-neural"),
+        ProblemSpec(
+            "bh64",
+            "interferometry",
+            {"size": "paper"},
+            "crescent-gaussian",
+            metric="chisq_cphase",
+            description="Closure-phase interferometry 64x64 (paper's track), Gaussian crescent prior",
+        ),
+    ),
+    solvers=(
+        _solver(
+            "EnKG",
+            "EnKGSolver",
+            ("ns128-grf", "ns128-evolved", "ns32-neural"),
+            n_particles=2048,
+            **_REFERENCE,
+            forward_batch_size=512,
+        ),
+        _solver(
+            "EnKG kalman-sqrt",
+            "EnKGSolver",
+            ("ns128-grf", "ns128-evolved", "ns32-neural"),
+            n_particles=2048,
+            **_REFERENCE,
+            update="kalman-sqrt",
+            forward_batch_size=512,
+        ),
+        _solver(
+            "EnKG",
+            "EnKGSolver",
+            ("bh64",),
+            n_particles=1024,
+            n_steps=80,
+            n_updates=1,
+            guidance_scale=3.5,
+            threshold_start=0.1,
+            threshold_end=0.1,
+            lr_min_ratio=1e-3,
+            batch_size=64,
+        ),
+        _solver("EKI", "EKISolver", n_particles=512, max_iter=500),
+        _solver("DPG", "DPGSolver", n_steps=1000, n_samples=4000, batch_size=500),
+        _solver("SCG", "SCGSolver", n_steps=1000, n_candidates=512),
+        _solver("GSG", "GSGSolver", n_steps=1000, n_queries=1024, batch_size=512),
+        _solver("DPS", "DPSSolver", n_steps=1000),
+    ),
+    device="cuda",
+    seeds=INSTANCE_SEEDS,
+    description="The paper's sizes on one GPU: CuPy particles, torch priors on CUDA.",
+)
+
+SMOKE = Suite(
+    "smoke",
+    problems=(
+        ProblemSpec(
+            "ns16-grf",
+            "navier-stokes",
+            {"size": "small", "resolution": 16},
+            "instance",
+            description="Navier-Stokes 16x16, GRF truth and prior",
+        ),
+        dataclasses.replace(
+            PR32,
+            key="pr16",
+            make_kwargs={"size": "small", "shape": (1, 16, 16)},
+            description="Phase retrieval 16x16, fitted Gaussian prior",
+        ),
+    ),
+    solvers=(
+        _solver("EnKG", "EnKGSolver", n_particles=8, n_steps=6),
+        _solver("EKI", "EKISolver", n_particles=8, max_iter=3),
+        _solver("SCG", "SCGSolver", n_steps=4, n_candidates=4),
+    ),
+    seeds=(1, 2),
+    description="Seconds: the machinery only.",
+)
+
+SUITES = {s.name: s for s in (SMOKE, CPU, SPEED, GPU)}
