@@ -100,7 +100,10 @@ def _rss_mib() -> float:
 
 def _prior_mean(prior, inst, like):
     """The prior mean, as ``D(0, sigma)`` for a very large ``sigma``."""
-    zeros = np.zeros((1, *inst.problem.x_shape), dtype=like.dtype)
+    from kalmandiff._backend import get_namespace
+
+    xp = get_namespace(like)  # CuPy on a GPU run, so a CUDA prior gets device arrays
+    zeros = xp.zeros((1, *inst.problem.x_shape), dtype=like.dtype)
     return np.asarray(_numpy(prior.denoise(zeros, 1e6)))[0]
 
 
@@ -202,20 +205,49 @@ def _slug(label: str) -> str:
 
 
 def run_suite(suite: Suite, tasks: list, out_dir: Path, jobs: int, options: dict) -> list[dict]:
-    """Run ``tasks`` (``jobs = 0``: in this process) and return their records in task order."""
-    args = [(suite.name, p, s, label, str(out_dir), options) for p, s, label in tasks]
-    records: list = [None] * len(args)
+    """Run ``tasks`` (``jobs = 0``: in this process) and return their records in task order.
+
+    Each record is also appended to ``records.jsonl`` as it completes, so an
+    interrupted run keeps its finished tasks (``--resume`` skips them).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "records.jsonl"
+    done = _finished(log) if options.get("resume") else {}
+    if not options.get("resume"):
+        log.write_text("")
+    todo = [(k, t) for k, t in enumerate(tasks) if t not in done]
+    records: list = [done.get(t) for t in tasks]
+    args = {k: (suite.name, *t, str(out_dir), options) for k, t in todo}
     if jobs == 0:
-        for k, a in enumerate(args):
-            records[k] = _report(k, len(args), run_task(*a))
+        for k, a in args.items():
+            records[k] = _keep(log, k, len(tasks), run_task(*a))
         return records
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(run_task, *a): k for k, a in enumerate(args)}
+        futures = {pool.submit(run_task, *a): k for k, a in args.items()}
         for fut in cf.as_completed(futures):
             k = futures[fut]
-            records[k] = _report(k, len(args), fut.result())
+            try:
+                record = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a killed worker is recorded, the run goes on
+                p, s, label = tasks[k]
+                record = {"suite": suite.name, "problem": p, "seed": s, "solver": label, "error": repr(exc)}
+            records[k] = _keep(log, k, len(tasks), record)
     return records
+
+
+def _finished(log: Path) -> dict:
+    """Records of an earlier run's ``records.jsonl``, keyed by task."""
+    if not log.exists():
+        return {}
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {(r["problem"], r["seed"], r["solver"]): r for r in records}
+
+
+def _keep(log: Path, k: int, n: int, record: dict) -> dict:
+    with open(log, "a") as fh:
+        fh.write(json.dumps(record, default=str) + "\n")
+    return _report(k, n, record)
 
 
 def _report(k: int, n: int, r: dict) -> dict:
@@ -279,6 +311,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--ns-checkpoint", help="GPU suite: an EDM checkpoint (.pt) as the ns128-evolved prior"
     )
+    parser.add_argument("--resume", action="store_true", help="skip tasks already in <out>/records.jsonl")
     parser.add_argument("--dry-run", action="store_true", help="print the tasks and evaluation counts only")
     args = parser.parse_args(argv)
 
@@ -291,7 +324,9 @@ def main(argv=None) -> int:
         tasks = [(p, s, PRIOR_MEAN) for p in keys for s in sorted({s for q, s, _ in tasks if q == p})] + tasks
     if not tasks:
         parser.error("no task matches the filters")
-    options = {"prior_override": {"ns128-evolved": args.ns_checkpoint}} if args.ns_checkpoint else {}
+    options = {"resume": args.resume}
+    if args.ns_checkpoint:
+        options["prior_override"] = {"ns128-evolved": args.ns_checkpoint}
     if args.dry_run:
         print(report.plan(suite, tasks))
         return 0
