@@ -119,28 +119,39 @@ def summary(suite: Suite, records: list[dict], meta: dict) -> str:
 
 
 def speed_rows(records: list[dict], reference: str = "reference") -> list[dict]:
-    """Every configuration against the reference, paired by instance seed.
+    """Every configuration against the reference on one problem, paired by instance seed.
 
-    Returns one dict per configuration: mean error, mean paired difference to
-    the reference (and its standard error), wall-time and denoiser-evaluation
-    ratios (reference / configuration), and whether it matches the reference's
-    accuracy (mean error at most ``(1 + MATCH_TOLERANCE)`` times the reference's).
+    ``records`` must come from one problem.  Returns one dict per configuration:
+    mean error over the seeds where both ran, mean paired difference to the
+    reference (and its standard error), wall-time and denoiser-evaluation ratios
+    (reference / configuration), the number of failed seeds, and whether it
+    matches the reference's accuracy: no failed seed and mean error at most
+    ``(1 + MATCH_TOLERANCE)`` times the reference's.
     """
-    by_solver = defaultdict(dict)
+    by_solver: dict = defaultdict(dict)
+    failed: dict = defaultdict(int)
     for r in records:
-        if "error" not in r and r["solver"] != PRIOR_MEAN:
+        if r["solver"] == PRIOR_MEAN:
+            continue
+        if "error" in r:
+            failed[r["solver"]] += 1
+            by_solver.setdefault(r["solver"], {})
+        else:
             by_solver[r["solver"]][r["seed"]] = r
     ref = by_solver.get(reference)
     if not ref:
         return []
-    ref_err = statistics.fmean(r["relative_l2"] for r in ref.values())
     ref_wall = statistics.median(r["wall_s"] for r in ref.values())
     ref_nfe = statistics.fmean(r["n_sequential_denoiser_evals"] for r in ref.values())
     rows = []
     for label, runs in by_solver.items():
         seeds = sorted(set(runs) & set(ref))
+        if not seeds:
+            rows.append({"config": label, "failed": failed[label], "matches": False})
+            continue
         diffs = [runs[s]["relative_l2"] - ref[s]["relative_l2"] for s in seeds]
         err = statistics.fmean(runs[s]["relative_l2"] for s in seeds)
+        ref_err = statistics.fmean(ref[s]["relative_l2"] for s in seeds)
         wall = statistics.median(runs[s]["wall_s"] for s in seeds)
         nfe = statistics.fmean(runs[s]["n_sequential_denoiser_evals"] for s in seeds)
         se = statistics.stdev(diffs) / np.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
@@ -155,32 +166,44 @@ def speed_rows(records: list[dict], reference: str = "reference") -> list[dict]:
                 "wall_s": wall,
                 "time_ratio": ref_wall / wall,
                 "nfe_ratio": ref_nfe / nfe,
-                "matches": err <= (1 + MATCH_TOLERANCE) * ref_err,
+                "failed": failed[label],
+                "matches": failed[label] == 0 and err <= (1 + MATCH_TOLERANCE) * ref_err,
             }
         )
     return rows
 
 
 def speed_section(records: list[dict]) -> str:
-    """Markdown: each configuration against the reference, and the fastest that matches it."""
-    rows = speed_rows(records)
-    if not rows:
-        return "(no reference run)"
+    """Markdown, per problem: each configuration against the reference, and the fastest match."""
+    out = []
+    for problem, groups in _groups(records).items():
+        rows = speed_rows([r for rows in groups.values() for r in rows])
+        if rows:
+            out += [f"### Against the reference configuration: {problem}", "", _speed_table(rows), ""]
+    return "\n".join(out) if out else "(no reference run)"
+
+
+def _speed_table(rows: list[dict]) -> str:
     head = "| configuration | rel. L2 (mean) | Δ vs reference (± s.e.) | seq. denoiser evals | seq. forward evals"
-    head += " | wall s | time ratio ref/this | NFE ratio | matches |\n|---|---|---|---|---|---|---|---|---|"
+    head += " | wall s | time ratio ref/this | NFE ratio | failed seeds | matches |\n"
+    head += "|---|---|---|---|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
+        if "relative_l2" not in r:
+            lines.append(f"| {r['config']} | - | - | - | - | - | - | - | {r['failed']} | no |")
+            continue
         lines.append(
             f"| {r['config']} | {r['relative_l2']:.3f} | {r['diff']:+.3f} ± {r['diff_se']:.3f} | "
             f"{r['seq_denoiser_evals']:,.0f} | {r['seq_forward_evals']:,.0f} | {r['wall_s']:.1f} | "
-            f"{r['time_ratio']:.2f} | {r['nfe_ratio']:.2f} | {'yes' if r['matches'] else 'no'} |"
+            f"{r['time_ratio']:.2f} | {r['nfe_ratio']:.2f} | {r['failed']} | {'yes' if r['matches'] else 'no'} |"
         )
     best = min((r for r in rows if r["matches"]), key=lambda r: r["wall_s"])
+    ref = next(r for r in rows if r["config"] == "reference")
     lines.append(
         f"\nFastest configuration within {100 * MATCH_TOLERANCE:.0f}% of the reference's mean error: "
         f"**{best['config']}**, {best['time_ratio']:.2f}x faster in wall time with "
         f"{best['seq_denoiser_evals']:,.0f} sequential denoiser evaluations per particle "
-        f"(reference {rows[0]['seq_denoiser_evals']:,.0f})."
+        f"(reference {ref['seq_denoiser_evals']:,.0f})."
     )
     return "\n".join(lines)
 

@@ -102,11 +102,14 @@ def test_speed_rows_pair_by_seed_and_pick_the_fastest_match():
     records = [rec("reference", 1, 0.50, 100.0, 1000), rec("reference", 2, 0.30, 120.0, 1000)]
     records += [rec("cheap", 1, 0.51, 20.0, 200), rec("cheap", 2, 0.30, 30.0, 200)]
     records += [rec("bad", 1, 0.9, 5.0, 50), rec("bad", 2, 0.9, 5.0, 50)]
+    records += [rec("flaky", 1, 0.3, 5.0, 50), {**rec("flaky", 2, 0, 0, 0), "error": "MemberFailureError"}]
     rows = {r["config"]: r for r in report.speed_rows(records)}
     assert rows["cheap"]["diff"] == pytest.approx(0.005)
     assert rows["cheap"]["time_ratio"] == pytest.approx(110.0 / 25.0)
     assert rows["cheap"]["nfe_ratio"] == pytest.approx(5.0)
     assert rows["cheap"]["matches"] and not rows["bad"]["matches"]
+    # a configuration that failed on any seed never matches, however good its other seeds
+    assert rows["flaky"]["failed"] == 1 and not rows["flaky"]["matches"]
     assert "**cheap**, 4.40x faster" in report.speed_section(records)
 
 
