@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suites import SUITES, Suite
+from benchmarks.suites import SUITES, Suite, _sign_twin_aligned
 
 PRIOR_MEAN = "prior mean"
 #: a cheaper configuration "matches" the reference when its mean error is at most this much larger
@@ -239,7 +239,10 @@ def _estimates_figure(plt, suite, problem, groups, out_dir: Path):
     for label in groups:
         path = out_dir / "arrays" / f"{problem}__{seed}__{_slug(label)}.npy"
         if path.exists():
-            panels.append((label, np.load(path)))
+            img = np.load(path).reshape(truth.shape)
+            if spec.family == "phase-retrieval":  # show what the score saw: sign and twin aligned
+                img = _sign_twin_aligned(img, truth)
+            panels.append((label, img))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6), squeeze=False)
     lim = float(np.max(np.abs(truth)))
     cmap = "afmhot" if spec.family == "interferometry" else "RdBu_r"
@@ -259,7 +262,11 @@ def _estimates_figure(plt, suite, problem, groups, out_dir: Path):
 
 
 def _cost_figure(plt, suite, records, out_dir: Path):
+    from matplotlib.ticker import NullFormatter
+
     groups = _groups(records)
+    labels = list(dict.fromkeys(r["solver"] for r in records if r["solver"] != PRIOR_MEAN))
+    colours = {label: f"C{k % 10}" for k, label in enumerate(labels)}  # one colour per solver everywhere
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False)
     for ax, (problem, by_solver) in zip(axes[0], groups.items()):
         spec = suite.problem(problem)
@@ -271,8 +278,19 @@ def _cost_figure(plt, suite, records, out_dir: Path):
                 continue
             cost = statistics.fmean(r.get("n_forward_evals", 0) for r in ok) or 1
             vals = [r[spec.metric] for r in ok]
-            ax.errorbar(cost, statistics.fmean(vals), yerr=np.std(vals), fmt="o", capsize=3, label=label)
+            ax.errorbar(
+                cost,
+                statistics.fmean(vals),
+                yerr=np.std(vals),
+                fmt="o",
+                capsize=3,
+                label=label,
+                color=colours[label],
+            )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if spec.metric.startswith("chisq"):
+            ax.set_yscale("log")  # failed runs reach chi^2 of 1e3; a good fit is about 1
         ax.set_xlabel("forward evaluations (total)")
         ax.set_ylabel(spec.metric)
         ax.set_title(problem, fontsize=9)
