@@ -318,7 +318,11 @@ CPU = Suite(
 # The reference code's EnKG (enkg-pytorch scripts/navier-stokes*.sh): 80 Euler steps of the EDM
 # schedule, phi in k_i = min(1 + (N - i)//4, 20) Euler steps, 2 updates per step, h = 2, window
 # 0.05/0.05, denoiser batch 64, float32.  Against it: cheaper settings of the same solver.
-_REFERENCE = dict(n_steps=80, n_updates=2, guidance_scale=2.0, phi_factor=4, phi_max_steps=20, batch_size=64)
+_REFERENCE = {
+    **{k: v for k, v in kd.EnKGSolver.defaults_for("navier-stokes").items() if k != "n_particles"},
+    "phi_factor": 4,  # enkg-pytorch hard-codes 4 (InverseBench: 8)
+    "phi_max_steps": 20,
+}
 _SPEED_J = 32
 NS32_GRF = ProblemSpec(
     "ns32-grf",
@@ -395,19 +399,7 @@ GPU = Suite(
             update="kalman-sqrt",
             forward_batch_size=512,
         ),
-        _solver(
-            "EnKG",
-            "EnKGSolver",
-            ("bh64",),
-            n_particles=1024,
-            n_steps=80,
-            n_updates=1,
-            guidance_scale=3.5,
-            threshold_start=0.1,
-            threshold_end=0.1,
-            lr_min_ratio=1e-3,
-            batch_size=64,
-        ),
+        _solver("EnKG", "EnKGSolver", ("bh64",), **kd.EnKGSolver.defaults_for("black-hole")),
         _solver("EKI", "EKISolver", n_particles=512, max_iter=500),
         _solver("DPG", "DPGSolver", n_steps=1000, n_samples=4000, batch_size=500),
         _solver("SCG", "SCGSolver", n_steps=1000, n_candidates=512),
