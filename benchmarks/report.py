@@ -18,9 +18,16 @@ import numpy as np
 
 from benchmarks.suites import SUITES, Suite, _sign_twin_aligned
 
+#: Solver label of the pseudo-solver reporting the prior mean (the floor a method must beat).
 PRIOR_MEAN = "prior mean"
 #: a cheaper configuration "matches" the reference when its mean error is at most this much larger
 MATCH_TOLERANCE = 0.02
+
+
+def estimate_path(out_dir, problem: str, seed: int, label: str) -> Path:
+    """Where ``run`` saves, and the figures read, one task's estimate (``.npy``)."""
+    slug = "".join(c if c.isalnum() else "-" for c in label)
+    return Path(out_dir) / "arrays" / f"{problem}__{seed}__{slug}.npy"
 
 
 def _groups(records: list[dict]) -> dict:
@@ -237,7 +244,7 @@ def _estimates_figure(plt, suite, problem, groups, out_dir: Path):
     truth = np.asarray(kd.problems.make(spec.family, random_state=seed, **spec.make_kwargs).x_true)
     panels = [("truth", truth)]
     for label in groups:
-        path = out_dir / "arrays" / f"{problem}__{seed}__{_slug(label)}.npy"
+        path = estimate_path(out_dir, problem, seed, label)
         if path.exists():
             img = np.load(path).reshape(truth.shape)
             if spec.family == "phase-retrieval":  # show what the score saw: sign and twin aligned
@@ -301,10 +308,6 @@ def _cost_figure(plt, suite, records, out_dir: Path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label)
 
 
 def plan(suite: Suite, tasks: list) -> str:

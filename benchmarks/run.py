@@ -41,11 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import report
+from benchmarks.report import PRIOR_MEAN, estimate_path
 from benchmarks.suites import SUITES, Suite, build_prior, score
-
-#: Solver label of the pseudo-solver reporting the prior mean (the floor a method must beat).
-PRIOR_MEAN = "prior mean"
-
+from kalmandiff._backend import get_namespace, to_numpy
 
 # --------------------------------------------------------------------------
 # one task
@@ -100,17 +99,9 @@ def _rss_mib() -> float:
 
 def _prior_mean(prior, inst, like):
     """The prior mean, as ``D(0, sigma)`` for a very large ``sigma``."""
-    from kalmandiff._backend import get_namespace
-
     xp = get_namespace(like)  # CuPy on a GPU run, so a CUDA prior gets device arrays
     zeros = xp.zeros((1, *inst.problem.x_shape), dtype=like.dtype)
-    return np.asarray(_numpy(prior.denoise(zeros, 1e6)))[0]
-
-
-def _numpy(x):
-    from kalmandiff._backend import to_numpy
-
-    return to_numpy(x)
+    return np.asarray(to_numpy(prior.denoise(zeros, 1e6)))[0]
 
 
 def _build_solver(spec, prior, seed: int, device: str):
@@ -134,10 +125,9 @@ def run_task(suite_name: str, problem_key: str, seed: int, label: str, out_dir: 
 
     suite = SUITES[suite_name]
     pspec = suite.problem(problem_key)
-    make_kwargs = dict(pspec.make_kwargs)
     record = {"suite": suite_name, "problem": problem_key, "seed": seed, "solver": label}
     t_setup = time.perf_counter()
-    inst = kd.problems.make(pspec.family, random_state=seed, **make_kwargs)
+    inst = kd.problems.make(pspec.family, random_state=seed, **pspec.make_kwargs)
     prior_key = options.get("prior_override", {}).get(problem_key, pspec.prior)
     prior = build_prior(prior_key, inst, suite.device)
     y = _to_device(inst.y, suite.device, suite.dtype)
@@ -169,7 +159,7 @@ def _fit(spec, prior, inst, y, seed, device, record) -> np.ndarray:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     solver.fit(y, inst.problem)
-    estimate = np.asarray(_numpy(solver.reconstruct()))
+    estimate = np.asarray(to_numpy(solver.reconstruct()))
     record["wall_s"] = time.perf_counter() - t0
     stats = solver.stats_
     for key in (
@@ -190,13 +180,9 @@ def _fit(spec, prior, inst, y, seed, device, record) -> np.ndarray:
 
 
 def _save_estimate(out_dir: str, problem: str, seed: int, label: str, estimate) -> None:
-    arrays = Path(out_dir) / "arrays"
-    arrays.mkdir(parents=True, exist_ok=True)
-    np.save(arrays / f"{problem}__{seed}__{_slug(label)}.npy", np.asarray(estimate, dtype=np.float32))
-
-
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in label)
+    path = estimate_path(out_dir, problem, seed, label)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(estimate, dtype=np.float32))
 
 
 # --------------------------------------------------------------------------
@@ -314,8 +300,6 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="skip tasks already in <out>/records.jsonl")
     parser.add_argument("--dry-run", action="store_true", help="print the tasks and evaluation counts only")
     args = parser.parse_args(argv)
-
-    from benchmarks import report
 
     suite = SUITES[args.suite]
     tasks = suite.tasks(args.problem, args.solver, args.instances)

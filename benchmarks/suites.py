@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks.compare_small import fitted_gaussian_prior
 from kalmandiff._backend import to_numpy
-from kalmandiff.problems.imaging import smooth_test_image
 from kalmandiff.problems.interferometry import crescent_image
 
 __all__ = ["ProblemSpec", "SolverSpec", "Suite", "SUITES", "build_prior", "score"]
@@ -132,9 +132,7 @@ def _gaussian_fit(images: np.ndarray, ridge: float) -> kd.priors.GaussianPrior:
 
 def smooth_image_prior(inst, n: int = 2000) -> kd.priors.GaussianPrior:
     """Gaussian fitted to ``n`` smooth test images of the instance's shape (seeds >= 10_000)."""
-    shape = tuple(inst.problem.x_shape)
-    images = np.stack([smooth_test_image(shape, PRIOR_FIT_SEED + i) for i in range(n)])
-    return _gaussian_fit(images, ridge=1e-3)
+    return fitted_gaussian_prior(tuple(inst.problem.x_shape), n=n, first_seed=PRIOR_FIT_SEED)
 
 
 def crescent_prior(inst, n: int = 2000) -> kd.priors.GaussianPrior:

@@ -42,7 +42,7 @@ def test_records_match_independent_recomputation(smoke_run):
     spec = suite.problem("ns16-grf")
     truth = kd.problems.make(spec.family, random_state=1, **spec.make_kwargs).x_true
     for r in payload["records"]:
-        est = np.load(out / "arrays" / f"ns16-grf__1__{run._slug(r['solver'])}.npy")
+        est = np.load(report.estimate_path(out, "ns16-grf", 1, r["solver"]))
         expected = np.linalg.norm(est - truth) / np.linalg.norm(truth)
         assert r["relative_l2"] == pytest.approx(expected, rel=1e-5)
     # the GRF prior has mean zero, so the prior-mean estimate misses the truth by exactly 100%
