@@ -487,3 +487,250 @@ def test_plot_runs():
     ax = inst.problem.plot(x=inst.x_true[None], y=inst.y, x_true=inst.x_true)
     assert len(ax) == 3 and ax[0].images[0].get_cmap().name == "RdBu_r"
     plt.close("all")
+
+
+# --------------------------------------------------------------------------
+# the EnKG authors' operator: dealias="reference" against a NumPy transcription of their solver
+# --------------------------------------------------------------------------
+
+
+def _authors_solve(w0, re, t_final, dt=None, forcing=True):
+    """The EnKG reference code's Navier-Stokes solver, transcribed here into NumPy.
+
+    ``w0``: vorticity ``(J, n, n)``, ``n`` even, float64.  On the ``rfft2``
+    half-plane, ``|k|^2`` counts the Nyquist wavenumber as ``n/2`` but first
+    derivatives count it as 0; the nonlinear term is computed from the part
+    of the vorticity inside the disc ``|k|^2 <= 2 (n/3)^2`` (mean removed)
+    and is not filtered afterwards, nor is the state or the forcing.
+    Crank-Nicolson + Heun; ``dt=None`` takes one CFL step for the whole batch
+    from the speed of the unfiltered state; the clock runs while
+    ``t < t_final`` and the step that would pass it is shortened.
+    """
+    n = w0.shape[-1]
+    rows = np.arange(n)[:, None]
+    cols = np.arange(n // 2 + 1)[None, :]
+    k_rows = np.where(rows < n // 2, rows, rows - n).astype(float)  # the Nyquist row is -n/2
+    k_cols = cols.astype(float)
+    ksq = k_rows**2 + k_cols**2
+    dx = np.where(rows == n // 2, 0.0, k_rows)  # derivative wavenumbers
+    dy = np.where(cols == n // 2, 0.0, k_cols)
+    inside = (ksq <= (n / 3) ** 2 + (n / 3) ** 2) & (ksq > 0)
+    stream = 1.0 / np.where(ksq > 0, ksq, 1.0)
+    f = -4.0 * np.cos(4.0 * _grid(n)[1]) if forcing else None
+    f_hat = np.fft.rfft2(f) if forcing else 0.0
+    mu = (np.sqrt(np.abs(f).max()) if forcing else 1.0) / re
+    h = 1.0 / n
+
+    def to_grid(a):
+        return np.fft.irfft2(a, s=(n, n))
+
+    def velocity(w_hat):
+        return to_grid(1j * dy * stream * w_hat), to_grid(-1j * dx * stream * w_hat)
+
+    def advection(w_hat):
+        low = np.where(inside, w_hat, 0.0)
+        u, v = velocity(low)
+        w = to_grid(low)
+        return f_hat - 1j * (dx * np.fft.rfft2(u * w) + dy * np.fft.rfft2(v * w))
+
+    def cfl_step(w_hat):
+        u, v = velocity(w_hat)
+        top = np.sqrt(u**2 + v**2).max()  # one step for the whole batch
+        viscous = 0.5 * h**2 / mu
+        return viscous if top == 0 else min(0.5 * h / top, viscous)
+
+    w_hat = np.fft.rfft2(w0)
+    step = cfl_step(w_hat) if dt is None else dt
+    clock = 0.0
+    while clock < t_final:
+        tau = t_final - clock if clock + step > t_final else step
+        lhs = 1.0 + 0.5 * tau * ksq / re
+        a0 = advection(w_hat)
+        guess = (w_hat + tau * (a0 - 0.5 * ksq / re * w_hat)) / lhs
+        a1 = advection(guess)
+        w_hat = (w_hat + tau * (0.5 * (a0 + a1) - 0.5 * ksq / re * w_hat)) / lhs
+        clock += tau
+        if dt is None:
+            step = cfl_step(w_hat)
+    return to_grid(w_hat)
+
+
+def _rel(a, b):
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("n", [32, 64])
+@pytest.mark.parametrize("dt", [None, 0.01])
+def test_reference_dealias_matches_authors_solver(n, dt):
+    # A GRF initial condition (all wavenumbers, mean of a draw) at the paper's Re and t_final.
+    w0 = sample_ns_grf(1, n, random_state=n)
+    prob = NavierStokes2D(resolution=n, subsample=1, dt=dt, dtype="float64", dealias="reference")
+    out = prob.solve(w0)[:, 0]
+    ref = _authors_solve(w0[:, 0], 200.0, 1.0, dt)
+    assert _rel(ref, w0[:, 0]) > 0.5  # the flow really moved
+    assert _rel(out, ref) < 1e-10
+    # ... and it is a different operator from the default one.
+    assert _rel(NavierStokes2D(resolution=n, subsample=1, dt=dt, dtype="float64").solve(w0)[:, 0], ref) > 1e-4
+
+
+def test_reference_dealias_in_every_namespace(xp):
+    # Members keep their own adaptive step: a batch equals the transcription run member by member
+    # (the authors' code takes the batch's smallest step, which differs by the time-stepping error).
+    n = 16
+    X = sample_ns_grf(3, n, random_state=5)
+    X[1] *= 3.0
+    prob = NavierStokes2D(resolution=n, t_final=0.5, subsample=1, dtype="float64", dealias="reference")
+    out = _np(prob(xp.asarray(X)))[:, 0]
+    solo = np.concatenate([_authors_solve(X[i : i + 1, 0], 200.0, 0.5) for i in range(3)])
+    for i in range(3):
+        assert _rel(out[i], solo[i]) < 1e-12
+    batch = _authors_solve(X[:, 0], 200.0, 0.5)
+    assert 1e-9 < _rel(batch[0], solo[0]) < 1e-2
+
+
+def test_reference_dealias_keeps_mean_and_every_wavenumber():
+    n = 16
+    X = sample_ns_grf(2, n, random_state=1) + 0.75
+    # t_final = 0 is the identity: nothing is filtered.
+    same = NavierStokes2D(resolution=n, t_final=0.0, subsample=1, dtype="float64", dealias="reference")
+    np.testing.assert_allclose(same.solve(X), X, rtol=0, atol=1e-13)
+    prob = NavierStokes2D(
+        resolution=n, t_final=0.4, subsample=1, forcing=None, dtype="float64", dealias="reference"
+    )
+    out = prob.solve(X)
+    np.testing.assert_allclose(out.mean(axis=(-2, -1)), 0.75, rtol=0, atol=1e-12)
+    for i in range(2):
+        assert _rel(out[i, 0], _authors_solve(X[i : i + 1, 0], 200.0, 0.4, forcing=False)[0]) < 1e-12
+    corner = np.abs(np.fft.fft2(out[:, 0])[:, n // 2, n // 2])  # outside both the disc and the square
+    assert np.all(corner > 1e-8)
+
+
+def test_square_dealias_is_the_unchanged_default():
+    n = 16
+    x, y = _grid(n)
+    w0 = 3 * np.cos(x + 2 * y) - 2 * np.sin(3 * x - y) + np.cos(5 * x) * np.sin(2 * y) + 0.5
+    default = NavierStokes2D(resolution=n, t_final=0.5, subsample=1, dtype="float64")
+    square = NavierStokes2D(resolution=n, t_final=0.5, subsample=1, dtype="float64", dealias="square")
+    out = default.solve(w0[None, None])[0, 0]
+    np.testing.assert_array_equal(square.solve(w0[None, None])[0, 0], out)
+    # Values computed by the solver before the dealias option existed.
+    assert np.linalg.norm(out) == pytest.approx(46.3747470179195, rel=1e-12)
+    np.testing.assert_allclose(
+        [out[0, 0], out[3, 7], out[11, 2]],
+        [0.6879341535059803, 1.5119021028253103, 6.79378400937757],
+        rtol=1e-11,
+    )
+    assert repr(default) == repr(square) and "dealias" not in repr(default)
+
+
+def test_input_scale_takes_network_units():
+    # The EnKG loader hands out w / 10 and its operator multiplies by 10 before solving.
+    n = 32
+    w0 = sample_ns_grf(2, n, random_state=2)
+    plain = NavierStokes2D(resolution=n, t_final=0.5, dtype="float64", dealias="reference")
+    scaled = NavierStokes2D(resolution=n, t_final=0.5, dtype="float64", dealias="reference", input_scale=10)
+    np.testing.assert_allclose(scaled(w0 / 10), plain(w0), rtol=0, atol=1e-11 * np.abs(plain(w0)).max())
+    # One member: the authors' code takes one step size for the whole batch.
+    ref = _authors_solve(10.0 * (w0[:1, 0] / 10), 200.0, 0.5)[:, ::2, ::2]
+    assert _rel(scaled(w0[:1] / 10)[:, 0], ref) < 1e-10
+    assert scaled.input_scale == 10.0 and "input_scale=10.0" in repr(scaled)
+    # The registry gives the truth and the prior in the unknown's units, the data in vorticity units.
+    a = kd.problems.make("navier-stokes", size="small", random_state=1, dtype="float64")
+    b = kd.problems.make("navier-stokes", size="small", random_state=1, dtype="float64", input_scale=10.0)
+    np.testing.assert_allclose(b.x_true, a.x_true / 10, rtol=1e-15)
+    np.testing.assert_allclose(b.y, a.y, rtol=0, atol=1e-12)
+    if a.prior is not None:
+        assert b.prior.pointwise_std == pytest.approx(a.prior.pointwise_std / 10, rel=1e-12)
+
+
+def test_registry_evolves_truth_with_the_problems_scheme():
+    d = kd.problems.make("navier-stokes", size="small", random_state=3, resolution=16, t_prior=0.2)
+    e = kd.problems.make(
+        "navier-stokes", size="small", random_state=3, resolution=16, t_prior=0.2, dealias="reference"
+    )
+    assert e.problem.dealias == "reference" and d.problem.dealias == "square"
+    evolve = NavierStokes2D(resolution=16, t_final=0.0, subsample=1, dtype="float64")
+    x0 = evolve.solve(e.x_true[None])[0]  # the reference truth keeps content the square band drops
+    assert _rel(x0, e.x_true) > 1e-6 and _rel(d.x_true, e.x_true) > 1e-6
+
+
+def test_reference_dealias_pickles_and_differentiates():
+    torch = pytest.importorskip("torch")
+    n = 8
+    prob = NavierStokes2D(
+        resolution=n, t_final=0.1, dt=0.05, dtype="float64", dealias="reference", input_scale=2.0
+    )
+    X = sample_ns_grf(1, n, random_state=0) / 2
+    back = pickle.loads(pickle.dumps(prob))
+    assert back.dealias == "reference" and back.input_scale == 2.0 and repr(back) == repr(prob)
+    np.testing.assert_array_equal(back(X), prob(X))
+    Xt = torch.tensor(X, requires_grad=True)
+    np.testing.assert_allclose(prob(Xt).detach().numpy(), prob(X), rtol=0, atol=1e-12)
+    # The adaptive path too, where the step comes from the unfiltered state's speed.
+    adaptive = pickle.loads(pickle.dumps(NavierStokes2D(resolution=n, t_final=0.1, dealias="reference")))
+    np.testing.assert_allclose(adaptive(torch.tensor(X)).numpy(), adaptive(X), rtol=0, atol=1e-6)
+    assert torch.autograd.gradcheck(prob, (Xt,), eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+def test_dealias_and_input_scale_are_validated():
+    for kwargs, name in (
+        ({"dealias": "disc"}, "dealias"),
+        ({"dealias": None}, "dealias"),
+        ({"dealias": "Reference"}, "dealias"),
+        ({"resolution": 15, "subsample": 1, "dealias": "reference"}, "even resolution"),
+        ({"input_scale": 0.0}, "input_scale"),
+        ({"input_scale": -10.0}, "input_scale"),
+        ({"input_scale": float("nan")}, "input_scale"),
+        ({"input_scale": "10"}, "input_scale"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            NavierStokes2D(**{"resolution": 16, **kwargs})
+    NavierStokes2D(resolution=15, subsample=1)  # odd grids stay fine for the square scheme
+
+
+# --------------------------------------------------------------------------
+# the GRF preset's scale against a NumPy transcription of the reference sampler
+# --------------------------------------------------------------------------
+
+
+def _pino_grf(xi, s, alpha=2.5, tau=3.0):
+    """PINO's ``GaussianRF2d(s, s, 2 pi, 2 pi, alpha, tau)`` transcribed: ``xi`` of shape
+    ``(m, s, s//2 + 1, 2)`` (its standard normals) -> fields ``(m, s, s)``."""
+    k_rows = np.fft.fftfreq(s, 1.0 / s)[:, None]
+    k_cols = np.arange(s // 2 + 1)[None, :]
+    amp = s * s * tau ** (alpha - 1.0) * (k_rows**2 + k_cols**2 + tau**2) ** (-alpha / 2)
+    amp[0, 0] = 0.0
+    return np.fft.irfft2(amp * (xi[..., 0] + 1j * xi[..., 1]), s=(s, s))
+
+
+def test_grf_preset_scale_against_the_reference_sampler():
+    s = 16
+    k = np.fft.fftfreq(s, 1.0 / s)
+    lam = 3.0**3 * (k[:, None] ** 2 + k[None, :] ** 2 + 9.0) ** -2.5  # sigma_g^2 lambda_k
+    lam[0, 0] = 0.0
+    on_columns = np.zeros((s, s), dtype=bool)
+    on_columns[:, [0, s // 2]] = True
+    # The reference sampler is linear in its normals: its exact covariance from the unit inputs.
+    basis = np.eye(s * (s // 2 + 1) * 2).reshape(-1, s, s // 2 + 1, 2)
+    responses = _pino_grf(basis, s)
+    power = np.sum(np.abs(np.fft.fft2(responses) / s**2) ** 2, axis=0)  # E |w_k|^2
+    np.testing.assert_allclose(power[~on_columns], 2 * lam[~on_columns], rtol=1e-10)
+    np.testing.assert_allclose(power[on_columns], lam[on_columns], rtol=1e-10, atol=1e-14)
+    ref_var = np.mean(np.sum(responses**2, axis=0))  # pointwise variance
+    # The preset (sample_ns_grf, ns_grf_params) has 2 sigma_g^2 lambda_k on every mode.
+    scale = ns_grf_params(s)["scale"]
+    assert scale**2 == pytest.approx(np.sum(2 * lam), rel=1e-12)
+    assert ref_var / scale**2 == pytest.approx(0.912, abs=1e-3)  # documented: about 0.916 for R >= 32
+    assert ns_grf_params(64)["scale"] == pytest.approx(1.99, abs=0.005)
+    # Monte Carlo: the library's sampler against the transcription driven by its own normals.
+    rng = np.random.default_rng(0)
+    ours = sample_ns_grf(3000, s, random_state=rng)[:, 0]
+    theirs = _pino_grf(rng.standard_normal((3000, s, s // 2 + 1, 2)), s)
+    assert np.var(theirs) / np.var(ours) == pytest.approx(ref_var / scale**2, rel=0.05)
+    mc = np.mean(np.abs(np.fft.fft2(theirs) / s**2) ** 2, axis=0)
+    assert mc[0, 1] / mc[1, 0] == pytest.approx(2.0, rel=0.15)  # the anisotropy on the k_2 = 0 column
+    # The GRF prior without scale has half the preset's power.
+    prior = kd.priors.GaussianRandomFieldPrior((1, s, s), alpha=2.5, tau=3.0)
+    assert prior.pointwise_std**2 == pytest.approx(scale**2 / 2, rel=1e-12)
+    preset = kd.priors.GaussianRandomFieldPrior((1, s, s), **ns_grf_params(s))
+    assert preset.pointwise_std == pytest.approx(scale, rel=1e-12)
