@@ -8,9 +8,15 @@ libraries exist:
   torch, ``array_api_strict``), through :mod:`array_api_compat`.
 * :func:`namespace_for_device` maps a user's ``device=`` option (``"cpu"``,
   ``"cuda"``) to a namespace; CuPy is imported lazily, only when asked for.
-* :class:`RandomSource` fans one ``random_state`` out to NumPy, CuPy and
-  torch generators, so that the same seed gives the same draws whatever the
-  backend, and its state can be saved and restored.
+* :func:`check_random_state` and :class:`RandomSource` turn a user's
+  ``random_state`` into generators.  An integer seed names a *family* of
+  streams: every consumer (a problem's truth, its observation noise, each
+  solver, a prior's sampler) derives its own generator from the seed and a
+  stream name, so equal integers given to a problem and to a solver never
+  correlate their draws (see :func:`stream_seed`).  :class:`RandomSource`
+  fans one stream out to NumPy, CuPy and torch generators, so that the same
+  seed gives the same draws whatever the backend, and its state can be
+  saved and restored.
 * :func:`to_torch` / :func:`from_torch` move arrays across the torch
   boundary through DLPack, zero-copy wherever the standard allows.
 """
@@ -18,6 +24,7 @@ libraries exist:
 from __future__ import annotations
 
 import numbers
+import zlib
 from typing import Any
 
 import array_api_compat
@@ -31,6 +38,8 @@ __all__ = [
     "check_device",
     "RandomSource",
     "check_random_state",
+    "stream_seed",
+    "spawn_streams",
     "to_numpy",
     "to_torch",
     "from_torch",
@@ -127,14 +136,48 @@ def asarray_like(value: Any, like: Any, dtype=None):
 # --------------------------------------------------------------------------
 
 
-def check_random_state(random_state: Any) -> np.random.Generator:
+def stream_seed(seed: int, stream: str) -> np.random.SeedSequence:
+    """The seed sequence of the named ``stream`` in the family of integer ``seed``.
+
+    Streams of one seed are statistically independent of each other and of
+    plain ``numpy.random.default_rng(seed)``: the stream name is hashed into
+    the :class:`~numpy.random.SeedSequence`'s spawn key, the mechanism NumPy
+    uses for independent child streams.  This is why
+    ``kd.problems.make(name, random_state=0)`` and ``EnKGSolver(...,
+    random_state=0)`` can share an integer without sharing draws.
+
+    Parameters
+    ----------
+    seed : int
+        A non-negative integer.
+    stream : str
+        The consumer's name, e.g. ``"truth"``, ``"noise"``, ``"solver"``.
+    """
+    if not isinstance(stream, str) or not stream:
+        raise ValueError(f"stream must be a non-empty string (got {stream!r}).")
+    key = zlib.crc32(stream.encode("utf-8"))
+    return np.random.SeedSequence(int(seed), spawn_key=(key,))
+
+
+def check_random_state(random_state: Any, stream: str) -> np.random.Generator:
     """Turn ``None``, an int or a :class:`numpy.random.Generator` into a Generator.
 
-    A Generator is used as is (and advanced), as in SPEC 7; an int seeds a
-    new one; ``None`` draws fresh entropy.
+    Parameters
+    ----------
+    random_state : None, int, numpy.random.Generator, SeedSequence or RandomSource
+        A Generator is used as is (and advanced), as in SPEC 7: the caller
+        who passes one Generator to two consumers chooses to share it.  An
+        int selects the named ``stream`` of that seed (:func:`stream_seed`);
+        ``None`` draws fresh entropy.
+    stream : str
+        The consumer's stream name, used only for an integer seed.
     """
-    if random_state is None or isinstance(random_state, (numbers.Integral, np.integer)):
-        return np.random.default_rng(random_state)
+    if isinstance(random_state, bool):
+        raise ValueError("random_state must be None, an int or a Generator, not a bool.")
+    if isinstance(random_state, (numbers.Integral, np.integer)):
+        return np.random.default_rng(stream_seed(int(random_state), stream))
+    if random_state is None:
+        return np.random.default_rng()
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.SeedSequence):
@@ -145,6 +188,24 @@ def check_random_state(random_state: Any) -> np.random.Generator:
         "random_state must be None, an int, a numpy.random.Generator or a SeedSequence "
         f"(got {type(random_state).__name__})."
     )
+
+
+def spawn_streams(random_state: Any, *streams: str) -> list[np.random.Generator]:
+    """One independent Generator per stream name, from one ``random_state``.
+
+    An int or None gives each name its own stream of the seed
+    (:func:`stream_seed`); a Generator (or RandomSource) spawns independent
+    children, advancing the parent, so that a problem instance built from
+    one Generator still draws its truth and its noise independently.
+    """
+    if isinstance(random_state, RandomSource):
+        random_state = random_state.numpy
+    if isinstance(random_state, np.random.Generator):
+        return list(random_state.spawn(len(streams)))
+    if random_state is None:
+        parent = np.random.SeedSequence()
+        return [np.random.default_rng(s) for s in parent.spawn(len(streams))]
+    return [check_random_state(random_state, name) for name in streams]
 
 
 class RandomSource:
@@ -159,16 +220,21 @@ class RandomSource:
     Parameters
     ----------
     random_state : None, int, numpy.random.Generator or RandomSource
-        The seed.  A RandomSource is shared, not copied.
+        The seed.  A RandomSource is shared, not copied; an int selects the
+        named ``stream`` of that seed (:func:`stream_seed`).
+    stream : str
+        The consumer's stream name (``"solver"``, ``"noise"``, ...).
     """
 
-    def __init__(self, random_state: Any = None):
+    def __init__(self, random_state: Any = None, stream: str = ""):
         if isinstance(random_state, RandomSource):
             self.numpy = random_state.numpy
             self._cupy = random_state._cupy
             self._torch = random_state._torch
         else:
-            self.numpy = check_random_state(random_state)
+            if isinstance(random_state, (numbers.Integral, np.integer)) and not stream:
+                raise ValueError("an integer random_state needs a stream name (see stream_seed).")
+            self.numpy = check_random_state(random_state, stream)
             self._cupy = None
             self._torch = {}
 

@@ -180,7 +180,7 @@ def sample(
     -------
     array of shape ``(n, *event_shape)``.
     """
-    rng = RandomSource(random_state)
+    rng = RandomSource(random_state, stream="diffusion-sample")
     shape = (int(n), *tuple(event_shape))
     if like is not None:
         x = sigma_max * rng.normal(shape, like=like)

@@ -13,6 +13,8 @@ from kalmandiff._backend import (
     from_torch,
     get_namespace,
     namespace_for_device,
+    spawn_streams,
+    stream_seed,
     to_numpy,
     to_torch,
 )
@@ -54,36 +56,38 @@ def test_cpu_device_is_numpy():
 @pytest.mark.parametrize("bad", ["seed", 1.5, [1, 2]])
 def test_random_state_rejects_other_types(bad):
     with pytest.raises(ValueError, match="random_state"):
-        check_random_state(bad)
+        check_random_state(bad, "solver")
 
 
 def test_generator_is_shared_not_copied():
     g = np.random.default_rng(0)
-    assert check_random_state(g) is g
+    assert check_random_state(g, "solver") is g
 
 
 def test_same_seed_same_draws_across_numpy_like_namespaces():
-    a = RandomSource(7).normal((3, 4), like=np.zeros(1))
-    b = RandomSource(7).normal((3, 4), like=array_api_strict.zeros(1, dtype=array_api_strict.float64))
-    expected = np.random.default_rng(7).standard_normal((3, 4))
+    a = RandomSource(7, stream="solver").normal((3, 4), like=np.zeros(1))
+    b = RandomSource(7, stream="solver").normal(
+        (3, 4), like=array_api_strict.zeros(1, dtype=array_api_strict.float64)
+    )
+    expected = np.random.default_rng(stream_seed(7, "solver")).standard_normal((3, 4))
     np.testing.assert_array_equal(a, expected)
     np.testing.assert_array_equal(to_numpy(b), expected)
 
 
 def test_draws_take_dtype_of_like():
-    out = RandomSource(0).normal((5,), like=np.zeros(1, dtype=np.float32))
+    out = RandomSource(0, stream="solver").normal((5,), like=np.zeros(1, dtype=np.float32))
     assert out.dtype == np.float32
 
 
 def test_torch_draws_are_reproducible_and_seeded_from_numpy():
-    t1 = RandomSource(3).normal((4,), like=torch.zeros(1, dtype=torch.float64))
-    t2 = RandomSource(3).normal((4,), like=torch.zeros(1, dtype=torch.float64))
-    t3 = RandomSource(4).normal((4,), like=torch.zeros(1, dtype=torch.float64))
+    t1 = RandomSource(3, stream="solver").normal((4,), like=torch.zeros(1, dtype=torch.float64))
+    t2 = RandomSource(3, stream="solver").normal((4,), like=torch.zeros(1, dtype=torch.float64))
+    t3 = RandomSource(4, stream="solver").normal((4,), like=torch.zeros(1, dtype=torch.float64))
     assert torch.equal(t1, t2) and not torch.equal(t1, t3)
 
 
 def test_state_round_trip_reproduces_later_draws():
-    src = RandomSource(11)
+    src = RandomSource(11, stream="solver")
     src.normal((2,), like=np.zeros(1))
     src.normal((2,), like=torch.zeros(1))
     state = src.get_state()
@@ -138,3 +142,37 @@ def test_cupy_torch_round_trip_is_zero_copy():  # pragma: no cover - GPU only
     assert t.is_cuda and t.data_ptr() == x.data.ptr
     back = from_torch(t)
     assert back.data.ptr == x.data.ptr
+
+
+def test_streams_of_one_seed_are_independent_and_named():
+    """Equal integer seeds in two consumers give uncorrelated draws; a stream is reproducible."""
+    n = 20_000
+    draws = {name: check_random_state(5, name).standard_normal(n) for name in ("truth", "noise", "solver")}
+    draws["plain"] = np.random.default_rng(5).standard_normal(n)
+    names = sorted(draws)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            # |corr| of independent N(0,1) samples is ~ 1/sqrt(n) = 0.007
+            assert abs(np.corrcoef(draws[a], draws[b])[0, 1]) < 0.04, (a, b)
+    np.testing.assert_array_equal(draws["solver"], check_random_state(5, "solver").standard_normal(n))
+    np.testing.assert_array_equal(
+        RandomSource(5, stream="solver").normal((n,), like=np.zeros(1)), draws["solver"]
+    )
+
+
+def test_an_integer_seed_needs_a_stream_name():
+    with pytest.raises(ValueError, match="stream"):
+        RandomSource(5)
+    with pytest.raises(ValueError, match="stream"):
+        stream_seed(5, "")
+
+
+def test_spawn_streams_from_a_generator_gives_independent_children():
+    parent = np.random.default_rng(0)
+    a, b = spawn_streams(parent, "truth", "noise")
+    assert a is not parent and b is not parent
+    assert abs(np.corrcoef(a.standard_normal(10_000), b.standard_normal(10_000))[0, 1]) < 0.05
+    ints = spawn_streams(3, "truth", "noise")
+    np.testing.assert_array_equal(
+        ints[0].standard_normal(4), check_random_state(3, "truth").standard_normal(4)
+    )

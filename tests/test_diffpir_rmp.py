@@ -5,7 +5,7 @@ import pytest
 from _posterior_cases import gaussian_case, random_spd, scores
 
 import kalmandiff as kd
-from kalmandiff._backend import to_numpy
+from kalmandiff._backend import stream_seed, to_numpy
 from kalmandiff.diffusion import edm_sigma_schedule
 from kalmandiff.estimators import MemberFailureError
 from kalmandiff.estimators.diffpir import DiffPIRSolver
@@ -78,7 +78,7 @@ def test_diffpir_proximal_step_equals_a_numpy_solve(dense_max):
         verbose=False,
     )
     out = to_numpy(solver.fit(y, problem).particles_)
-    z = np.random.default_rng(seed).standard_normal((J, 8))
+    z = np.random.default_rng(stream_seed(seed, "solver")).standard_normal((J, 8))
     x0 = to_numpy(case["prior"].denoise(smax * z, smax))
     A, rho = case["A"], lam / smax**2
     lhs = A.T @ A / NOISE**2 + rho * np.eye(8)
@@ -106,7 +106,7 @@ def test_diffpir_paper_gradient_step_equals_the_analytic_gradient():
         verbose=False,
     )
     out = to_numpy(solver.fit(y, problem).particles_)
-    z = np.random.default_rng(seed).standard_normal((J, 8))
+    z = np.random.default_rng(stream_seed(seed, "solver")).standard_normal((J, 8))
     x0 = to_numpy(case["prior"].denoise(smax * z, smax))
     A = case["A"]
     expected = x0 - smax**2 / lam * ((x0 @ A.T - y) @ A) / NOISE**2

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kalmandiff as kd
+from kalmandiff._backend import stream_seed
 from kalmandiff.problems.navier_stokes import NavierStokes2D, ns_grf_params, sample_ns_grf
 
 
@@ -456,14 +457,16 @@ def test_registry_small_instance_is_deterministic():
     # Overrides: an evolved truth on a smaller grid.
     d = kd.problems.make("navier-stokes", size="small", random_state=3, resolution=16, t_prior=0.2)
     evolve = NavierStokes2D(resolution=16, t_final=0.2, subsample=1, dtype="float64")
-    np.testing.assert_allclose(d.x_true, evolve.solve(sample_ns_grf(1, 16, np.random.default_rng(3)))[0])
+    np.testing.assert_allclose(
+        d.x_true, evolve.solve(sample_ns_grf(1, 16, np.random.default_rng(stream_seed(3, "truth"))))[0]
+    )
 
 
 @pytest.mark.slow
 def test_registry_medium_evolves_prior_draw():
     inst = kd.problems.make("navier-stokes", size="medium", random_state=0)
     assert inst.x_true.shape == (1, 64, 64) and inst.y.shape == (1, 32, 32)
-    draw = sample_ns_grf(1, 64, np.random.default_rng(0))
+    draw = sample_ns_grf(1, 64, np.random.default_rng(stream_seed(0, "truth")))
     evolve = NavierStokes2D(resolution=64, t_final=5.0, subsample=1, dtype="float64")
     np.testing.assert_allclose(inst.x_true, evolve.solve(draw)[0], atol=1e-10)
 

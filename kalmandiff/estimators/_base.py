@@ -560,7 +560,7 @@ class BaseSolver(BaseEstimator):
             y=y_c,
             y_flat=xp.reshape(y_c, (-1,)),
             xp=xp,
-            rng=RandomSource(self.random_state),
+            rng=RandomSource(self.random_state, stream="solver"),
             acct=acct,
             denoise=denoise,
             forward=ForwardEvaluator(

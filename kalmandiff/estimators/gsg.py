@@ -131,7 +131,7 @@ def gaussian_smoothing_gradient(
     n = n_directions(n_queries, variant)
     if n < 1:
         raise ValueError(f"n_queries must allow one direction for variant={variant!r} (got {n_queries!r}).")
-    U = RandomSource(random_state).normal((P, n, d), like=X)
+    U = RandomSource(random_state, stream="smoothing-directions").normal((P, n, d), like=X)
     pts = smoothing_points(X, U, mu, variant)
     values = xp.reshape(loss(xp.reshape(pts, (-1, d))), (P, -1))
     base = loss(X) if variant == "forward" else None

@@ -369,7 +369,7 @@ class GaussianPrior(Prior):
         array, shape (n, *event_shape)
         """
         n = _check_n(n)
-        z = RandomSource(random_state).normal((n, self.dim), like=like)
+        z = RandomSource(random_state, stream="prior-sample").normal((n, self.dim), like=like)
         xp = get_namespace(z)
         c = self._consts.get(z)
         out = c["mean"] + _from_coords(z * c["sqrt_evals"], c["evecs_t"])

@@ -220,7 +220,7 @@ class GaussianRandomFieldPrior(Prior):
             Real fields; each channel's spatial mean equals that of ``mean``.
         """
         n = _check_n(n)
-        z = RandomSource(random_state).normal((n, *self.shape), like=like)
+        z = RandomSource(random_state, stream="prior-sample").normal((n, *self.shape), like=like)
         return self._filter(z, self._consts.get(z)["sqrt_mu"]) if n else z
 
     def cov_matrix(self, max_dim: int = _MAX_DENSE_DIM) -> np.ndarray:

@@ -281,7 +281,7 @@ class GaussianMixturePrior(Prior):
         array, shape (n, *event_shape)
         """
         n = _check_n(n)
-        rs = RandomSource(random_state)
+        rs = RandomSource(random_state, stream="prior-sample")
         labels = rs.numpy.choice(self.n_components, size=n, p=self._weights)
         z = rs.normal((n, self.dim), like=like)
         xp = get_namespace(z)

@@ -222,7 +222,7 @@ def train_denoiser(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    seed = int(check_random_state(random_state).integers(0, 2**62))
+    seed = int(check_random_state(random_state, "training").integers(0, 2**62))
     torch.manual_seed(seed)  # initial weights: torch's module init draws from the global generator
 
     unet_kwargs = {

@@ -102,7 +102,7 @@ class ForwardProblem:
 
     def add_noise(self, y, random_state=None):
         """Add the problem's Gaussian observation noise to a clean ``y``."""
-        rng = RandomSource(random_state)
+        rng = RandomSource(random_state, stream="noise")
         std = self.noise_std_array(like=y)
         return y + std * rng.normal(tuple(y.shape), like=y)
 

@@ -66,7 +66,10 @@ def make(name: str, size: str = "small", random_state: Any = 0, **kwargs) -> Pro
         ``"small"`` (seconds, for tests), ``"medium"`` (CPU benchmarks) or
         ``"paper"`` (the paper's sizes), where the family defines them.
     random_state : None, int or numpy.random.Generator
-        Seeds the ground truth, the observation noise and any random setting.
+        Seeds the ground truth, the observation noise and any random setting,
+        each from its own stream (``"truth"``, ``"noise"``, ``"setting"``):
+        the same integer given to a solver draws independently of all three.
+        A Generator spawns one independent child per stream.
     **kwargs
         Passed to the problem's constructor (override the size's defaults).
     """

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import check_random_state, to_numpy
+from .._backend import check_random_state, spawn_streams, to_numpy
 from ._base import ForwardProblem
 from ._registry import ProblemInstance, register
 from .linear import LinearOperatorProblem, _check_noise_std, _ConstantCache
@@ -193,7 +193,7 @@ class Inpainting(ImageProblem, LinearOperatorProblem):
         self.noise_std = _check_noise_std(noise_std, self.y_shape)
         _, H, W = self.x_shape
         if box is None:
-            box = self._draw_box(H, W, box_size_range, margin, check_random_state(random_state))
+            box = self._draw_box(H, W, box_size_range, margin, check_random_state(random_state, "setting"))
         self.box = self._check_box(box, H, W)
         top, left, h, w = self.box
         mask = np.ones((H, W), dtype=bool)
@@ -478,7 +478,7 @@ def smooth_test_image(shape=(1, 32, 32), random_state: Any = 0) -> np.ndarray:
     ndarray of float64, shape (C, H, W)
     """
     C, H, W = _check_image_shape(shape)
-    rng = check_random_state(random_state)
+    rng = check_random_state(random_state, "truth")
     yy, xx = np.meshgrid(np.linspace(0, 1, H), np.linspace(0, 1, W), indexing="ij")
     field = np.zeros((C, H, W))
     for _ in range(4):
@@ -505,9 +505,9 @@ def _image_shape(size: str, kwargs: dict) -> tuple[int, int, int]:
     return _check_image_shape(kwargs.pop("shape", _IMAGE_SIZES[size]))
 
 
-def _instance(problem, rng, size, name) -> ProblemInstance:
-    x_true = smooth_test_image(problem.x_shape, rng)
-    y = problem.observe(x_true, random_state=rng)
+def _instance(problem, truth_rng, noise_rng, size, name) -> ProblemInstance:
+    x_true = smooth_test_image(problem.x_shape, truth_rng)
+    y = problem.observe(x_true, random_state=noise_rng)
     return ProblemInstance(problem, x_true, y, prior=None, info={"size": size, "name": name})
 
 
@@ -519,17 +519,17 @@ def make_inpainting(size: str = "small", random_state: Any = 0, **kwargs) -> Pro
     The box, truth and noise are drawn from ``random_state``; no prior is attached.
     """
     shape = _image_shape(size, kwargs)
-    rng = check_random_state(random_state)
-    kwargs.setdefault("random_state", rng)
-    return _instance(Inpainting(shape, **kwargs), rng, size, "inpainting")
+    setting, truth, noise = spawn_streams(random_state, "setting", "truth", "noise")
+    kwargs.setdefault("random_state", setting)
+    return _instance(Inpainting(shape, **kwargs), truth, noise, size, "inpainting")
 
 
 @register("super-resolution")
 def make_super_resolution(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
     """4x bicubic super-resolution of a :func:`smooth_test_image` (``kwargs`` go to :class:`SuperResolution`)."""
     shape = _image_shape(size, kwargs)
-    rng = check_random_state(random_state)
-    return _instance(SuperResolution(shape, **kwargs), rng, size, "super-resolution")
+    truth, noise = spawn_streams(random_state, "truth", "noise")
+    return _instance(SuperResolution(shape, **kwargs), truth, noise, size, "super-resolution")
 
 
 _DEBLUR_KERNELS = {"small": (13, 1.5), "medium": (25, 3.0), "paper": (61, 3.0)}
@@ -547,5 +547,5 @@ def make_deblur(size: str = "small", random_state: Any = 0, **kwargs) -> Problem
     kernel_size, kernel_std = _DEBLUR_KERNELS[size]
     kwargs.setdefault("kernel_size", kernel_size)
     kwargs.setdefault("kernel_std", kernel_std)
-    rng = check_random_state(random_state)
-    return _instance(GaussianDeblur(shape, **kwargs), rng, size, "deblur")
+    truth, noise = spawn_streams(random_state, "truth", "noise")
+    return _instance(GaussianDeblur(shape, **kwargs), truth, noise, size, "deblur")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as array_device
 
-from .._backend import RandomSource, asarray_like, get_namespace, to_numpy
+from .._backend import RandomSource, asarray_like, get_namespace, spawn_streams, to_numpy
 from . import _interferometry_geometry as geo
 from ._base import ForwardProblem
 from ._registry import ProblemInstance, register
@@ -208,7 +208,7 @@ class ClosurePhaseInterferometry(ForwardProblem):
         self.array = array
         self.source, self.ra_hours, self.dec_deg = geo.resolve_source(source, ra_hours, dec_deg)
         self.random_state = random_state
-        self._rng = RandomSource(random_state)
+        self._rng = RandomSource(random_state, stream="noise")
 
         table = geo.load_station_table(array).sorted_by_sefd()
         self.stations = table.names
@@ -457,7 +457,7 @@ class ClosurePhaseInterferometry(ForwardProblem):
         """
         if tuple(x.shape) != self.x_shape:
             raise ValueError(f"observe expects one image of shape {self.x_shape}; got {tuple(x.shape)}.")
-        rng = (self._rng if random_state is None else RandomSource(random_state)).numpy
+        rng = (self._rng if random_state is None else RandomSource(random_state, stream="noise")).numpy
         x_np = np.asarray(to_numpy(x), dtype=float)
         vis = self.visibilities(x_np)
         sigma = self.vis_sigma.copy()
@@ -669,10 +669,10 @@ def make_interferometry(size: str = "small", random_state: Any = 0, **kwargs) ->
     """
     if size not in _SIZES:
         raise ValueError(f"size must be one of {', '.join(_SIZES)} (got {size!r}).")
-    rng = RandomSource(random_state)
+    truth, noise = spawn_streams(random_state, "truth", "noise")
     settings = {**_SIZES[size], **kwargs}
     problem = ClosurePhaseInterferometry(**settings)
-    u = rng.numpy.random(4)
+    u = truth.random(4)
     shape = {
         "diameter_uas": float(38.0 + 4.0 * u[0]),
         "width_uas": float(5.0 + 2.0 * u[1]),
@@ -680,6 +680,6 @@ def make_interferometry(size: str = "small", random_state: Any = 0, **kwargs) ->
         "position_angle_deg": float(150.0 + 60.0 * u[3]),
     }
     x_true = crescent_image(problem.npix, problem.fov_uas, flux_jy=0.6, **shape)
-    y = problem.observe(x_true, random_state=rng)
+    y = problem.observe(x_true, random_state=noise)
     info = {"size": size, **settings, **shape, "flux_jy": 0.6}
     return ProblemInstance(problem=problem, x_true=x_true, y=y, prior=None, info=info)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as array_device
 
-from .._backend import RandomSource, asarray_like, check_random_state, get_namespace, to_numpy
+from .._backend import RandomSource, asarray_like, get_namespace, spawn_streams, to_numpy
 from ._base import ForwardProblem, _as_shape
 from ._base import check_noise_std as _check_noise_std
 from ._registry import ProblemInstance, register
@@ -108,7 +108,7 @@ class LinearOperatorProblem(ForwardProblem):
         -------
         float
         """
-        rng = RandomSource(random_state)
+        rng = RandomSource(random_state, stream="adjointness-test")
         u = rng.normal((1, *self.x_shape), like=like)
         v = rng.normal((1, *self.y_shape), like=like)
         xp = get_namespace(u)
@@ -266,13 +266,13 @@ def make_linear_gaussian(size: str = "small", random_state: Any = 0, **kwargs) -
     noise_std = kwargs.pop("noise_std", 0.1)
     if kwargs:
         raise ValueError(f"unknown options for 'linear-gaussian': {sorted(kwargs)}.")
-    rng = check_random_state(random_state)
+    rng, truth, noise = spawn_streams(random_state, "setting", "truth", "noise")
     A = rng.standard_normal((m, d)) / np.sqrt(d)
     mean = rng.standard_normal(d)
     B = rng.standard_normal((d, d))
     cov = B @ B.T / d + 0.5 * np.eye(d)
     prior = GaussianPrior(mean, cov)
     problem = LinearProblem(A, (d,), noise_std=noise_std)
-    x_true = prior.sample(1, random_state=rng)[0]
-    y = problem.observe(x_true, random_state=rng)
+    x_true = prior.sample(1, random_state=truth)[0]
+    y = problem.observe(x_true, random_state=noise)
     return ProblemInstance(problem, x_true, y, prior=prior, info={"size": size, "d": d, "m": m})

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as array_device
 
-from .._backend import asarray_like, check_random_state, get_namespace, to_numpy
+from .._backend import asarray_like, check_random_state, get_namespace, spawn_streams, to_numpy
 from ._base import ForwardProblem
 from ._base import check_noise_std as _check_noise_std
 from ._registry import ProblemInstance, register
@@ -720,7 +720,7 @@ def sample_ns_grf(n: int, resolution: int, random_state: Any = None, alpha: floa
     ``GaussianRandomFieldPrior(alpha=2.5, tau=3)`` without ``scale``.  Used
     to make ground truths without depending on the prior classes.
     """
-    rng = check_random_state(random_state)
+    rng = check_random_state(random_state, "truth")
     lam = _grf_spectrum(resolution, alpha, tau, 2.0 * np.pi)
     mu = 2.0 * tau ** (2.0 * alpha - 2.0) * resolution**2 * lam
     z = rng.standard_normal((n, 1, resolution, resolution))
@@ -790,9 +790,9 @@ def make_navier_stokes(size: str = "small", random_state: Any = 0, t_prior: floa
     t_prior = default_t_prior if t_prior is None else _positive(t_prior, "t_prior", allow_zero=True)
     settings.update(kwargs)
     problem = NavierStokes2D(**settings)
-    rng = check_random_state(random_state)
+    truth, noise = spawn_streams(random_state, "truth", "noise")
     R = problem.resolution
-    x0 = sample_ns_grf(1, R, rng)
+    x0 = sample_ns_grf(1, R, truth)
     if t_prior > 0:
         evolve = NavierStokes2D(
             resolution=R,
@@ -806,7 +806,7 @@ def make_navier_stokes(size: str = "small", random_state: Any = 0, t_prior: floa
         )
         x0 = evolve.solve(x0)
     x_true = np.ascontiguousarray(x0[0] / problem.input_scale)
-    y = problem.observe(x_true, random_state=rng)
+    y = problem.observe(x_true, random_state=noise)
     info = {"size": size, "resolution": R, "t_prior": t_prior, "grf": ns_grf_params(R)}
     return ProblemInstance(
         problem=problem, x_true=x_true, y=y, prior=_grf_prior(R, problem.input_scale), info=info

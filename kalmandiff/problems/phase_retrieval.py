@@ -13,7 +13,7 @@ from typing import Any
 
 from array_api_compat import device as array_device
 
-from .._backend import check_random_state, get_namespace
+from .._backend import get_namespace, spawn_streams
 from ._registry import ProblemInstance, register
 from .imaging import _IMAGE_SIZES, ImageProblem, _check_image_shape, _instance
 from .linear import _check_noise_std
@@ -101,5 +101,5 @@ def make_phase_retrieval(size: str = "small", random_state: Any = 0, **kwargs) -
     if size not in _IMAGE_SIZES:
         raise ValueError(f"size must be one of {sorted(_IMAGE_SIZES)} (got {size!r}).")
     shape = _check_image_shape(kwargs.pop("shape", _IMAGE_SIZES[size]))
-    rng = check_random_state(random_state)
-    return _instance(PhaseRetrieval(shape, **kwargs), rng, size, "phase-retrieval")
+    truth, noise = spawn_streams(random_state, "truth", "noise")
+    return _instance(PhaseRetrieval(shape, **kwargs), truth, noise, size, "phase-retrieval")
