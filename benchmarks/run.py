@@ -118,6 +118,25 @@ def _build_solver(spec, prior, seed: int, device: str):
     return solver.set_params(**params)
 
 
+def data_fit(inst, estimate) -> dict[str, float]:
+    """How well the estimate explains the data: chi^2 per datum (about 1 is a fit to the noise level).
+
+    ``mean(((G(x_hat) - y) / noise_std)^2)`` with the problem's own residual
+    (closure phases wrap); with a zero noise level the RMS residual instead.
+    One forward evaluation, not counted in the solver's costs.
+    """
+    problem = inst.problem
+    x = np.asarray(estimate, dtype=float).reshape((1, *problem.x_shape))
+    G = np.asarray(to_numpy(problem(x)), dtype=float)
+    r = np.asarray(to_numpy(problem.residual(G, np.asarray(to_numpy(inst.y), dtype=float))))[0]
+    std = np.broadcast_to(np.asarray(to_numpy(problem.noise_std), dtype=float), r.shape)
+    if not np.all(np.isfinite(r)):
+        return {"chi2_per_datum": float("nan")}
+    if np.any(std <= 0):
+        return {"rms_residual": float(np.sqrt(np.mean(r**2)))}
+    return {"chi2_per_datum": float(np.mean((r / std) ** 2))}
+
+
 def run_task(suite_name: str, problem_key: str, seed: int, label: str, out_dir: str, options: dict) -> dict:
     """Run one task and return its record (an ``error`` field instead of metrics if it failed)."""
     _limit_threads()
@@ -129,7 +148,7 @@ def run_task(suite_name: str, problem_key: str, seed: int, label: str, out_dir: 
     t_setup = time.perf_counter()
     inst = kd.problems.make(pspec.family, random_state=seed, **pspec.make_kwargs)
     prior_key = options.get("prior_override", {}).get(problem_key, pspec.prior)
-    prior = build_prior(prior_key, inst, suite.device)
+    prior = build_prior(prior_key, inst, suite.device, ns_prior_path=options.get("ns_prior_path"))
     y = _to_device(inst.y, suite.device, suite.dtype)
     record.update(prior=prior_key, setup_s=time.perf_counter() - t_setup, rss_setup_mib=_rss_mib())
     try:
@@ -138,9 +157,12 @@ def run_task(suite_name: str, problem_key: str, seed: int, label: str, out_dir: 
         else:
             spec = suite.solver(label, problem_key)
             spec_params = spec.params
-            estimate = _fit(spec, prior, inst, y, seed, suite.device, record)
+            solver_seed = seed + int(options.get("solver_seed_offset", 0))
+            record["solver_seed"] = solver_seed
+            estimate = _fit(spec, prior, inst, y, solver_seed, suite.device, record)
         record["params"] = json.dumps(spec_params, sort_keys=True, default=str)
         record.update(score(pspec, inst, estimate))
+        record.update(data_fit(inst, estimate))
         _save_estimate(out_dir, problem_key, seed, label, estimate)
     except Exception as exc:  # noqa: BLE001 - a failing solver is a result, recorded in its row
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -297,6 +319,17 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--ns-checkpoint", help="GPU suite: an EDM checkpoint (.pt) as the ns128-evolved prior"
     )
+    parser.add_argument(
+        "--solver-seed-offset",
+        type=int,
+        default=0,
+        help="solvers get random_state = instance seed + this (their streams are independent of the "
+        "instance's either way; rerun with another offset to check a result against solver noise)",
+    )
+    parser.add_argument(
+        "--ns-prior",
+        help="a Navier-Stokes network prior (.pt from scripts/train_ns_prior.py) for 'ns-neural'",
+    )
     parser.add_argument("--resume", action="store_true", help="skip tasks already in <out>/records.jsonl")
     parser.add_argument("--dry-run", action="store_true", help="print the tasks and evaluation counts only")
     args = parser.parse_args(argv)
@@ -308,7 +341,9 @@ def main(argv=None) -> int:
         tasks = [(p, s, PRIOR_MEAN) for p in keys for s in sorted({s for q, s, _ in tasks if q == p})] + tasks
     if not tasks:
         parser.error("no task matches the filters")
-    options = {"resume": args.resume}
+    options = {"resume": args.resume, "solver_seed_offset": args.solver_seed_offset}
+    if args.ns_prior:
+        options["ns_prior_path"] = args.ns_prior
     if args.ns_checkpoint:
         options["prior_override"] = {"ns128-evolved": args.ns_checkpoint}
     if args.dry_run:

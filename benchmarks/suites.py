@@ -18,6 +18,13 @@ Suites
     The reference code's EnKG configuration against cheaper ones on one
     problem and one prior (the shipped network prior): accuracy against
     denoiser evaluations and wall time.
+``ns-study``
+    The paper's Navier-Stokes experiment at CPU scale: error against
+    ensemble size J and steps N at noise 0 / 1 / 2, for an evolved truth
+    with the network prior and a GRF truth with the exact GRF prior; EnKG
+    (paper and calibrated updates) and EKI.  Far more than one session of
+    two cores: run it in slices with ``--problem`` / ``--solver`` and
+    ``--resume``; :mod:`benchmarks.ns_study` tabulates whatever has finished.
 ``gpu``
     The paper's sizes (Navier-Stokes 128x128 with J = 2048 and N = 80,
     interferometry 64x64 with J = 1024): CuPy particles, torch priors on
@@ -164,8 +171,8 @@ def _instance_prior(inst, device: str):
     return inst.prior
 
 
-def _neural_ns_prior(inst, device: str):
-    return kd.priors.load_navier_stokes_prior(batch_size=64, device=device)
+def _neural_ns_prior(inst, device: str, path: str | None = None):
+    return kd.priors.load_navier_stokes_prior(batch_size=64, device=device, path=path)
 
 
 def _checkpoint_prior(path: str, scale: float = 1.0):
@@ -188,10 +195,16 @@ PRIORS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
-def build_prior(key: str, inst, device: str = "cpu"):
-    """The prior named ``key`` for instance ``inst`` (a path ``*.pt`` loads an EDM checkpoint)."""
+def build_prior(key: str, inst, device: str = "cpu", ns_prior_path: str | None = None):
+    """The prior named ``key`` for instance ``inst`` (a path ``*.pt`` loads an EDM checkpoint).
+
+    ``ns_prior_path`` replaces the shipped network of ``"ns-neural"`` with another
+    one saved by ``scripts/train_ns_prior.py``.
+    """
     if key.endswith(".pt"):
         return _checkpoint_prior(key)(inst, device)
+    if key == "ns-neural":
+        return _neural_ns_prior(inst, device, ns_prior_path)
     return PRIORS[key](inst, device)
 
 
@@ -409,6 +422,70 @@ GPU = Suite(
     description="The paper's sizes on one GPU: CuPy particles, torch priors on CUDA.",
 )
 
+# --------------------------------------------------------------------------
+# the Navier-Stokes study: error against J and N
+# --------------------------------------------------------------------------
+
+STUDY_J = (64, 256, 1024, 2048)
+STUDY_N = (20, 40, 80)
+STUDY_NOISE = (0.0, 1.0, 2.0)
+
+
+def _noise_key(noise: float) -> str:
+    return f"noise{noise:g}"
+
+
+def _study_problems() -> tuple:
+    out = []
+    for base in (NS32_NEURAL, NS32_GRF):
+        for noise in STUDY_NOISE:
+            out.append(
+                dataclasses.replace(
+                    base,
+                    key=f"{base.key}-{_noise_key(noise)}",
+                    make_kwargs={**base.make_kwargs, "noise_std": noise, "max_steps": 2000},
+                    description=base.description.replace("noise 1", f"noise {noise:g}"),
+                )
+            )
+    return tuple(out)
+
+
+def study_label(method: str, J: int, N: int | None = None) -> str:
+    """The label of one cell of the study: ``"EnKG paper J=256 N=20"``, ``"EKI J=256"``."""
+    return f"{method} J={J}" + ("" if N is None else f" N={N}")
+
+
+def _study_solvers(problems: tuple) -> tuple:
+    """EnKG (paper, kalman-sqrt) at every (J, N) and EKI at every J.
+
+    The calibrated update and EKI need a positive noise covariance, so they
+    skip the noise-0 problems (the paper's normalised update does not).
+    """
+    noisy = tuple(p.key for p in problems if not p.key.endswith(_noise_key(0.0)))
+    every = tuple(p.key for p in problems)
+    out = []
+    for J in STUDY_J:
+        for N in STUDY_N:
+            base = {**_REFERENCE, "n_particles": J, "n_steps": N}
+            out.append(_solver(study_label("EnKG paper", J, N), "EnKGSolver", every, **base))
+            out.append(
+                _solver(
+                    study_label("EnKG kalman-sqrt", J, N), "EnKGSolver", noisy, **base, update="kalman-sqrt"
+                )
+            )
+        out.append(_solver(study_label("EKI", J), "EKISolver", noisy, n_particles=J, max_iter=100))
+    return tuple(out)
+
+
+_STUDY_PROBLEMS = _study_problems()
+NS_STUDY = Suite(
+    "ns-study",
+    problems=_STUDY_PROBLEMS,
+    solvers=_study_solvers(_STUDY_PROBLEMS),
+    description="The paper's Navier-Stokes experiment at 32x32: relative L2 against J and N at "
+    "noise 0 / 1 / 2; evolved truth + network prior and GRF truth + exact GRF prior.",
+)
+
 SMOKE = Suite(
     "smoke",
     problems=(
@@ -435,4 +512,4 @@ SMOKE = Suite(
     description="Seconds: the machinery only.",
 )
 
-SUITES = {s.name: s for s in (SMOKE, CPU, SPEED, GPU)}
+SUITES = {s.name: s for s in (SMOKE, CPU, SPEED, NS_STUDY, GPU)}

@@ -130,3 +130,51 @@ def test_dry_run_lists_counts(capsys):
 def test_problem_spec_defaults():
     spec = ProblemSpec("k", "navier-stokes", {}, "instance")
     assert spec.metric == "relative_l2" and not spec.higher_is_better
+
+
+def test_data_fit_of_the_truth_is_the_noise_level():
+    """chi^2 per datum of the true field is ~1 (256 data: 1 +- 0.09); of the prior mean, far above."""
+    inst = kd.problems.make("navier-stokes", size="small", random_state=4)
+    truth = run.data_fit(inst, inst.x_true)["chi2_per_datum"]
+    assert 0.7 < truth < 1.3
+    assert run.data_fit(inst, np.zeros_like(inst.x_true))["chi2_per_datum"] > 5
+
+
+def test_solver_seed_offset_changes_the_solver_not_the_instance(tmp_path):
+    argv = [
+        "--suite",
+        "smoke",
+        "--problem",
+        "ns16-grf",
+        "--solver",
+        "EnKG",
+        "--instances",
+        "1",
+        "--jobs",
+        "0",
+    ]
+    run.main(argv + ["--out", str(tmp_path / "a")])
+    run.main(argv + ["--out", str(tmp_path / "b"), "--solver-seed-offset", "1000"])
+    a, b = (json.loads((tmp_path / k / "results.json").read_text()) for k in "ab")
+    ra, rb = a["records"][0], b["records"][0]
+    assert (ra["solver_seed"], rb["solver_seed"]) == (1, 1001)
+    assert ra["relative_l2"] != rb["relative_l2"]
+
+
+def test_ns_study_tables_average_over_instances():
+    from benchmarks import ns_study
+
+    assert ns_study.parse_label("EnKG paper J=256 N=20") == ("EnKG paper", 256, 20)
+    assert ns_study.parse_label("EKI J=64") == ("EKI", 64, None)
+    assert ns_study.parse_label("prior mean") is None
+    recs = [
+        {"problem": "p", "seed": s, "solver": "EnKG paper J=64 N=20", "relative_l2": v, "chi2_per_datum": 2.0}
+        for s, v in ((1, 0.5), (2, 0.7), (3, 0.9))
+    ]
+    recs.append({"problem": "p", "seed": 1, "solver": "EKI J=256", "relative_l2": 0.4})
+    recs.append({"problem": "p", "seed": 2, "solver": "EKI J=256", "error": "ValueError: diverged"})
+    text = ns_study.tables(recs)
+    v = np.array([0.5, 0.7, 0.9])
+    assert f"{v.mean():.3f} ± {v.std(ddof=1):.3f} (3)" in text
+    assert "| EKI | - |  | 0.400 (1) |" in text
+    assert "ValueError: diverged" in text and "| 2.00 |" in text

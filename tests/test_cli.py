@@ -50,12 +50,17 @@ def test_invalid_values_are_reported_without_traceback():
 
 @pytest.mark.slow
 def test_small_demo_prints_a_table_and_beats_the_zero_field(tmp_path):
+    """The demo as a new user runs it (about 1.5 min on two cores).
+
+    EnKG's honest error on this instance (seed 0) is 0.73 at the demo's
+    settings; across instances 0.7-1.0 (docs/benchmarks.md), hence the loose bound.
+    """
     fig = tmp_path / "demo.png"
-    out = run("demo", "--particles", "12", "--steps", "8", "--figure", str(fig))
+    out = run("demo", "--figure", str(fig))
     assert out.returncode == 0, out.stderr
     rows = table(out.stdout)
     assert float(rows["zero field"][0]) == 1.0
-    assert float(rows["enkg"][0]) < 0.8
+    assert float(rows["enkg"][0]) < 0.9
     assert {"eki", "scg"} <= set(rows)  # EnKG and two baselines
     assert fig.stat().st_size > 1000
 

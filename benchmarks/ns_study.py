@@ -1,0 +1,180 @@
+"""Tabulate the Navier-Stokes study: relative L2 against ensemble size J and steps N.
+
+The study itself runs through :mod:`benchmarks.run` (suite ``ns-study``, settings in
+:mod:`benchmarks.suites`), in slices that fit the machine, for example::
+
+    python -m benchmarks.run --suite ns-study --problem ns32-grf-noise1 --resume \\
+        --solver "EnKG paper J=64 N=20" "EnKG kalman-sqrt J=64 N=20" "EKI J=64"
+
+This module reads whatever has finished (``records.jsonl``) and writes, per
+problem, a table of mean ± standard deviation over instances with the number
+of instances in each cell, the data misfit (chi^2 per datum, about 1 at the
+noise level), and a figure of error against J; the gradient-based reference of
+:mod:`benchmarks.ns_gradient_reference`, when its results exist, is listed beside
+each problem so that a poor figure can be told apart from a poor method::
+
+    python -m benchmarks.ns_study [--results benchmarks/results/ns-study] \\
+        [--reference benchmarks/results/ns_reference/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import PRIOR_MEAN
+
+_LABEL = re.compile(r"^(?P<method>.+?) J=(?P<J>\d+)(?: N=(?P<N>\d+))?$")
+
+
+def parse_label(label: str) -> tuple[str, int, int | None] | None:
+    """``"EnKG paper J=256 N=20"`` -> ``("EnKG paper", 256, 20)``; None for other labels."""
+    m = _LABEL.match(label)
+    if m is None:
+        return None
+    return m["method"], int(m["J"]), (int(m["N"]) if m["N"] else None)
+
+
+def load_records(results_dir: Path) -> list[dict]:
+    """Finished records of a run (``records.jsonl``, falling back to ``results.json``)."""
+    log = results_dir / "records.jsonl"
+    if log.exists():
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return json.loads((results_dir / "results.json").read_text())["records"]
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return ""
+    v = np.asarray(values, dtype=float)
+    if v.size == 1:
+        return f"{v[0]:.3f} (1)"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f} ({v.size})"
+
+
+def tables(records: list[dict], reference: dict | None = None) -> str:
+    """Markdown: one table per problem, rows = method and N, columns = J."""
+    by_problem: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    chi2: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    failures: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if "error" in r:
+            failures[r["problem"]].append(f"{r['solver']} (seed {r['seed']}): {r['error'][:120]}")
+            continue
+        key = ("prior mean", 0, None) if r["solver"] == PRIOR_MEAN else parse_label(r["solver"])
+        if key is None:
+            continue
+        by_problem[r["problem"]][key].append(r["relative_l2"])
+        if "chi2_per_datum" in r:
+            chi2[r["problem"]][key].append(r["chi2_per_datum"])
+    out = []
+    for problem in sorted(by_problem):
+        cells = by_problem[problem]
+        Js = sorted({J for (_, J, _) in cells if J})
+        rows = sorted({(m, N) for (m, J, N) in cells if J}, key=lambda t: (t[0], t[1] or 0))
+        out.append(f"#### {problem}\n")
+        out.append("Relative L2 of the ensemble mean, mean ± std over instances (count):\n")
+        out.append("| method | N | " + " | ".join(f"J = {J}" for J in Js) + " |")
+        out.append("|---|---:|" + "---:|" * len(Js))
+        for m, N in rows:
+            out.append(
+                f"| {m} | {N or '-'} | " + " | ".join(_cell(cells.get((m, J, N), [])) for J in Js) + " |"
+            )
+        if ("prior mean", 0, None) in cells:
+            out.append(f"| prior mean | - | {_cell(cells[('prior mean', 0, None)])} |" + " |" * (len(Js) - 1))
+        fits = chi2.get(problem, {})
+        if fits:
+            out.append("\nData misfit of the ensemble mean, chi^2 per datum (1 = the noise level):\n")
+            out.append("| method | N | " + " | ".join(f"J = {J}" for J in Js) + " |")
+            out.append("|---|---:|" + "---:|" * len(Js))
+            for m, N in rows:
+                vals = [fits.get((m, J, N), []) for J in Js]
+                out.append(
+                    f"| {m} | {N or '-'} | "
+                    + " | ".join(f"{np.mean(v):.2f}" if v else "" for v in vals)
+                    + " |"
+                )
+        if reference and problem in reference:
+            out.append("\nGradient-based reference (autograd through the solver; same instances):\n")
+            out.append(reference[problem])
+        if failures.get(problem):
+            out.append("\nFailures: " + "; ".join(failures[problem]))
+        out.append("")
+    return "\n".join(out)
+
+
+def figure(records: list[dict], path: Path) -> None:
+    """Relative L2 against J, one panel per problem, one line per method and N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        key = parse_label(r["solver"]) if "error" not in r else None
+        if key is None:
+            continue
+        m, J, N = key
+        data[r["problem"]][(m, N)].setdefault(J, []).append(r["relative_l2"])
+    problems = sorted(data)
+    if not problems:
+        return
+    fig, axes = plt.subplots(1, len(problems), figsize=(4.2 * len(problems), 3.6), squeeze=False)
+    for ax, problem in zip(axes[0], problems):
+        for (m, N), series in sorted(data[problem].items(), key=lambda t: (t[0][0], t[0][1] or 0)):
+            Js = sorted(series)
+            means = [np.mean(series[J]) for J in Js]
+            errs = [np.std(series[J]) for J in Js]
+            ax.errorbar(Js, means, yerr=errs, marker="o", capsize=3, label=m + (f", N={N}" if N else ""))
+        ax.axhline(1.0, color="0.5", ls=":", lw=1, label="prior mean")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ensemble size J")
+        ax.set_ylabel("relative L2 error")
+        ax.set_title(problem, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def reference_tables(path: Path) -> dict[str, str]:
+    """The gradient-based reference's markdown rows keyed by study problem (if its file exists)."""
+    if not path.exists():
+        return {}
+    payload = json.loads(path.read_text())
+    out: dict[str, list[str]] = defaultdict(list)
+    for row in payload.get("records", payload if isinstance(payload, list) else []):
+        problem = row.get("study_problem")
+        if problem and "relative_l2" in row:
+            chi = row.get("chi2_per_datum", float("nan"))
+            out[problem].append(
+                f"| {row['estimator']} | seed {row['seed']} | {row['relative_l2']:.3f} | {chi:.2f} |"
+            )
+    return {
+        k: "| estimator | instance | relative L2 | chi^2 per datum |\n|---|---|---:|---:|\n" + "\n".join(v)
+        for k, v in out.items()
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="benchmarks/results/ns-study")
+    parser.add_argument("--reference", default="benchmarks/results/ns_reference/results.json")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    records = load_records(results)
+    text = tables(records, reference_tables(Path(args.reference)))
+    (results / "study.md").write_text(text)
+    figure(records, results / "study.png")
+    print(text)
+    print(f"wrote {results}/study.md and study.png")
+
+
+if __name__ == "__main__":
+    main()
