@@ -113,12 +113,13 @@ class EnKGSolver(BaseSolver):
     -----
     Cost: ``expected_evaluations()`` gives the counts by formula; at the
     defaults each particle takes 1,588 sequential denoiser and 142 forward
-    evaluations.  Measured on a Navier-Stokes problem (``docs/benchmarks.md``,
-    speed suite), ``n_steps=20`` reached the defaults' accuracy with 12.6x
-    fewer denoiser and 4.2x fewer forward evaluations; cutting ``phi`` alone
-    (``phi_max_steps=1``) or one update with twice the step did not.  The
-    solver's own work is under 1% of a run; the time is the denoiser's and
-    the forward model's.
+    evaluations; ``n_steps=20`` costs 12.6x fewer denoiser and 4.2x fewer
+    forward evaluations.  What accuracy each setting buys is measured in
+    ``docs/benchmarks.md`` (speed suite, and error against ensemble size and
+    steps on Navier-Stokes); an earlier claim that ``n_steps=20`` matched the
+    defaults came from a run whose solver shared the truth's random stream
+    and is withdrawn.  The solver's own work is under 1% of a run; the time
+    is the denoiser's and the forward model's.
 
     Attributes
     ----------
