@@ -9,6 +9,7 @@ from .dps import DPSSolver
 from .eki import EKISolver
 from .enkg import EnKGSolver
 from .gsg import GSGSolver, gaussian_smoothing_gradient
+from .localization import GaspariCohnTaper, gaspari_cohn
 from .rmp import RMPSolver
 from .scg import SCGSolver
 
@@ -23,6 +24,8 @@ __all__ = [
     "DiffPIRSolver",
     "RMPSolver",
     "gaussian_smoothing_gradient",
+    "GaspariCohnTaper",
+    "gaspari_cohn",
     "MemberFailureError",
     "NotFittedError",
     "available_solvers",

@@ -5,7 +5,10 @@ model (as EnsembleKalmanProcesses.jl keeps its update apart from ``G``).
 Particles arrive flattened: ``X`` of shape ``(J, d)`` and forward values
 ``G`` of shape ``(J, m)``.  No ``d x d`` or ``m x m`` matrix is ever formed:
 every update works in the ``J``-dimensional span of the ensemble, at a cost
-of ``O(J^2 (d + m))`` per update.
+of ``O(J^2 (d + m))`` per update.  The localised Kalman updates (a ``taper``
+from :mod:`.localization`) are the exception: they form the tapered
+``d x m`` cross-covariance and ``m x m`` data covariance, at a cost of
+``O(J d m + J m^2 + m^3)`` per update and ``O(d m + m^2)`` memory.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ __all__ = [
     "normalised_gradient_update",
     "kalman_update",
     "sqrt_kalman_update",
+    "kalman_gain",
     "redraw_from_ensemble",
     "data_misfit_step",
 ]
@@ -85,7 +89,7 @@ def normalised_gradient_update(X, E, G, step: float, eps: float = 0.0):
     return X - (step / (norm + eps)) * (C @ centred(X)), norm
 
 
-def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, residual=None):
+def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, residual=None, taper=None):
     """Stochastic ensemble Kalman update with perturbed observations.
 
     ``x_j <- x_j + C_xG (C_GG + a Gamma)^{-1} (y + sqrt(a) eta_j - G_j)``,
@@ -114,6 +118,12 @@ def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, resid
         ``residual(G, data) -> G - data`` on ``(J, m)`` rows; defaults to
         plain subtraction.  Problems whose data are angles (closure phases)
         pass a residual that wraps the difference.
+    taper : Taper, optional
+        Localisation (:func:`~kalmandiff.estimators.localization.make_taper`):
+        the gain becomes ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``
+        (Schur products with the tapers ``(d, m)`` and ``(m, m)``), applied
+        to the same perturbed innovations; see :func:`kalman_gain`.  None:
+        the unlocalised ensemble-space update above.
     """
     xp = get_namespace(X)
     J = X.shape[0]
@@ -124,6 +134,10 @@ def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, resid
     innov = perturbed - G if residual is None else -residual(G, perturbed)
     Gw = xp.astype(centred(G) / noise_std, xp.float64)
     Rw = xp.astype(innov / noise_std, xp.float64)
+    if taper is not None:
+        Cxg, S = _tapered_covariances(X, Gw, inflation, taper)
+        # x_j += (rho o C_xG) S^{-1} r_j, whitened: an m x m solve for all members at once.
+        return X + xp.astype((Cxg @ xp.linalg.solve(S, Rw.T)).T, X.dtype)
     c = (J - 1) * inflation
     m = Gw.shape[1]
     if m < J:
@@ -138,7 +152,7 @@ def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, resid
     return X + xp.astype(W.T, X.dtype) @ centred(X)
 
 
-def sqrt_kalman_update(X, G, y, noise_std, inflation: float, residual=None):
+def sqrt_kalman_update(X, G, y, noise_std, inflation: float, residual=None, taper=None):
     """Deterministic square-root (ETKF-style) ensemble Kalman update.
 
     The mean moves by the Kalman gain applied to the unperturbed innovation
@@ -149,6 +163,21 @@ def sqrt_kalman_update(X, G, y, noise_std, inflation: float, residual=None):
     the thin SVD of the whitened anomalies ``Ghat`` (``J x m``), at a cost of
     ``O(J r (m + d))`` with ``r = min(J, m)``; no ``J x J`` matrix is formed.
 
+    With a ``taper`` (localisation) no ensemble-space transform exists;
+    the update is then written with gains in data space (whitened, so that
+    ``Gamma = I``): with ``K = (rho_xG o C_xG) S^{-1}`` and
+    ``S = rho_GG o C_GG + a I``, the mean moves by ``K (y - mean G)`` and the
+    anomalies by ``A <- A - Ktilde (G - mean G)`` with the square-root gain
+    ``Ktilde = (rho_xG o C_xG) S^{-1/2} (S^{1/2} + sqrt(a) I)^{-1}``, the
+    matrix form of the serial square-root filter's factor
+    ``1 / (1 + sqrt(a / s))`` (Whitaker and Hamill 2002; Andrews 1968).
+    For an infinite radius (all-ones tapers) this is exactly the ETKF
+    transform above, ``I - Ghat Ktilde_w = (I + Ghat Ghat^T / c)^{-1/2}``; for a
+    finite one the anomalies' covariance is ``(I - Ktilde H) P (I - Ktilde H)^T``
+    with the raw ensemble covariance ``P``, close to the localised analysis
+    covariance when the updates are tempered (large ``a``).  Costs an
+    ``m x m`` eigendecomposition per update.
+
     Parameters are those of :func:`kalman_update` (no random source).
     """
     xp = get_namespace(X)
@@ -158,6 +187,8 @@ def sqrt_kalman_update(X, G, y, noise_std, inflation: float, residual=None):
     innov = (y - gbar) if residual is None else -residual(gbar, xp.reshape(y, (1, -1)))
     Gw = xp.astype(centred(G) / noise_std, xp.float64)
     r = xp.astype(xp.reshape(innov / noise_std, (-1,)), xp.float64)
+    if taper is not None:
+        return _localised_sqrt_update(X, Gw, r, inflation, taper)
     U, s, Vt = xp.linalg.svd(Gw, full_matrices=False)
     coef = U @ ((s / (s**2 + c)) * (Vt @ r))  # (J,): weights of the anomalies in the mean shift
     A = centred(X)
@@ -166,6 +197,67 @@ def sqrt_kalman_update(X, G, y, noise_std, inflation: float, residual=None):
     A_new = A64 + U @ (shrink[:, None] * (U.T @ A64))
     mean = xp.mean(X, axis=0, keepdims=True) + xp.astype(xp.reshape(coef, (1, -1)) @ A64, X.dtype)
     return mean + xp.astype(A_new, X.dtype)
+
+
+def _tapered_covariances(X, Gw, inflation: float, taper):
+    """``rho_xG o C_xG`` (``(d, m)``) and ``S = rho_GG o C_GG + a I`` (``(m, m)``), whitened, float64.
+
+    ``Gw`` are the whitened forward anomalies ``(G - mean G) Gamma^{-1/2}``
+    (``(J, m)``, float64).  Whitening is a diagonal scaling, so it commutes
+    with the Schur products.  ``taper=None`` leaves the covariances untapered.
+    """
+    xp = get_namespace(X)
+    J, m = Gw.shape
+    A64 = xp.astype(centred(X), xp.float64)
+    Cxg = (A64.T @ Gw) / (J - 1)
+    Cgg = (Gw.T @ Gw) / (J - 1)
+    if taper is not None:
+        Cxg = Cxg * taper.xy
+        Cgg = Cgg * taper.yy
+    return Cxg, Cgg + inflation * xp.eye(m, dtype=xp.float64, device=array_device(X))
+
+
+def _localised_sqrt_update(X, Gw, r, inflation: float, taper):
+    """Square-root update with tapered gains (see :func:`sqrt_kalman_update`); ``r`` the whitened innovation."""
+    xp = get_namespace(X)
+    Cxg, S = _tapered_covariances(X, Gw, inflation, taper)
+    lam, Q = xp.linalg.eigh(S)  # S = Q diag(lam) Q^T, lam >= a > 0 for a PSD taper
+    mean_w = Q @ ((Q.T @ r) / lam)  # S^{-1} r
+    # S^{-1/2} (S^{1/2} + sqrt(a))^{-1} Ghat^T = Q diag(1 / (lam + sqrt(a lam))) Q^T Ghat^T.
+    damp = 1.0 / (lam + xp.sqrt(inflation * lam))
+    anom_w = Q @ (damp[:, None] * (Q.T @ Gw.T))  # (m, J)
+    mean = xp.mean(X, axis=0, keepdims=True) + xp.astype(xp.reshape(Cxg @ mean_w, (1, -1)), X.dtype)
+    A_new = xp.astype(centred(X), xp.float64) - (Cxg @ anom_w).T
+    return mean + xp.astype(A_new, X.dtype)
+
+
+def kalman_gain(X, G, noise_std, inflation: float = 1.0, taper=None):
+    """The ensemble Kalman gain ``K = (rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, ``(d, m)``.
+
+    A diagnostic (the updates never form it): ``C_xG`` and ``C_GG`` are the
+    ensemble covariances (divisor ``J - 1``) of ``X`` with ``G`` and of
+    ``G``; without a ``taper`` the Schur products are dropped.
+
+    Parameters
+    ----------
+    X : array ``(J, d)``
+    G : array ``(J, m)``
+    noise_std : array ``(m,)``
+        Positive noise standard deviations, ``Gamma = diag(noise_std**2)``.
+    inflation : float
+        ``a``.
+    taper : Taper, optional
+
+    Returns
+    -------
+    array ``(d, m)``, float64
+        In units of x per unit of y.
+    """
+    xp = get_namespace(X)
+    std = xp.astype(noise_std, xp.float64)
+    Cxg, S = _tapered_covariances(X, xp.astype(centred(G), xp.float64) / std, inflation, taper)
+    # Whitened gain Cxg S^{-1} (S symmetric), then K = K_w Gamma^{-1/2}.
+    return xp.linalg.solve(S, Cxg.T).T / std
 
 
 def redraw_from_ensemble(X, n: int, rng: RandomSource):

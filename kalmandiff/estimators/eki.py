@@ -25,10 +25,12 @@ import numpy as np
 
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
+from .localization import check_localization, make_taper
 
 __all__ = ["EKISolver"]
 
 _UPDATES = ("kalman", "kalman-sqrt", "normalized")
+_CALIBRATED = ("kalman", "kalman-sqrt")
 
 
 class EKISolver(BaseSolver):
@@ -48,6 +50,17 @@ class EKISolver(BaseSolver):
         ``"normalized"`` only: ``h`` in ``h / ||D||_F`` (reference: 2).
     max_iter : int, default 500
         Iteration cap (the reference's 500 iterations for ``"normalized"``).
+    localization : None, "auto", float or callable, default None
+        Covariance localisation of the Kalman updates (refused with
+        ``"normalized"``), as in :class:`EnKGSolver`: Gaspari-Cohn Schur
+        tapers of ``C_uG`` and ``C_GG`` for unknowns and data on 2-D grids
+        of one periodic domain; a float is the half-width in units of the
+        domain side (``0 < c <= 0.25`` or ``math.inf``).  Localised
+        updates need several pseudo-time steps: a single full step
+        (``dt=1``) over-disperses (measured on a 32 x 32 Gaussian random
+        field with ``J = 64``: spread 1.33 times the exact posterior's,
+        mean error 0.23), ``dt=0.5`` gives 1.02-1.04 and 0.10, and the
+        data-misfit controller's 7 steps 0.96-0.98 and 0.08-0.09.
     forward_batch_size : int or None
     on_failure : {"raise", "resample"}
         Failed-member policy, as in :class:`EnKGSolver`.
@@ -86,6 +99,7 @@ class EKISolver(BaseSolver):
         dt: float | None = None,
         step: float = 2.0,
         max_iter: int = 500,
+        localization: Any = None,
         forward_batch_size: int | None = None,
         on_failure: str = "raise",
         nan_tolerance: float = 0.0,
@@ -100,6 +114,7 @@ class EKISolver(BaseSolver):
         self.dt = dt
         self.step = step
         self.max_iter = max_iter
+        self.localization = localization
         self.forward_batch_size = forward_batch_size
         self.on_failure = on_failure
         self.nan_tolerance = nan_tolerance
@@ -124,6 +139,7 @@ class EKISolver(BaseSolver):
             or self.max_iter < 1
         ):
             raise ValueError(f"max_iter must be a positive int (got {self.max_iter!r}).")
+        check_localization(self.localization, self.update, _CALIBRATED)
 
     def _n_progress_steps(self) -> int | None:
         return self.max_iter if self.update == "normalized" else None
@@ -135,6 +151,7 @@ class EKISolver(BaseSolver):
             self.n_iter_ = len(ctx.history)
             return state["final"]
         std = ctx.positive_noise_std(self.update) if self.update != "normalized" else None
+        taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
         if state is None:
             u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
             X, t, it = self._flat(xp.asarray(u, dtype=ctx.y.dtype)), 0.0, 0
@@ -146,7 +163,7 @@ class EKISolver(BaseSolver):
             ok = ctx.handle_failures(failed)
             Xg, Gg = self._take_ok(ctx, X, ok), self._take_ok(ctx, G, ok)
             phi = ctx.misfit(Gg)
-            Xg, dt = self._update(ctx, Xg, Gg, phi, std, t)
+            Xg, dt = self._update(ctx, Xg, Gg, phi, std, t, taper)
             t += dt or 0.0
             X = self._merge_successes(ctx, X, Xg, ok)
             it += 1
@@ -163,7 +180,7 @@ class EKISolver(BaseSolver):
         self.n_iter_ = it
         return xp.reshape(X, (J, *ctx.x_shape))
 
-    def _update(self, ctx: FitContext, X, G, phi, std, t: float):
+    def _update(self, ctx: FitContext, X, G, phi, std, t: float, taper=None):
         """One EKI update of the successful members; returns them and the pseudo-time step (or None)."""
         if self.update == "normalized":
             X, _ = normalised_gradient_update(X, ctx.weighted_residual(G), G, float(self.step))
@@ -172,7 +189,9 @@ class EKISolver(BaseSolver):
         dt = self.dt if self.dt is not None else data_misfit_step(np.asarray(phi), m, t)
         dt = min(dt, 1.0 - t)
         if self.update == "kalman":
-            X = kalman_update(X, G, ctx.y_flat, std, 1.0 / dt, ctx.rng, residual=ctx.flat_residual)
+            X = kalman_update(
+                X, G, ctx.y_flat, std, 1.0 / dt, ctx.rng, residual=ctx.flat_residual, taper=taper
+            )
         else:
-            X = sqrt_kalman_update(X, G, ctx.y_flat, std, 1.0 / dt, residual=ctx.flat_residual)
+            X = sqrt_kalman_update(X, G, ctx.y_flat, std, 1.0 / dt, residual=ctx.flat_residual, taper=taper)
         return X, dt

@@ -19,10 +19,12 @@ import numpy as np
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
+from .localization import check_localization, make_taper
 
 __all__ = ["EnKGSolver"]
 
 _UPDATES = ("paper", "kalman", "kalman-sqrt")
+_CALIBRATED = ("kalman", "kalman-sqrt")
 _ODE_METHODS = ("euler", "heun")
 _INITS = ("random", "centred")
 
@@ -80,6 +82,38 @@ class EnKGSolver(BaseSolver):
         Inflation ``a`` of the noise covariance in each Kalman update; None
         uses the number of updates in the window, so that the inverses add
         up to one.
+    localization : None, "auto", float or callable, default None
+        Covariance localisation of the calibrated updates (``"kalman"``,
+        ``"kalman-sqrt"``; refused with ``"paper"``): the gain becomes
+        ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, Schur products
+        of the ensemble covariances with Gaspari-Cohn tapers, which removes
+        the spurious long-range sample correlations of a small ensemble
+        (``J << d``) and lets the update leave the ``J``-dimensional span
+        of the ensemble.  Unknowns and data must lie on 2-D grids of one
+        periodic domain (the last two axes of ``x_shape`` and ``y_shape``,
+        mapped to cell centres in ``[0, 1)^2``; a data grid of another
+        resolution must keep the aspect ratio); flat data are refused with
+        a ValueError at ``fit`` unless their positions are given.
+        ``None``: off (the unlocalised updates, unchanged).  A float ``c``:
+        the Gaspari-Cohn half-width in units of the domain side,
+        ``0 < c <= 0.25`` (support ``2c``), or ``math.inf`` (all-ones
+        tapers: the unlocalised gain).  ``"auto"``: ``c = max(l, 1.5 h)``,
+        ``l`` the prior's correlation length when it has a stationary
+        ``spectrum`` (:class:`~kalmandiff.priors.GaussianRandomFieldPrior`;
+        else 0), ``h`` the spacing of the coarser of the two grids, capped
+        at 0.25 (:func:`~kalmandiff.estimators.localization.auto_radius`).
+        A callable ``f(x_shape, y_shape) -> (taper_xy, taper_yy)`` gives
+        the tapers (NumPy, ``(d, m)`` and ``(m, m)``, the latter symmetric
+        positive semi-definite), e.g.
+        :class:`~kalmandiff.estimators.localization.GaspariCohnTaper` with
+        explicit positions.  Memory ``O(d m + m^2)`` (refused beyond
+        ``d m + m^2 = 2**24`` entries) and an ``m x m`` solve
+        (``"kalman"``) or eigendecomposition (``"kalman-sqrt"``) per update.
+        Measured on a 32 x 32 Gaussian random field (``d = 1024``) seen
+        through a blur and 2x subsampling (``m = 256``) with ``J = 64``
+        (``tests/test_localization.py``): ``"auto"`` gives posterior-mean
+        errors 0.08-0.10 and spreads 0.89-0.98 times the exact posterior's,
+        against 0.60-0.62 and 0.18-0.28 unlocalised.
     init : {"random", "centred"}, default "random"
         Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
         ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
@@ -185,6 +219,7 @@ class EnKGSolver(BaseSolver):
         ode_method: str = "euler",
         update: str = "paper",
         kalman_inflation: float | None = None,
+        localization: Any = None,
         init: str = "random",
         batch_size: int | None = 64,
         forward_batch_size: int | None = None,
@@ -211,6 +246,7 @@ class EnKGSolver(BaseSolver):
         self.ode_method = ode_method
         self.update = update
         self.kalman_inflation = kalman_inflation
+        self.localization = localization
         self.init = init
         self.batch_size = batch_size
         self.forward_batch_size = forward_batch_size
@@ -245,6 +281,7 @@ class EnKGSolver(BaseSolver):
             raise ValueError(f"init must be one of {_INITS} (got {self.init!r}).")
         if self.kalman_inflation is not None:
             check_positive("kalman_inflation", self.kalman_inflation)
+        check_localization(self.localization, self.update, _CALIBRATED)
 
     # -- the schedule --------------------------------------------------------
     def correction_steps(self) -> list[int]:
@@ -296,6 +333,7 @@ class EnKGSolver(BaseSolver):
         window = set(self.correction_steps())
         noise_std = ctx.positive_noise_std(self.update) if self.update != "paper" else None
         inflation = self.kalman_inflation or max(len(window) * self.n_updates, 1)
+        taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
         step = heun_step if self.ode_method == "heun" else euler_step
 
         if state is None:
@@ -308,7 +346,7 @@ class EnKGSolver(BaseSolver):
             misfit = None
             if i in window:
                 for _ in range(self.n_updates):
-                    x, misfit = yield from self._correct(ctx, x, i, s, noise_std, inflation)
+                    x, misfit = yield from self._correct(ctx, x, i, s, noise_std, inflation, taper)
             x = step(ctx.denoise, x, s, s_next)
             ctx.record(
                 step=i,
@@ -331,7 +369,7 @@ class EnKGSolver(BaseSolver):
             z = (z - ctx.xp.mean(z, axis=0, keepdims=True)) * math.sqrt(J / (J - 1))
         return self.sigma_max * z
 
-    def _correct(self, ctx: FitContext, x, i: int, sigma: float, noise_std, inflation: float):
+    def _correct(self, ctx: FitContext, x, i: int, sigma: float, noise_std, inflation: float, taper=None):
         """One ensemble update at noise level ``sigma`` (a generator: it asks for forward values).
 
         Returns the updated particles and the members' misfits.
@@ -344,16 +382,16 @@ class EnKGSolver(BaseSolver):
         ok = ctx.handle_failures(failed)
         X = self._flat(x)
         G_ok = self._take_ok(ctx, G, ok)
-        X_ok = self._apply_update(ctx, self._take_ok(ctx, X, ok), G_ok, i, noise_std, inflation)
+        X_ok = self._apply_update(ctx, self._take_ok(ctx, X, ok), G_ok, i, noise_std, inflation, taper)
         Xn = self._merge_successes(ctx, X, X_ok, ok)
         misfit = ctx.misfit(G_ok)
         return xp.reshape(Xn, tuple(x.shape)), misfit
 
-    def _apply_update(self, ctx: FitContext, X, G, i: int, noise_std, inflation: float):
+    def _apply_update(self, ctx: FitContext, X, G, i: int, noise_std, inflation: float, taper=None):
         if self.update == "paper":
             Xn, _ = normalised_gradient_update(X, ctx.weighted_residual(G), G, self.step_size(i))
             return Xn
         residual = ctx.flat_residual
         if self.update == "kalman-sqrt":
-            return sqrt_kalman_update(X, G, ctx.y_flat, noise_std, inflation, residual=residual)
-        return kalman_update(X, G, ctx.y_flat, noise_std, inflation, ctx.rng, residual=residual)
+            return sqrt_kalman_update(X, G, ctx.y_flat, noise_std, inflation, residual=residual, taper=taper)
+        return kalman_update(X, G, ctx.y_flat, noise_std, inflation, ctx.rng, residual=residual, taper=taper)
