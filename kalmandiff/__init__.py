@@ -7,31 +7,16 @@
 
 from . import diffusion, metrics, plotting, priors, problems
 from .compare import ComparisonTable, compare, plot_comparison
-from .estimators import (
-    DiffPIRSolver,
-    DPGSolver,
-    DPSSolver,
-    EKISolver,
-    EnKGSolver,
-    GSGSolver,
-    MemberFailureError,
-    NotFittedError,
-    RMPSolver,
-    SCGSolver,
-)
+from .estimators import SOLVER_CLASSES, MemberFailureError, NotFittedError
 from .io import export_results, load
 
 __version__ = "0.1.0.dev0"
 
+# The solver classes (EnKGSolver, EKISolver, ...) come from the solver registry.
+globals().update(SOLVER_CLASSES)
+
 __all__ = [
-    "EnKGSolver",
-    "EKISolver",
-    "DPSSolver",
-    "GSGSolver",
-    "DPGSolver",
-    "SCGSolver",
-    "DiffPIRSolver",
-    "RMPSolver",
+    *SOLVER_CLASSES,
     "compare",
     "plot_comparison",
     "ComparisonTable",

@@ -230,14 +230,14 @@ def _common(p: argparse.ArgumentParser, problem_default: str | None = None) -> N
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .estimators import available_solvers
     from .problems import available
 
     parser = argparse.ArgumentParser(
         prog="kalmandiff",
         description="Solve inverse problems y = G(x) + noise with a diffusion-model prior on x, calling G only "
         "as a black box. Start with 'kalmandiff demo'.",
-        epilog=f"built-in problems: {', '.join(available())}. Solvers: enkg, eki and, where installed, "
-        "dpg, scg, gsg, dps, diffpir, rmp.",
+        epilog=f"built-in problems: {', '.join(available())}. Solvers: {', '.join(available_solvers())}.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(

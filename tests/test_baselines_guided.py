@@ -294,7 +294,7 @@ class BlackBoxProblem(ForwardProblem):
 )
 def test_dps_refuses_a_forward_it_cannot_differentiate(forward):
     prior = CountingPrior(CASE["prior"])
-    with pytest.raises(ValueError, match="EnKGSolver.*GSGSolver.*DPGSolver.*SCGSolver"):
+    with pytest.raises(ValueError, match="EnKGSolver.*DPGSolver.*SCGSolver.*GSGSolver"):
         DPSSolver(prior, n_steps=5, verbose=False).fit(
             CASE["y"], forward, **({} if isinstance(forward, ForwardProblem) else {"noise_std": 0.1})
         )

@@ -133,9 +133,8 @@ def test_diffpir_gradient_step_on_a_linear_problem(xp, to_xp):
         J * N,
     )
     assert s["n_denoiser_evals"] == J * N and s["n_denoiser_vjps"] == 0
-    assert {k: s[k] for k in solver.expected_evaluations("gradient")} == solver.expected_evaluations(
-        "gradient"
-    )
+    formula = solver.expected_evaluations(data_step="gradient")
+    assert {k: s[k] for k in formula} == formula
 
 
 def test_diffpir_closed_form_on_a_non_linear_problem_is_refused():

@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.utils import estimator_checks as checks
 
 import kalmandiff as kd
-from kalmandiff.estimators import NotFittedError
+from kalmandiff.estimators import NotFittedError, registered_solvers
 
 PRIOR = kd.priors.GaussianPrior(np.zeros(3), 1.0)
 A = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, -1.0]])
@@ -15,16 +15,16 @@ Y = np.array([0.3, -0.2])
 FORWARD = kd.problems.LinearProblem(A, (3,), noise_std=0.1)
 SMALL = dict(n_particles=8, random_state=0, verbose=False)
 
+
+def _quick(spec, **kw):
+    return lambda: spec.cls(PRIOR, **{**spec.quick, **SMALL, **kw})
+
+
+# Every registered solver, at its quick settings: the contract is checked over the registry.
 SOLVERS = [
-    pytest.param(lambda: kd.EnKGSolver(PRIOR, n_steps=6, **SMALL), id="EnKG"),
-    pytest.param(lambda: kd.EKISolver(PRIOR, **SMALL), id="EKI"),
-    pytest.param(lambda: kd.DPSSolver(PRIOR, n_steps=6, **SMALL), id="DPS"),
-    pytest.param(lambda: kd.GSGSolver(PRIOR, n_steps=6, n_queries=8, **SMALL), id="GSG"),
-    pytest.param(lambda: kd.DPGSolver(PRIOR, n_steps=6, n_samples=8, **SMALL), id="DPG"),
-    pytest.param(lambda: kd.SCGSolver(PRIOR, n_steps=6, n_candidates=8, **SMALL), id="SCG"),
-    pytest.param(lambda: kd.DiffPIRSolver(PRIOR, n_steps=6, **SMALL), id="DiffPIR"),
-    pytest.param(lambda: kd.RMPSolver(PRIOR, n_steps=6, **SMALL), id="RMP"),
+    pytest.param(_quick(spec), id=spec.cls.__name__.removesuffix("Solver")) for spec in registered_solvers()
 ]
+
 
 SKLEARN_CHECKS = [
     checks.check_get_params_invariance,

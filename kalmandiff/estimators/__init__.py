@@ -1,55 +1,48 @@
-"""Solvers behind one ``fit(y, forward)`` / ``reconstruct()`` interface."""
+"""Solvers behind one ``fit(y, forward)`` / ``reconstruct()`` interface.
 
+Every public module of this package is imported here; a solver module
+registers its class with :func:`register_solver`, and the solver names of
+``__all__`` (here and at the top level), :func:`available_solvers`, the
+command line and the derivative-free list all derive from that registry.
+"""
+
+import pkgutil
 from importlib import import_module
 
 from ._base import BaseSolver, MemberFailureError, NotFittedError
-from .diffpir import DiffPIRSolver
-from .dpg import DPGSolver
-from .dps import DPSSolver
-from .eki import EKISolver
-from .enkg import EnKGSolver
-from .gsg import GSGSolver, gaussian_smoothing_gradient
-from .localization import GaspariCohnTaper, gaspari_cohn
-from .rmp import RMPSolver
-from .scg import SCGSolver
+from ._registry import (
+    SolverSpec,
+    available_solvers,
+    derivative_free_solvers,
+    register_solver,
+    registered_solvers,
+)
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        try:
+            import_module(f".{_module.name}", __name__)
+        except ImportError:  # pragma: no cover - an optional dependency of one solver is missing
+            continue
+
+from .gsg import gaussian_smoothing_gradient  # noqa: E402
+from .localization import GaspariCohnTaper, gaspari_cohn  # noqa: E402
+
+#: the registered solver classes, by class name (``EnKGSolver``, ...)
+SOLVER_CLASSES = {spec.cls.__name__: spec.cls for spec in registered_solvers()}
+globals().update(SOLVER_CLASSES)
 
 __all__ = [
     "BaseSolver",
-    "EnKGSolver",
-    "EKISolver",
-    "DPSSolver",
-    "GSGSolver",
-    "DPGSolver",
-    "SCGSolver",
-    "DiffPIRSolver",
-    "RMPSolver",
+    *SOLVER_CLASSES,
     "gaussian_smoothing_gradient",
     "GaspariCohnTaper",
     "gaspari_cohn",
     "MemberFailureError",
     "NotFittedError",
+    "SolverSpec",
     "available_solvers",
+    "derivative_free_solvers",
+    "register_solver",
+    "registered_solvers",
 ]
-
-# Short names (as the command line and kd.compare reports use them) -> (module, class).
-_SOLVERS = {
-    "enkg": ("enkg", "EnKGSolver"),
-    "eki": ("eki", "EKISolver"),
-    "dpg": ("dpg", "DPGSolver"),
-    "scg": ("scg", "SCGSolver"),
-    "gsg": ("gsg", "GSGSolver"),
-    "dps": ("dps", "DPSSolver"),
-    "diffpir": ("diffpir", "DiffPIRSolver"),
-    "rmp": ("rmp", "RMPSolver"),
-}
-
-
-def available_solvers() -> dict:
-    """``{short name: solver class}`` for every solver this installation provides."""
-    out = {}
-    for name, (module, cls) in _SOLVERS.items():
-        try:
-            out[name] = getattr(import_module(f".{module}", __name__), cls)
-        except (ImportError, AttributeError):
-            continue
-    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,14 +29,19 @@ from .._backend import array_device, asarray_like, get_namespace, to_numpy
 from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
 from ._base import BaseSolver, FitContext, check_positive
+from ._registry import derivative_free_solvers, register_solver
 
-__all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient", "DERIVATIVE_FREE_SOLVERS"]
+__all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
 
 _DATA_STEPS = ("auto", "closed-form", "gradient")
 _GRAD_STEPS = ("line", "paper")
 
-#: solvers that only call the forward model, named in the error of gradient-based ones
-DERIVATIVE_FREE_SOLVERS = ("EnKGSolver", "EKISolver", "DPGSolver", "SCGSolver", "GSGSolver")
+
+def __getattr__(name):
+    # DERIVATIVE_FREE_SOLVERS: the solvers that only call the forward model, from the registry.
+    if name == "DERIVATIVE_FREE_SOLVERS":
+        return derivative_free_solvers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------
@@ -54,7 +60,7 @@ def require_gradient(solver_name: str, problem, why: str) -> None:
     raise ValueError(
         f"{solver_name} {why}, but the forward model {type(problem).__name__} is not differentiable "
         "(differentiable=False; a plain callable is assumed not to be). Use a derivative-free solver "
-        f"instead: {', '.join(DERIVATIVE_FREE_SOLVERS)}; or, if the callable is written with array-API "
+        f"instead: {', '.join(derivative_free_solvers())}; or, if the callable is written with array-API "
         "operations that torch autograd can follow, wrap it as "
         "kd.problems.CallableProblem(fn, x_shape, y_shape, noise_std, differentiable=True)."
     )
@@ -246,6 +252,7 @@ class _LinearProx:
 # --------------------------------------------------------------------------
 
 
+@register_solver("diffpir", derivative_free=False, rank=60, quick={"n_steps": 6})
 class DiffPIRSolver(BaseSolver):
     """Diffusion plug-and-play restoration (DiffPIR) in the EDM convention.
 
@@ -418,14 +425,24 @@ class DiffPIRSolver(BaseSolver):
             require_gradient("DiffPIRSolver", problem, "needs the gradient of a non-linear forward model")
         return mode
 
-    def expected_evaluations(self, data_step: str = "closed-form-dense", n_particles: int | None = None):
+    def expected_evaluations(self, n_particles: int | None = None, *, data_step: str = "closed-form-dense"):
         """Denoiser, forward and VJP evaluations by formula (CG counts depend on convergence).
 
         Parameters
         ----------
-        data_step : {"closed-form-dense", "gradient"}
         n_particles : int, optional
+            Defaults to the solver's ``n_particles`` (the first argument, as on every solver).
+        data_step : {"closed-form-dense", "gradient"}
+            Which data step to count (keyword only; it depends on the problem).
         """
+        if isinstance(n_particles, str):  # the old signature, expected_evaluations(data_step, n_particles)
+            warnings.warn(
+                "expected_evaluations(data_step) is deprecated: pass data_step=... as a keyword "
+                "(the first argument is n_particles, as on every solver).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            n_particles, data_step = None, n_particles
         J = self.n_particles if n_particles is None else n_particles
         N = int(self.n_steps)
         vjp = N if data_step == "gradient" else 0

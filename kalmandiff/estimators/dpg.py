@@ -20,10 +20,12 @@ import numpy as np
 from .._backend import asarray_like
 from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._registry import register_solver
 
 __all__ = ["DPGSolver"]
 
 
+@register_solver("dpg", derivative_free=True, rank=20, quick={"n_steps": 6, "n_samples": 8})
 @document
 class DPGSolver(GuidedSolver):
     """Policy-gradient guidance of the VP-SDE sampler.

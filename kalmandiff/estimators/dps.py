@@ -16,12 +16,12 @@ from .._backend import to_torch
 from ..problems._base import ForwardProblem
 from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._registry import derivative_free_solvers, register_solver
 
 __all__ = ["DPSSolver"]
 
-_DERIVATIVE_FREE = "EnKGSolver, EKISolver, GSGSolver, DPGSolver or SCGSolver"
 
-
+@register_solver("dps", derivative_free=False, rank=50, quick={"n_steps": 6})
 @document
 class DPSSolver(GuidedSolver):
     """Diffusion Posterior Sampling with the true gradient of the forward model.
@@ -128,7 +128,7 @@ class DPSSolver(GuidedSolver):
     def _check_differentiable(self, forward) -> None:
         advice = (
             "DPSSolver differentiates the forward model with torch autograd. For a black-box or "
-            f"non-differentiable forward model use a derivative-free solver: {_DERIVATIVE_FREE}."
+            f"non-differentiable forward model use a derivative-free solver: {', '.join(derivative_free_solvers())}."
         )
         if isinstance(forward, ForwardProblem):
             if not getattr(forward, "differentiable", False):

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
+from ._registry import register_solver
 from .localization import check_localization, make_taper
 
 __all__ = ["EKISolver"]
@@ -33,6 +34,7 @@ _UPDATES = ("kalman", "kalman-sqrt", "normalized")
 _CALIBRATED = ("kalman", "kalman-sqrt")
 
 
+@register_solver("eki", derivative_free=True, rank=10, quick={"max_iter": 20})
 class EKISolver(BaseSolver):
     """Ensemble Kalman inversion.
 
@@ -140,6 +142,31 @@ class EKISolver(BaseSolver):
         ):
             raise ValueError(f"max_iter must be a positive int (got {self.max_iter!r}).")
         check_localization(self.localization, self.update, _CALIBRATED)
+
+    def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
+        """Forward evaluations by formula (EKI calls no denoiser).
+
+        The number of iterations is ``max_iter`` for ``"normalized"`` and
+        the number of pseudo-time steps ``dt`` that add up to one for a fixed
+        ``dt``.  With the data-misfit controller (``dt=None``) it depends on
+        the data: the counts are then an upper bound (``max_iter``
+        iterations); the controller typically needs 5-15.
+        """
+        J = self.n_particles if n_particles is None else n_particles
+        n_iter = int(self.max_iter)
+        if self.update != "normalized" and self.dt is not None:
+            t, n_iter = 0.0, 0
+            while n_iter < int(self.max_iter):
+                t += min(float(self.dt), 1.0 - t)
+                n_iter += 1
+                if t >= 1.0 - 1e-12:
+                    break
+        return {
+            "n_denoiser_evals": 0,
+            "n_sequential_denoiser_evals": 0,
+            "n_forward_evals": J * n_iter,
+            "n_sequential_forward_evals": n_iter,
+        }
 
     def _n_progress_steps(self) -> int | None:
         return self.max_iter if self.update == "normalized" else None

@@ -19,6 +19,7 @@ import numpy as np
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
+from ._registry import register_solver
 from .localization import check_localization, make_taper
 
 __all__ = ["EnKGSolver"]
@@ -29,6 +30,7 @@ _ODE_METHODS = ("euler", "heun")
 _INITS = ("random", "centred")
 
 
+@register_solver("enkg", derivative_free=True, rank=0, quick={"n_steps": 6})
 class EnKGSolver(BaseSolver):
     """Ensemble Kalman Diffusion Guidance.
 

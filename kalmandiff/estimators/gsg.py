@@ -23,6 +23,7 @@ import numpy as np
 from .._backend import RandomSource, asarray_like, get_namespace
 from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._registry import register_solver
 
 __all__ = ["GSGSolver", "smoothing_points", "smoothing_gradient", "gaussian_smoothing_gradient"]
 
@@ -139,6 +140,7 @@ def gaussian_smoothing_gradient(
     return xp.reshape(g, (d,)) if single else g
 
 
+@register_solver("gsg", derivative_free=True, rank=40, quick={"n_steps": 6, "n_queries": 8})
 @document
 class GSGSolver(GuidedSolver):
     """DPS guided by a Gaussian-smoothing (zeroth-order) gradient of the misfit.

@@ -21,11 +21,13 @@ import numpy as np
 from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
 from ._base import BaseSolver, FitContext, _move_like, check_is_fitted, check_positive
+from ._registry import register_solver
 from .diffpir import inverse_noise_variance, misfit_gradient, new_gradient_counts, require_gradient
 
 __all__ = ["RMPSolver"]
 
 
+@register_solver("rmp", derivative_free=False, rank=70, quick={"n_steps": 6})
 class RMPSolver(BaseSolver):
     """Reverse mean propagation with a natural-gradient inner loop (VE / EDM form).
 

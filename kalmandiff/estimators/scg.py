@@ -20,10 +20,12 @@ import numpy as np
 
 from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._registry import register_solver
 
 __all__ = ["SCGSolver"]
 
 
+@register_solver("scg", derivative_free=True, rank=30, quick={"n_steps": 6, "n_candidates": 8})
 @document
 class SCGSolver(GuidedSolver):
     """Best-of-K candidate selection along the VP-SDE sampler.

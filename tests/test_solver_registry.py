@@ -1,0 +1,88 @@
+"""One registry lists the solvers; everything that enumerates solvers derives from it (issue 14, item 4)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kalmandiff as kd
+from kalmandiff import cli
+from kalmandiff.estimators import BaseSolver, available_solvers, derivative_free_solvers, registered_solvers
+from kalmandiff.estimators._registry import register_solver, unregister_solver
+
+API_PAGE = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
+
+
+def test_every_solver_is_public_listed_and_documented():
+    page = API_PAGE.read_text()
+    epilog = cli._parser().epilog
+    for spec in registered_solvers():
+        name = spec.cls.__name__
+        assert getattr(kd, name) is spec.cls and name in kd.__all__
+        assert getattr(kd.estimators, name) is spec.cls and name in kd.estimators.__all__
+        assert spec.name in epilog
+        assert name in page, f"{name} is missing from docs/api.rst"
+    assert list(available_solvers()) == [s.name for s in registered_solvers()]
+
+
+def test_derivative_free_list_comes_from_the_registry():
+    free = derivative_free_solvers()
+    assert free == ("EnKGSolver", "EKISolver", "DPGSolver", "SCGSolver", "GSGSolver")
+    assert set(available_solvers(derivative_free=False)) == {"dps", "diffpir", "rmp"}
+    from kalmandiff.estimators import diffpir
+
+    assert diffpir.DERIVATIVE_FREE_SOLVERS == free
+
+
+def test_every_solver_has_expected_evaluations_with_the_same_first_argument():
+    for spec in registered_solvers():
+        solver = spec.cls(None, **spec.quick)
+        counts = solver.expected_evaluations(3)
+        assert {"n_denoiser_evals", "n_forward_evals", "n_sequential_forward_evals"} <= set(counts)
+        double = solver.expected_evaluations(6)
+        assert double["n_forward_evals"] == 2 * counts["n_forward_evals"]
+        assert double["n_sequential_forward_evals"] == counts["n_sequential_forward_evals"]
+
+
+class _ToySolver(BaseSolver):
+    """A derivative-free toy: the prior's samples, unchanged."""
+
+    _uses_denoiser = False
+
+    def __init__(self, prior=None, *, n_particles=4, on_failure="raise", device=None, random_state=None,
+                 verbose=False, callbacks=None):  # fmt: skip
+        self.prior = prior
+        self.n_particles = n_particles
+        self.on_failure = on_failure
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def expected_evaluations(self, n_particles=None):
+        return {"n_denoiser_evals": 0, "n_forward_evals": 0, "n_sequential_forward_evals": 0}
+
+    def _iterate(self, ctx, state):
+        return ctx.xp.asarray(
+            self.prior.sample(int(self.n_particles), random_state=ctx.rng.numpy, like=ctx.like())
+        )
+        yield  # pragma: no cover
+
+
+@pytest.fixture
+def toy():
+    cls = register_solver("toy", derivative_free=True)(_ToySolver)
+    yield cls
+    unregister_solver("toy")
+
+
+def test_a_registered_toy_solver_appears_everywhere(toy):
+    assert available_solvers()["toy"] is toy
+    assert "_ToySolver" in derivative_free_solvers()
+    assert "toy" in cli._parser().epilog
+    prior = kd.priors.GaussianPrior(np.zeros(3), 1.0)
+    forward = kd.problems.LinearProblem(np.eye(3), (3,), noise_std=0.1)
+    with pytest.raises(ValueError, match="_ToySolver"):  # gradient-based solvers name it as an alternative
+        kd.DiffPIRSolver(prior, data_step="gradient", n_steps=2).fit(np.zeros(3), lambda x: x, noise_std=0.1)
+    est = toy(prior, random_state=0).fit(np.zeros(3), forward)
+    assert est.particles_.shape == (4, 3)
