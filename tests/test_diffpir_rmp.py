@@ -56,7 +56,7 @@ def test_diffpir_closed_form_beats_the_prior_mean_with_formula_counts(xp, to_xp)
     err, prior_err, _ = scores(solver, case)
     assert np.all(np.isfinite(x_hat)) and err < 0.4 * prior_err
     s = solver.stats_
-    assert s["data_step"] == "closed-form-dense"
+    assert solver.data_step_ == "closed-form-dense"
     assert (s["n_denoiser_evals"], s["n_sequential_denoiser_evals"]) == (J * N, N)
     # the dense closed form never evaluates the forward model on particles
     assert (s["n_forward_evals"], s["n_sequential_forward_evals"], s["n_forward_vjps"]) == (0, 0, 0)
@@ -86,7 +86,7 @@ def test_diffpir_proximal_step_equals_a_numpy_solve(dense_max):
     expected = np.linalg.solve(lhs, rhs.T).T
     np.testing.assert_allclose(out, expected, rtol=1e-7, atol=1e-9)
     if dense_max == 1:
-        assert solver.stats_["data_step"] == "closed-form-cg" and solver.stats_["n_forward_evals"] > 0
+        assert solver.data_step_ == "closed-form-cg" and solver.stats_["n_forward_evals"] > 0
 
 
 def test_diffpir_paper_gradient_step_equals_the_analytic_gradient():
@@ -348,5 +348,5 @@ def test_diffpir_conjugate_gradients_match_the_dense_solve_on_an_image_operator(
     dense, cg = (to_numpy(runs[k].particles_) for k in (4096, 1))
     np.testing.assert_allclose(cg, dense, rtol=0, atol=1e-6 * np.abs(dense).max())
     s = runs[1].stats_
-    assert s["data_step"] == "closed-form-cg" and s["n_forward_evals"] == s["n_forward_vjps"] > 0
+    assert runs[1].data_step_ == "closed-form-cg" and s["n_forward_evals"] == s["n_forward_vjps"] > 0
     assert runs[4096].stats_["n_forward_evals"] == 0

@@ -102,3 +102,37 @@ def test_html_repr_and_stats_keys(make):
         "n_failed",
     }
     assert required <= set(est.stats_)
+
+
+STATS_KEYS = {
+    "n_denoiser_evals",
+    "n_sequential_denoiser_evals",
+    "n_forward_evals",
+    "n_sequential_forward_evals",
+    "n_forward_vjps",
+    "n_sequential_forward_vjps",
+    "n_denoiser_vjps",
+    "n_sequential_denoiser_vjps",
+    "n_failed",
+    "n_forward_probe_evals",
+    "time_total_s",
+    "time_denoiser_s",
+    "time_forward_s",
+    "time_gradient_s",
+    "time_overhead_s",
+    "peak_rss_mb",
+}
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_one_record_schema_for_every_solver(make):
+    """``stats_`` has the same keys for every solver; every ``history_`` record has the common keys."""
+    from kalmandiff.estimators import HISTORY_KEYS
+
+    est = make().fit(Y, FORWARD)
+    assert set(est.stats_) == STATS_KEYS
+    assert est.history_
+    for rec in est.history_:
+        assert set(HISTORY_KEYS) <= set(rec)
+    misfits = [r["misfit_mean"] for r in est.history_ if r["misfit_mean"] is not None]
+    assert all(np.isfinite(m) and m >= 0 for m in misfits)

@@ -38,7 +38,14 @@ def test_every_solver_has_expected_evaluations_with_the_same_first_argument():
     for spec in registered_solvers():
         solver = spec.cls(None, **spec.quick)
         counts = solver.expected_evaluations(3)
-        assert {"n_denoiser_evals", "n_forward_evals", "n_sequential_forward_evals"} <= set(counts)
+        assert set(counts) == {
+            "n_denoiser_evals",
+            "n_sequential_denoiser_evals",
+            "n_forward_evals",
+            "n_sequential_forward_evals",
+            "n_forward_vjps",
+            "n_denoiser_vjps",
+        }
         double = solver.expected_evaluations(6)
         assert double["n_forward_evals"] == 2 * counts["n_forward_evals"]
         assert double["n_sequential_forward_evals"] == counts["n_sequential_forward_evals"]
@@ -60,7 +67,7 @@ class _ToySolver(BaseSolver):
         self.callbacks = callbacks
 
     def expected_evaluations(self, n_particles=None):
-        return {"n_denoiser_evals": 0, "n_forward_evals": 0, "n_sequential_forward_evals": 0}
+        return dict.fromkeys(("n_denoiser_evals", "n_forward_evals", "n_sequential_forward_evals"), 0)
 
     def _iterate(self, ctx, state):
         return ctx.xp.asarray(

@@ -9,7 +9,7 @@ command line and the derivative-free list all derive from that registry.
 import pkgutil
 from importlib import import_module
 
-from ._base import BaseSolver, MemberFailureError, NotFittedError
+from ._base import HISTORY_KEYS, BaseSolver, MemberFailureError, NotFittedError
 from ._registry import (
     SolverSpec,
     available_solvers,
@@ -34,6 +34,7 @@ globals().update(SOLVER_CLASSES)
 
 __all__ = [
     "BaseSolver",
+    "HISTORY_KEYS",
     *SOLVER_CLASSES,
     "gaussian_smoothing_gradient",
     "GaspariCohnTaper",

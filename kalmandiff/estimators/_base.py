@@ -36,9 +36,31 @@ from .._backend import (
 from ..problems._base import CallableProblem, ForwardProblem, as_problem
 from ._evaluation import Accounting, CountingDenoiser, ForwardEvaluator
 
-__all__ = ["BaseSolver", "FitContext", "ForwardRequest", "SafePoint", "MemberFailureError", "NotFittedError"]
+__all__ = [
+    "BaseSolver",
+    "FitContext",
+    "HISTORY_KEYS",
+    "ForwardRequest",
+    "SafePoint",
+    "MemberFailureError",
+    "NotFittedError",
+]
 
 _FAILURE_POLICIES = ("raise", "resample")
+
+#: keys of every record in a solver's ``history_`` (one schema for all solvers)
+HISTORY_KEYS = (
+    "step",
+    "sigma",
+    "misfit_mean",
+    "misfit_std",
+    "spread",
+    "n_denoiser_evals",
+    "n_forward_evals",
+    "n_forward_vjps",
+    "n_denoiser_vjps",
+    "n_failed",
+)
 
 
 class MemberFailureError(RuntimeError):
@@ -124,7 +146,11 @@ class FitContext:
         return self.xp.zeros(1, dtype=self.y.dtype if dtype is None else dtype, device=array_device(self.y))
 
     def misfit(self, G):
-        """``Phi_j = 0.5 * ||Gamma^{-1/2} (G_j - y)||^2`` for flattened ``G`` ``(J, m)``, as NumPy."""
+        """``Phi_j = 0.5 * ||Gamma^{-1/2} (G_j - y)||^2`` for flattened ``G`` ``(J, m)``, as NumPy.
+
+        The one definition of the data misfit that every solver records
+        (a zero noise level counts as one).
+        """
         xp = self.xp
         r = self.problem.residual(xp.reshape(G, (G.shape[0], *self.problem.y_shape)), self.y)
         r = xp.reshape(r, (G.shape[0], -1))
@@ -190,13 +216,41 @@ class FitContext:
             )
         return ~failed
 
-    def record(self, **entry) -> None:
-        """Append a per-step record to the history, update progress, run callbacks."""
-        entry.update(
-            n_denoiser_evals=self.acct.n_denoiser_evals,
-            n_forward_evals=self.acct.n_forward_evals,
-            n_failed=self.acct.n_failed,
-        )
+    def record(self, step: int, *, sigma=None, misfit=None, spread=None, **extra) -> None:
+        """Append a per-step record to the history, update progress, run callbacks.
+
+        Every solver's records have the keys of :data:`HISTORY_KEYS` (None
+        where a value is not defined at that step), plus solver-specific
+        diagnostics passed as keywords.
+
+        Parameters
+        ----------
+        step : int
+        sigma : float, optional
+            Noise level of the step (None for EKI, which has no diffusion).
+        misfit : array ``(J,)``, optional
+            The members' data misfits ``Phi_j`` (:meth:`misfit`; NaN for
+            failed members), None when the step evaluated no forward model.
+        spread : float, optional
+            Ensemble spread (:meth:`spread`).
+        """
+        phi = None if misfit is None else np.asarray(misfit, dtype=float)
+        if phi is not None:
+            phi = phi[np.isfinite(phi)]
+        has_misfit = phi is not None and phi.size > 0
+        entry = {
+            "step": int(step),
+            "sigma": None if sigma is None else float(sigma),
+            "misfit_mean": float(np.mean(phi)) if has_misfit else None,
+            "misfit_std": float(np.std(phi)) if has_misfit else None,
+            "spread": None if spread is None else float(spread),
+            **extra,
+            "n_denoiser_evals": self.acct.n_denoiser_evals,
+            "n_forward_evals": self.acct.n_forward_evals,
+            "n_forward_vjps": self.acct.n_forward_vjps,
+            "n_denoiser_vjps": self.acct.n_denoiser_vjps,
+            "n_failed": self.acct.n_failed,
+        }
         self.history.append(entry)
         if self.progress is not None:
             post = {k: entry[k] for k in ("misfit_mean", "spread") if entry.get(k) is not None}

@@ -32,6 +32,10 @@ class Accounting:
     ``n_*_evals`` count single-particle evaluations; ``n_sequential_*``
     count calls on the whole ensemble, i.e. the depth of the computation if
     every particle ran in parallel (how the EnKG paper counts NFE).
+    ``n_*_vjps`` count vector-Jacobian products (backward passes) through
+    the forward model and the denoiser, per particle; their time is
+    ``time_gradient_s``, which ``time_overhead_s`` (the solver's own time)
+    excludes.
     """
 
     n_denoiser_evals: int = 0
@@ -40,9 +44,28 @@ class Accounting:
     n_sequential_forward_evals: int = 0
     n_failed: int = 0
     n_forward_probe_evals: int = 0
+    n_forward_vjps: int = 0
+    n_sequential_forward_vjps: int = 0
+    n_denoiser_vjps: int = 0
+    n_sequential_denoiser_vjps: int = 0
     time_denoiser_s: float = 0.0
     time_forward_s: float = 0.0
+    time_gradient_s: float = 0.0
     t_start: float = field(default_factory=time.perf_counter)
+
+    def count_vjps(self, n: int, *, forward: bool, denoiser: bool, seconds: float = 0.0) -> None:
+        """Count one batched backward pass over ``n`` particles and charge its time to gradients.
+
+        ``forward`` / ``denoiser``: whether the pass goes through the forward
+        model and/or the denoiser (a chain through both counts once in each).
+        """
+        if forward:
+            self.n_forward_vjps += n
+            self.n_sequential_forward_vjps += 1
+        if denoiser:
+            self.n_denoiser_vjps += n
+            self.n_sequential_denoiser_vjps += 1
+        self.time_gradient_s += seconds
 
     def counters(self) -> dict[str, Any]:
         """The counts and times (not the clock), for checkpoints."""
@@ -63,10 +86,17 @@ class Accounting:
             "n_sequential_forward_evals": self.n_sequential_forward_evals,
             "n_failed": self.n_failed,
             "n_forward_probe_evals": self.n_forward_probe_evals,
+            "n_forward_vjps": self.n_forward_vjps,
+            "n_sequential_forward_vjps": self.n_sequential_forward_vjps,
+            "n_denoiser_vjps": self.n_denoiser_vjps,
+            "n_sequential_denoiser_vjps": self.n_sequential_denoiser_vjps,
             "time_total_s": total,
             "time_denoiser_s": self.time_denoiser_s,
             "time_forward_s": self.time_forward_s,
-            "time_overhead_s": max(total - self.time_denoiser_s - self.time_forward_s, 0.0),
+            "time_gradient_s": self.time_gradient_s,
+            "time_overhead_s": max(
+                total - self.time_denoiser_s - self.time_forward_s - self.time_gradient_s, 0.0
+            ),
             "peak_rss_mb": _peak_rss_mb(),
         }
 

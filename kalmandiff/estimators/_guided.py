@@ -238,12 +238,12 @@ class GuidedSolver(BaseSolver):
             "n_sequential_denoiser_evals": tot["denoiser_calls"],
             "n_forward_evals": P * tot["forward"],
             "n_sequential_forward_evals": tot["forward_calls"],
+            "n_forward_vjps": 0,
             "n_denoiser_vjps": P * tot["vjp"],
         }
 
     # -- the loop ----------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
-        self._extra = {"n_denoiser_vjps": 0, "n_sequential_denoiser_vjps": 0, "n_forward_vjps": 0}
         if state is not None and "final" in state:
             return state["final"]
         sched = self.schedule()
@@ -262,7 +262,6 @@ class GuidedSolver(BaseSolver):
                 )
                 for k, v in state["rule"].items()
             }
-            self._extra = dict(state["extra"])
         for i in range(start, N):
             yield SafePoint(
                 i,
@@ -270,13 +269,12 @@ class GuidedSolver(BaseSolver):
                     "i": i,
                     "x": from_torch(x, like=ctx.y),
                     "rule": dict(rule_state),
-                    "extra": dict(self._extra),
                 },
             )
             step = self._prepare(ctx, x, i, sched)
             x, info = yield from self._guided_step(ctx, step, rule_state)
             x = x.detach()
-            ctx.record(step=i, sigma=step.sigma, spread=self._spread(x), **info)
+            ctx.record(i, sigma=step.sigma, spread=self._spread(x), **info)
             if ctx.stopped_early:
                 break
         return from_torch(x / float(sched.scale[N]), like=ctx.y)
@@ -285,12 +283,12 @@ class GuidedSolver(BaseSolver):
         """Rule state carried between steps (momentum, running averages); override."""
         return {}
 
-    def _finish(self, particles) -> None:
-        super()._finish(particles)
-        self.stats_.update(getattr(self, "_extra", {}))
-
     def _guided_step(self, ctx: FitContext, step: GuidedStep, state: dict):  # pragma: no cover - abstract
-        """Return ``(x_next, record)``; a generator that may yield ForwardRequests."""
+        """Return ``(x_next, record)``; a generator that may yield ForwardRequests.
+
+        ``record`` holds ``misfit``, the samples' misfits (or None), and any
+        rule-specific diagnostics, for :meth:`FitContext.record`.
+        """
         raise NotImplementedError
         yield
 
@@ -346,8 +344,9 @@ class GuidedSolver(BaseSolver):
 
         Asks for the forward values through a :class:`ForwardRequest` (in the
         namespace of ``y``) and applies the failure policy.  Returns
-        ``(losses (n,) ndarray, ok (n,) bool ndarray)``; failed members have
-        a NaN loss.
+        ``(losses (n,) ndarray, ok (n,) bool ndarray, misfits (n,) ndarray)``:
+        the guidance loss (unit weights for a scalar noise level) and the
+        recorded misfit :meth:`FitContext.misfit`; failed members have NaN.
         """
         G, failed = yield ForwardRequest(from_torch(X0.detach(), like=ctx.y))
         ok = ctx.handle_failures(failed)
@@ -356,7 +355,9 @@ class GuidedSolver(BaseSolver):
         w = xp.reshape(ctx.problem.misfit_weights(like=ctx.y), (1, -1))
         losses = np.array(to_numpy(xp.sum(w * r**2, axis=1)), dtype=float, copy=True)
         losses[~ok] = np.nan
-        return losses, ok
+        phi = np.array(ctx.misfit(G), dtype=float, copy=True)
+        phi[~ok] = np.nan
+        return losses, ok, phi
 
     def _denoiser_vjp(self, ctx: FitContext, step: GuidedStep, cotangent):
         """``J_D(x)^T v``: chain a cotangent on the denoised estimate back to the state."""
@@ -364,9 +365,9 @@ class GuidedSolver(BaseSolver):
 
         t0 = time.perf_counter()
         (grad,) = torch.autograd.grad(step.denoised, step.x, grad_outputs=cotangent)
-        ctx.acct.time_denoiser_s += time.perf_counter() - t0
-        self._extra["n_denoiser_vjps"] += int(step.x.shape[0])
-        self._extra["n_sequential_denoiser_vjps"] += 1
+        ctx.acct.count_vjps(
+            int(step.x.shape[0]), forward=False, denoiser=True, seconds=time.perf_counter() - t0
+        )
         return grad
 
     @staticmethod

@@ -83,14 +83,14 @@ class GradientResult(NamedTuple):
     G: Any
 
 
-def misfit_gradient(ctx: FitContext, X, weights, counts: dict, through=None):
+def misfit_gradient(ctx: FitContext, X, weights, through=None):
     """Gradient of each particle's misfit ``1/2 sum w (G(Z) - y)^2``, ``Z = through(X)`` or ``X``.
 
     Differentiates with torch autograd (float64 on the CPU unless the data
     already live in torch).  The forward call goes through ``ctx.forward``
     (counted, timed, checked for failed members); the backward pass is
-    counted in ``counts`` (``n_forward_vjps``, and ``n_denoiser_vjps`` when
-    ``through`` is given) and timed in ``counts["time_gradient_s"]``.
+    counted in ``ctx.acct`` (a forward VJP, and a denoiser VJP when
+    ``through`` is given) and timed as gradient time.
 
     Parameters
     ----------
@@ -98,8 +98,6 @@ def misfit_gradient(ctx: FitContext, X, weights, counts: dict, through=None):
     X : array ``(J, *x_shape)`` in ``ctx.xp``
     weights : array ``(m,)``
         Inverse noise variances, any namespace.
-    counts : dict
-        Mutable counters of the calling solver.
     through : callable, optional
         Torch-differentiable map applied first (a denoiser at some ``sigma``).
 
@@ -107,7 +105,8 @@ def misfit_gradient(ctx: FitContext, X, weights, counts: dict, through=None):
     -------
     GradientResult
         ``grad`` ``(J, *x_shape)`` (rows of failed members are zero),
-        ``misfit`` ``(J,)`` NumPy (NaN for failed members), ``failed``
+        ``misfit`` ``(J,)`` NumPy: :meth:`FitContext.misfit`, the recorded
+        definition, without the noise floor (NaN for failed members), ``failed``
         (bool ``(J,)``), ``Z`` = ``through(X)`` (or ``X``) and ``G`` the
         forward values ``(J, m)``; arrays in ``ctx.xp``, detached.
     """
@@ -147,22 +146,15 @@ def misfit_gradient(ctx: FitContext, X, weights, counts: dict, through=None):
     finally:
         ctx.forward.y_flat = saved_y
     grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
-    counts["time_gradient_s"] += time.perf_counter() - t0
-    counts["n_forward_vjps"] += J
-    if through is not None:
-        counts["n_denoiser_vjps"] += J
-    misfit = per.detach().cpu().numpy().astype(float)
-    misfit[failed] = np.nan
+    ctx.acct.count_vjps(J, forward=True, denoiser=through is not None, seconds=time.perf_counter() - t0)
     if on_torch:
         back = lambda t: t.detach().to(X.dtype)  # noqa: E731
     else:
         back = lambda t: asarray_like(t.detach().numpy(), ctx.y)  # noqa: E731
-    return GradientResult(back(grad), misfit, failed, back(Z), back(G))
-
-
-def new_gradient_counts() -> dict:
-    """Zeroed counters for the backward passes of a gradient-based solver."""
-    return {"n_forward_vjps": 0, "n_denoiser_vjps": 0, "time_gradient_s": 0.0}
+    G = back(G)
+    misfit = np.array(ctx.misfit(G), dtype=float, copy=True)
+    misfit[failed] = np.nan
+    return GradientResult(back(grad), misfit, failed, back(Z), G)
 
 
 # --------------------------------------------------------------------------
@@ -217,11 +209,12 @@ class _LinearProx:
         p = self.problem
         t0 = time.perf_counter()
         AX = p(xp.reshape(X, (J, *p.x_shape)))
+        t1 = time.perf_counter()
         out = p.adjoint(AX * xp.reshape(self.w, (1, *p.y_shape)))
-        ctx.acct.time_forward_s += time.perf_counter() - t0
+        ctx.acct.time_forward_s += t1 - t0
         ctx.acct.n_forward_evals += J
         ctx.acct.n_sequential_forward_evals += 1
-        self.counts["n_forward_vjps"] += J
+        ctx.acct.count_vjps(J, forward=True, denoiser=False, seconds=time.perf_counter() - t1)
         return xp.reshape(out, (J, -1)) + rho * X
 
     def _cg(self, ctx: FitContext, R, rho: float, X0):
@@ -330,13 +323,14 @@ class DiffPIRSolver(BaseSolver):
     particles_ : array ``(J, *event_shape)``
         The chains' final clean estimates.
     stats_ : dict
-        The common counts and times, plus ``n_forward_vjps`` (adjoint or
-        autograd backward passes through the forward model, per particle),
-        ``n_denoiser_vjps`` (always 0), ``time_gradient_s`` and
-        ``data_step`` (``"closed-form-dense"``, ``"closed-form-cg"`` or
-        ``"gradient"``).  The dense closed form evaluates no forward model
-        on particles: its ``n_forward_evals`` is 0 (the matrix is built
-        once, before the run).
+        The common counts and times (the same keys for every solver):
+        ``n_forward_vjps`` counts adjoint or autograd backward passes through
+        the forward model, per particle; ``n_denoiser_vjps`` is always 0.
+        The dense closed form evaluates no forward model on particles: its
+        ``n_forward_evals`` is 0 (the matrix is built once, before the run).
+    data_step_ : str
+        The data step used: ``"closed-form-dense"``, ``"closed-form-cg"`` or
+        ``"gradient"`` (formerly ``stats_["data_step"]``).
     history_ : list of dict
         One record per step: step, sigma, data-step weight ``rho``, misfit
         statistics (gradient step only), spread, counts.
@@ -453,19 +447,18 @@ class DiffPIRSolver(BaseSolver):
             "n_forward_evals": J * fwd,
             "n_sequential_forward_evals": fwd,
             "n_forward_vjps": J * vjp,
+            "n_denoiser_vjps": 0,
         }
 
     # -- the loop --------------------------------------------------------------
     def _run(self, ctx: FitContext):
         mode = self.resolve_data_step(ctx.problem)
-        self._counts = new_gradient_counts()
         weights = inverse_noise_variance(ctx.problem, ctx.y, float(self.noise_floor))
         prox = None
         if mode == "closed-form":
             prox = _LinearProx(
                 ctx.problem, ctx.y, weights, int(self.dense_max), float(self.cg_tol), int(self.cg_max_iter)
             )
-            prox.counts = self._counts
             mode = "closed-form-dense" if prox.dense else "closed-form-cg"
         self._mode = mode
         J, N = int(self.n_particles), int(self.n_steps)
@@ -486,8 +479,7 @@ class DiffPIRSolver(BaseSolver):
                 step=i,
                 sigma=s,
                 rho=rho,
-                misfit_mean=None if misfit is None else float(np.nanmean(misfit)),
-                misfit_std=None if misfit is None else float(np.nanstd(misfit)),
+                misfit=misfit,
                 spread=ctx.spread(x0_hat),
             )
             if ctx.stopped_early:
@@ -504,7 +496,7 @@ class DiffPIRSolver(BaseSolver):
         proximal objective, which stays bounded where ``rho`` is tiny.
         """
         xp = ctx.xp
-        res = misfit_gradient(ctx, x0, weights, self._counts)
+        res = misfit_gradient(ctx, x0, weights)
         failed = res.failed
         g = self._flat(res.grad)
         if self.grad_step == "paper":
@@ -541,5 +533,4 @@ class DiffPIRSolver(BaseSolver):
 
     def _finish(self, particles) -> None:
         super()._finish(particles)
-        self.stats_.update(getattr(self, "_counts", None) or new_gradient_counts())
-        self.stats_["data_step"] = getattr(self, "_mode", None)
+        self.data_step_ = getattr(self, "_mode", None)

@@ -145,7 +145,7 @@ class DPGSolver(GuidedSolver):
         x0 = step.denoised.detach()
         P, M = x0.shape[0], int(self.n_samples)
         d = math.prod(x0.shape[1:])
-        ref, ok0 = yield from self._losses(ctx, x0)
+        ref, ok0, phi = yield from self._losses(ctx, x0)
         Z = np.nan_to_num(ref) if state["Z"] is None else self.ema * state["Z"] + (1 - self.ema) * ref
         Z = np.where(ok0, Z, state["Z"] if state["Z"] is not None else 0.0)
         state["Z"] = Z
@@ -154,7 +154,7 @@ class DPGSolver(GuidedSolver):
         eps = ctx.rng.normal((P, M, *x0.shape[1:]), like=x0)
         r_t = asarray_like(r, x0).reshape((P, 1) + (1,) * (x0.ndim - 1))
         draws = x0[:, None] + r_t * eps
-        losses, ok = yield from self._losses(ctx, draws.reshape(P * M, *x0.shape[1:]))
+        losses, ok, _ = yield from self._losses(ctx, draws.reshape(P * M, *x0.shape[1:]))
         losses, ok = losses.reshape(P, M), ok.reshape(P, M) & ok0[:, None]
         coeff = self._advantages(losses, ref, Z, ok)
         # d/dx0 of the surrogate: -mean_m a_m (x_m - x0) / r**2 = -mean_m a_m eps_m / r
@@ -169,7 +169,7 @@ class DPGSolver(GuidedSolver):
         norm = torch.linalg.vector_norm(g.reshape(P, -1), dim=1)
         direction = g / self._per_sample(torch.clamp(norm, min=torch.finfo(g.dtype).tiny), g)
         x_next = self._noise_step(ctx, step, step.score - self.guidance_scale * direction)
-        return x_next, {"loss_mean": float(np.nanmean(ref)) if ok0.any() else float("nan")}
+        return x_next, {"misfit": phi}
 
     @staticmethod
     def _advantages(losses: np.ndarray, ref: np.ndarray, Z: np.ndarray, ok: np.ndarray) -> np.ndarray:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._backend import to_torch
+import numpy as np
+
+from .._backend import from_torch, to_torch
 from ..problems._base import ForwardProblem
 from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
@@ -53,8 +55,11 @@ class DPSSolver(GuidedSolver):
         Counts (``n_denoiser_evals``, ``n_forward_evals``, their sequential
         versions, ``n_denoiser_vjps``, ``n_forward_vjps``), times, failures.
     history_ : list of dict
-        Per step: ``step``, ``sigma``, ``loss_mean`` (the misfit ``l`` at
-        the denoised estimate), ``spread``, counts.
+        Per step, the common record (``kalmandiff.estimators.HISTORY_KEYS``):
+        ``step``, ``sigma``, ``misfit_mean`` / ``misfit_std`` (the misfit
+        ``1/2 ||Gamma^(-1/2) (G(x0) - y)||^2`` at the denoised estimates;
+        before issue 14 the unhalved, unweighted ``loss_mean``), ``spread``,
+        counts.
     """
 
     _needs_graph = True
@@ -180,14 +185,14 @@ class DPSSolver(GuidedSolver):
 
         t0 = time.perf_counter()
         (grad_x0,) = torch.autograd.grad(loss.sum(), step.denoised, retain_graph=True)
-        ctx.acct.time_forward_s += time.perf_counter() - t0
-        self._extra["n_forward_vjps"] += P
+        ctx.acct.count_vjps(P, forward=True, denoiser=False, seconds=time.perf_counter() - t0)
         # grad ||r|| = grad l / (2 sqrt(l)); the floor only guards an exact fit.
         norm = torch.sqrt(torch.clamp(loss.detach(), min=torch.finfo(loss.dtype).tiny))
         cotangent = grad_x0 * self._per_sample(0.5 / norm, grad_x0)
         cotangent = torch.where(self._per_sample(ok_t, grad_x0) > 0, cotangent, torch.zeros_like(cotangent))
         ll_grad = self._denoiser_vjp(ctx, step, cotangent)
         x_next = self._noise_step(ctx, step) - self.guidance_scale * ll_grad
-        losses = loss.detach()[ok_t]
-        return x_next, {"loss_mean": float(losses.mean()) if losses.numel() else float("nan")}
+        misfit = np.array(ctx.misfit(from_torch(G.detach(), like=ctx.y)), dtype=float, copy=True)
+        misfit[~ok] = np.nan
+        return x_next, {"misfit": misfit}
         yield  # pragma: no cover - a generator like every rule, though DPS asks for nothing

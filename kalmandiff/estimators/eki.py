@@ -166,6 +166,8 @@ class EKISolver(BaseSolver):
             "n_sequential_denoiser_evals": 0,
             "n_forward_evals": J * n_iter,
             "n_sequential_forward_evals": n_iter,
+            "n_forward_vjps": 0,
+            "n_denoiser_vjps": 0,
         }
 
     def _n_progress_steps(self) -> int | None:
@@ -198,8 +200,7 @@ class EKISolver(BaseSolver):
                 step=it - 1,
                 t=t,
                 dt=dt,
-                misfit_mean=float(np.mean(phi)),
-                misfit_std=float(np.std(phi)),
+                misfit=phi,
                 spread=ctx.spread(X),
             )
             if ctx.stopped_early or (self.update != "normalized" and t >= 1.0 - 1e-12):

@@ -324,6 +324,8 @@ class EnKGSolver(BaseSolver):
             "n_denoiser_evals": J * seq_den,
             "n_sequential_forward_evals": seq_fwd,
             "n_forward_evals": J * seq_fwd,
+            "n_forward_vjps": 0,
+            "n_denoiser_vjps": 0,
         }
 
     # -- the loop --------------------------------------------------------------
@@ -354,8 +356,7 @@ class EnKGSolver(BaseSolver):
                 step=i,
                 sigma=s,
                 corrected=i in window,
-                misfit_mean=None if misfit is None else float(np.mean(misfit)),
-                misfit_std=None if misfit is None else float(np.std(misfit)),
+                misfit=misfit,
                 spread=ctx.spread(x),
             )
             if ctx.stopped_early:

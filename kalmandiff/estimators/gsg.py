@@ -246,7 +246,7 @@ class GSGSolver(GuidedSolver):
         U = ctx.rng.normal((P, n, flat.shape[1]), like=flat)
         pts = smoothing_points(flat, U, self.mu, self.variant)
         queries = torch.cat([flat[:, None, :], pts], dim=1).reshape(-1, *x0.shape[1:])
-        losses, ok = yield from self._losses(ctx, queries)
+        losses, ok, phi = yield from self._losses(ctx, queries)
         losses, ok = losses.reshape(P, -1), ok.reshape(P, -1)
         base, values = losses[:, 0], losses[:, 1:]
         valid = ok[:, 1 : n + 1] & (ok[:, n + 1 :] if self.variant == "central" else ok[:, :1])
@@ -263,4 +263,4 @@ class GSGSolver(GuidedSolver):
         cotangent = g.reshape(x0.shape) * self._per_sample(scale, x0)
         ll_grad = self._denoiser_vjp(ctx, step, cotangent)
         x_next = self._noise_step(ctx, step) - self.guidance_scale * ll_grad
-        return x_next, {"loss_mean": float(np.nanmean(base)) if ok[:, 0].any() else float("nan")}
+        return x_next, {"misfit": phi.reshape(P, -1)[:, 0]}

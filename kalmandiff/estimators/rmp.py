@@ -22,7 +22,7 @@ from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
 from ._base import BaseSolver, FitContext, _move_like, check_is_fitted, check_positive
 from ._registry import register_solver
-from .diffpir import inverse_noise_variance, misfit_gradient, new_gradient_counts, require_gradient
+from .diffpir import inverse_noise_variance, misfit_gradient, require_gradient
 
 __all__ = ["RMPSolver"]
 
@@ -227,7 +227,6 @@ class RMPSolver(BaseSolver):
     # -- the loop --------------------------------------------------------------
     def _run(self, ctx: FitContext):
         require_gradient("RMPSolver", ctx.problem, "needs gradients of the likelihood (through G)")
-        self._counts = new_gradient_counts()
         xp = ctx.xp
         weights = inverse_noise_variance(ctx.problem, ctx.y, float(self.noise_floor))
         sigmas = edm_sigma_schedule(
@@ -259,8 +258,7 @@ class RMPSolver(BaseSolver):
                 sigma=s_next,
                 precision=precision,
                 curvature=h_rest,
-                misfit_mean=float(np.nanmean(misfit)),
-                misfit_std=float(np.nanstd(misfit)),
+                misfit=misfit,
                 spread=ctx.spread(X),
             )
             if ctx.stopped_early:
@@ -281,7 +279,7 @@ class RMPSolver(BaseSolver):
 
     def _scores(self, ctx: FitContext, X, m, sigma: float, delta: float, weights):
         """Scores of the step's target at the draws ``X``: ``(transition, rest, ok mask, misfits)``."""
-        res = misfit_gradient(ctx, X, weights, self._counts, through=lambda t: ctx.denoise(t, sigma))
+        res = misfit_gradient(ctx, X, weights, through=lambda t: ctx.denoise(t, sigma))
         ok = ctx.handle_failures(res.failed)
         rest = (res.Z - X) / sigma**2 - float(self.likelihood_weight) * res.grad
         return self._keep(ctx, X, ok), self._keep(ctx, rest, ok), ok, res.misfit
@@ -353,7 +351,3 @@ class RMPSolver(BaseSolver):
             return mean
         xp = get_namespace(mean)
         return mean, xp.full(tuple(mean.shape), getattr(self, "_final_std", 0.0), dtype=mean.dtype)
-
-    def _finish(self, particles) -> None:
-        super()._finish(particles)
-        self.stats_.update(getattr(self, "_counts", None) or new_gradient_counts())

@@ -120,20 +120,17 @@ class SCGSolver(GuidedSolver):
 
         if step.last:
             # The reference ends on the denoised estimate (put back in scaled coordinates).
-            return step.denoised * step.scale_next, {"loss_mean": None}
+            return step.denoised * step.scale_next, {"misfit": None}
         if step.i not in self.guided_steps():
-            return self._noise_step(ctx, step), {"loss_mean": None}
+            return self._noise_step(ctx, step), {"misfit": None}
         mean = step.mean()
         P, K = mean.shape[0], int(self.n_candidates)
         noise = ctx.rng.normal((P, K, *mean.shape[1:]), like=mean)
         candidates = (mean[:, None] + math.sqrt(step.factor) * noise).reshape(P * K, *mean.shape[1:])
         x0 = ctx.denoise(candidates / step.scale_next, step.sigma_next)
-        losses, ok = yield from self._losses(ctx, x0)
+        losses, ok, phi = yield from self._losses(ctx, x0)
         losses = np.where(ok, losses, np.inf).reshape(P, K)
         # Candidate 0 is an ordinary unguided draw, the fallback when every candidate failed.
         best = np.where(np.isfinite(losses).any(axis=1), np.argmin(losses, axis=1), 0)
         index = torch.as_tensor(np.arange(P) * K + best, device=candidates.device)
-        chosen = losses[np.arange(P), best]
-        return candidates[index], {
-            "loss_mean": float(np.mean(chosen[np.isfinite(chosen)])) if np.isfinite(chosen).any() else None
-        }
+        return candidates[index], {"misfit": phi.reshape(P, K)[np.arange(P), best]}
