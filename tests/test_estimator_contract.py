@@ -1,5 +1,7 @@
 """The scikit-learn estimator contract, for every solver (DESIGN.md, principle 5)."""
 
+import pickle
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -136,3 +138,68 @@ def test_one_record_schema_for_every_solver(make):
         assert set(HISTORY_KEYS) <= set(rec)
     misfits = [r["misfit_mean"] for r in est.history_ if r["misfit_mean"] is not None]
     assert all(np.isfinite(m) and m >= 0 for m in misfits)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(step):
+    def callback(record):
+        if record["step"] == step:
+            raise _Interrupt
+
+    return callback
+
+
+_DIFFPIR = next(s for s in registered_solvers() if s.name == "diffpir")
+RESUME_CASES = [*SOLVERS, pytest.param(_quick(_DIFFPIR, data_step="gradient"), id="DiffPIR-gradient")]
+COUNT_KEYS = (
+    "n_denoiser_evals",
+    "n_forward_evals",
+    "n_sequential_forward_evals",
+    "n_forward_vjps",
+    "n_failed",
+)
+
+
+@pytest.mark.parametrize("make", RESUME_CASES)
+def test_checkpoint_resume_equals_the_uninterrupted_run(make, tmp_path):
+    """Every solver checkpoints mid-run and resumes to the particles of an uninterrupted run."""
+    fresh = make().fit(Y, FORWARD)
+    ckpt = tmp_path / "run.ckpt"
+    stop = min(3, len(fresh.history_) - 1)
+    with pytest.raises(_Interrupt):
+        make().set_params(callbacks=[_interrupt_at(stop)]).fit(
+            Y, FORWARD, checkpoint=ckpt, checkpoint_every=2
+        )
+    with open(ckpt, "rb") as fh:
+        saved = pickle.load(fh)
+    assert not saved["done"] and len(saved["history"]) == 2 * (stop // 2)  # a mid-run checkpoint
+    resumed = make().fit(Y, FORWARD, checkpoint=ckpt, checkpoint_every=2)
+    np.testing.assert_array_equal(resumed.particles_, fresh.particles_)
+    np.testing.assert_allclose(resumed.reconstruct(), fresh.reconstruct(), rtol=1e-12, atol=1e-12)
+    assert [r["step"] for r in resumed.history_] == [r["step"] for r in fresh.history_]
+    assert {k: resumed.stats_[k] for k in COUNT_KEYS} == {k: fresh.stats_[k] for k in COUNT_KEYS}
+    # A finished checkpoint gives the final particles without running again.
+    again = make().fit(Y, FORWARD, checkpoint=ckpt)
+    np.testing.assert_array_equal(again.particles_, fresh.particles_)
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_ask_tell_equals_fit_or_is_refused_clearly(make):
+    """Derivative-free solvers run under ask/tell to fit's particles; gradient-based ones refuse it."""
+    name = type(make()).__name__
+    if name not in kd.estimators.derivative_free_solvers():
+        with pytest.raises(NotImplementedError, match="differentiates the forward model.*EnKGSolver"):
+            make().start(Y, FORWARD)
+        return
+    fitted = make().fit(Y, FORWARD)
+    solver = make().start(Y, FORWARD)
+    n_asks = 0
+    while (X := solver.ask()) is not None:
+        solver.tell(FORWARD(X))
+        n_asks += 1
+    assert solver.done_ and n_asks == fitted.stats_["n_sequential_forward_evals"]
+    np.testing.assert_array_equal(solver.particles_, fitted.particles_)
+    assert [r["misfit_mean"] for r in solver.history_] == [r["misfit_mean"] for r in fitted.history_]

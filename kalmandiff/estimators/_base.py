@@ -288,7 +288,9 @@ class BaseSolver(BaseEstimator):
     """Base class of kalmandiff solvers.
 
     Subclasses define ``__init__`` (store-only, keyword parameters), a
-    ``_validate_params`` for their own options and ``_run(ctx) -> particles``.
+    ``_validate_params`` for their own options and the step generator
+    ``_iterate(ctx, state)`` (see :meth:`_iterate`); a solver module registers
+    its class with :func:`~kalmandiff.estimators.register_solver`.
     """
 
     #: whether the solver calls the prior's denoiser (False for EKI)
@@ -362,7 +364,7 @@ class BaseSolver(BaseEstimator):
             resumes from it; the state is saved atomically every
             ``checkpoint_every`` steps and at the end.
         checkpoint_every : int, default 10
-            Steps (EnKG) or iterations (EKI) between checkpoints.
+            Steps (iterations for EKI) between checkpoints, for every solver.
 
         Returns
         -------
@@ -399,8 +401,14 @@ class BaseSolver(BaseEstimator):
         -------
         self
         """
-        if not self._supports_ask_tell:
-            raise NotImplementedError(f"{type(self).__name__} does not support ask/tell yet.")
+        from ._registry import derivative_free_solvers, is_derivative_free
+
+        if not is_derivative_free(type(self)):
+            raise NotImplementedError(
+                f"{type(self).__name__} differentiates the forward model with torch autograd, and ask/tell "
+                "only hands out inputs and takes forward values back. Use fit(), or a derivative-free "
+                f"solver: {', '.join(derivative_free_solvers())}."
+            )
         if forward is None:
             if not hasattr(y, "shape"):
                 y = np.asarray(y, dtype=float)
@@ -443,7 +451,6 @@ class BaseSolver(BaseEstimator):
         return hasattr(self, "particles_") and getattr(self, "_pending", None) is None
 
     # -- the driver --------------------------------------------------------------
-    _supports_ask_tell = True
 
     def _begin(self, ctx: FitContext, y, checkpoint, checkpoint_every) -> None:
         """Set up a run: the checkpoint store, resumed state, and the solver's step generator."""
@@ -515,20 +522,20 @@ class BaseSolver(BaseEstimator):
         self.stopped_early_ = ctx.stopped_early
         self.n_particles_ = int(particles.shape[0])
 
-    def _iterate(self, ctx: FitContext, state: dict | None):
-        """The solver's loop as a generator (override).
+    def _iterate(self, ctx: FitContext, state: dict | None):  # pragma: no cover - abstract
+        """The solver's loop as a generator: its update rule and schedule (override).
 
         It yields :class:`ForwardRequest` objects and receives
         ``(G (J, m), failed mask)`` in return; it yields :class:`SafePoint`
-        objects where its whole state can be saved; it returns the final
+        objects at the start of each step, where its whole state can be
+        saved (checkpoints are written there); it returns the final
         particles.  ``state`` is a saved SafePoint state to resume from
-        (``{"final": particles}`` once the run had finished).  The default
-        runs :meth:`_run`, which calls ``ctx.forward`` itself.
+        (``{"final": particles}`` once the run had finished).  The
+        framework evaluates, applies the failure policy, counts, times,
+        records and checkpoints.
         """
-        if state is not None and "final" in state:
-            return state["final"]
-        return self._run(ctx)
-        yield  # pragma: no cover - makes this a generator
+        raise NotImplementedError
+        yield
 
     def reconstruct(self, return_std: bool = False):
         """Point estimate: the ensemble mean, in the namespace and device of ``y``.
@@ -659,9 +666,6 @@ class BaseSolver(BaseEstimator):
             return y
         xp = namespace_for_device(self.device)
         return xp.asarray(to_numpy(y))
-
-    def _run(self, ctx: FitContext):  # pragma: no cover - abstract
-        raise NotImplementedError
 
     # -- helpers for subclasses ---------------------------------------------
     @staticmethod

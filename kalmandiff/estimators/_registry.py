@@ -106,6 +106,13 @@ def available_solvers(derivative_free: bool | None = None) -> dict:
     return {s.name: s.cls for s in registered_solvers(derivative_free)}
 
 
+def is_derivative_free(cls) -> bool:
+    """Whether a solver class only calls the forward model (as registered for it or its nearest
+    registered base class; True when there is none)."""
+    registered = {spec.cls: spec.derivative_free for spec in _REGISTRY.values()}
+    return next((registered[k] for k in cls.__mro__ if k in registered), True)
+
+
 def derivative_free_solvers() -> tuple[str, ...]:
     """Class names of the solvers that only call the forward model."""
     return tuple(s.cls.__name__ for s in registered_solvers(derivative_free=True))

@@ -28,7 +28,7 @@ from array_api_compat import is_torch_array
 from .._backend import array_device, asarray_like, get_namespace, to_numpy
 from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
-from ._base import BaseSolver, FitContext, check_positive
+from ._base import BaseSolver, FitContext, SafePoint, check_positive
 from ._registry import derivative_free_solvers, register_solver
 
 __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
@@ -337,7 +337,6 @@ class DiffPIRSolver(BaseSolver):
     """
 
     _progress_desc = "DiffPIR"
-    _supports_ask_tell = False
 
     def __init__(
         self,
@@ -451,7 +450,7 @@ class DiffPIRSolver(BaseSolver):
         }
 
     # -- the loop --------------------------------------------------------------
-    def _run(self, ctx: FitContext):
+    def _iterate(self, ctx: FitContext, state: dict | None):
         mode = self.resolve_data_step(ctx.problem)
         weights = inverse_noise_variance(ctx.problem, ctx.y, float(self.noise_floor))
         prox = None
@@ -461,11 +460,17 @@ class DiffPIRSolver(BaseSolver):
             )
             mode = "closed-form-dense" if prox.dense else "closed-form-cg"
         self._mode = mode
+        if state is not None and "final" in state:
+            return state["final"]
         J, N = int(self.n_particles), int(self.n_steps)
         sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
-        x = self.sigma_max * ctx.rng.normal((J, *ctx.x_shape), like=ctx.like())
+        if state is None:
+            x, start = self.sigma_max * ctx.rng.normal((J, *ctx.x_shape), like=ctx.like()), 0
+        else:
+            x, start = state["x"], int(state["i"])
         x0_hat = x
-        for i in range(N):
+        for i in range(start, N):
+            yield SafePoint(i, {"x": x, "i": i})
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             rho = float(self.lam) / s**2
             x0 = ctx.denoise(x, s)

@@ -63,7 +63,6 @@ class DPSSolver(GuidedSolver):
     """
 
     _needs_graph = True
-    _supports_ask_tell = False  # the forward model is differentiated, not just called
     _progress_desc = "DPS"
     # DPS repository configs (VP/DDPM parametrisation); no reference setting exists
     # for Navier-Stokes or black-hole imaging (the EnKG code has no DPS), so those

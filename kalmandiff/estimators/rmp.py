@@ -20,7 +20,7 @@ import numpy as np
 
 from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
-from ._base import BaseSolver, FitContext, _move_like, check_is_fitted, check_positive
+from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted, check_positive
 from ._registry import register_solver
 from .diffpir import inverse_noise_variance, misfit_gradient, require_gradient
 
@@ -141,7 +141,6 @@ class RMPSolver(BaseSolver):
     """
 
     _progress_desc = "RMP"
-    _supports_ask_tell = False
 
     def __init__(
         self,
@@ -225,16 +224,23 @@ class RMPSolver(BaseSolver):
         return int(self.n_steps) - 1
 
     # -- the loop --------------------------------------------------------------
-    def _run(self, ctx: FitContext):
+    def _iterate(self, ctx: FitContext, state: dict | None):
         require_gradient("RMPSolver", ctx.problem, "needs gradients of the likelihood (through G)")
+        self.__dict__.pop("mean_", None)
+        if state is not None and "final" in state:
+            return state["final"]  # reconstruct() then takes the mean of the centred draws
         xp = ctx.xp
         weights = inverse_noise_variance(ctx.problem, ctx.y, float(self.noise_floor))
         sigmas = edm_sigma_schedule(
             int(self.n_steps), self.sigma_min, self.sigma_max, self.rho, append_zero=False
         )
-        m = xp.zeros((1, *ctx.x_shape), dtype=ctx.y.dtype)
-        h_rest, X = 0.0, None
-        for i in range(len(sigmas) - 1):
+        if state is None:
+            m, h_rest, start = xp.zeros((1, *ctx.x_shape), dtype=ctx.y.dtype), 0.0, 0
+        else:
+            m, h_rest, start = state["m"], float(state["h_rest"]), int(state["i"])
+        X = None
+        for i in range(start, len(sigmas) - 1):
+            yield SafePoint(i, {"m": m, "h_rest": h_rest, "i": i})
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             delta = s**2 - s_next**2
             precision = 1.0 / delta + h_rest

@@ -109,7 +109,7 @@ class ForwardProblem:
     def noise_std_array(self, like):
         """``noise_std`` as an array in the namespace, device and dtype of ``like``."""
         std = np.broadcast_to(to_numpy(self.noise_std), tuple(self.y_shape))
-        return asarray_like(std, like)
+        return asarray_like(np.ascontiguousarray(std), like)  # a writable copy: torch refuses read-only views
 
     # -- residuals and misfit ----------------------------------------------
     def residual(self, Y, y):
