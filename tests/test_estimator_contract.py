@@ -203,3 +203,49 @@ def test_ask_tell_equals_fit_or_is_refused_clearly(make):
     assert solver.done_ and n_asks == fitted.stats_["n_sequential_forward_evals"]
     np.testing.assert_array_equal(solver.particles_, fitted.particles_)
     assert [r["misfit_mean"] for r in solver.history_] == [r["misfit_mean"] for r in fitted.history_]
+
+
+def _array_api_forward(X):
+    """A plain callable written with array-API operations: torch autograd can follow it."""
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(X)
+    return X @ xp.asarray(A.T, dtype=X.dtype, device=getattr(X, "device", None))
+
+
+def _numpy_forward(X):
+    return np.asarray(X) @ A.T
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+def test_every_solver_accepts_the_same_plain_callable(make):
+    """One autograd probe decides for every gradient-based solver; derivative-free ones never probe."""
+    name = type(make()).__name__
+    est = make().fit(Y, _array_api_forward, noise_std=0.1)
+    assert np.all(np.isfinite(est.particles_))
+    if name in kd.estimators.derivative_free_solvers():
+        make().fit(Y, _numpy_forward, noise_std=0.1)
+        return
+    with pytest.raises(
+        ValueError, match=f"{name} differentiates the forward model.*not differentiable.*EnKGSolver"
+    ):
+        make().fit(Y, _numpy_forward, noise_std=0.1)
+
+
+@pytest.mark.parametrize("make", SOLVERS)
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(y=np.array([np.nan, 0.0])), "NaN"),
+        (dict(y=np.zeros(3)), "shape"),
+        (dict(on_failure="ignore"), "on_failure"),
+        (dict(n_particles=0), "n_particles"),
+        (dict(random_state="seed"), None),
+    ],
+    ids=["nan-y", "y-shape", "on_failure", "n_particles", "random_state"],
+)
+def test_bad_input_is_refused_before_any_work(make, bad, match):
+    bad = dict(bad)
+    y = bad.pop("y", Y)
+    with pytest.raises((ValueError, TypeError), match=match):
+        make().set_params(**bad).fit(y, FORWARD)

@@ -90,6 +90,8 @@ def test_a_registered_toy_solver_appears_everywhere(toy):
     prior = kd.priors.GaussianPrior(np.zeros(3), 1.0)
     forward = kd.problems.LinearProblem(np.eye(3), (3,), noise_std=0.1)
     with pytest.raises(ValueError, match="_ToySolver"):  # gradient-based solvers name it as an alternative
-        kd.DiffPIRSolver(prior, data_step="gradient", n_steps=2).fit(np.zeros(3), lambda x: x, noise_std=0.1)
+        kd.DiffPIRSolver(prior, data_step="gradient", n_steps=2).fit(
+            np.zeros(3), lambda x: np.asarray(x), noise_std=0.1
+        )
     est = toy(prior, random_state=0).fit(np.zeros(3), forward)
     assert est.particles_.shape == (4, 3)

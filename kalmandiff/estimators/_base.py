@@ -613,6 +613,10 @@ class BaseSolver(BaseEstimator):
         if not np.all(np.isfinite(std)) or np.any(std < 0):
             raise ValueError("noise_std must be finite and non-negative.")
         acct = Accounting()
+        if self._differentiates_forward(problem):
+            from ._gradients import require_gradient
+
+            require_gradient(type(self).__name__, problem, "differentiates the forward model", acct)
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
         denoise = CountingDenoiser(prior, self.batch_size, acct) if self._uses_denoiser else None
@@ -636,6 +640,12 @@ class BaseSolver(BaseEstimator):
 
             ctx.progress = tqdm(total=self._n_progress_steps(), desc=self._progress_desc, leave=False)
         return ctx
+
+    def _differentiates_forward(self, problem) -> bool:
+        """Whether this run takes gradients of ``problem`` (from the registry; DiffPIR decides per problem)."""
+        from ._registry import is_derivative_free
+
+        return not is_derivative_free(type(self))
 
     @staticmethod
     def _probe_forward(problem, y, acct: Accounting) -> None:

@@ -10,9 +10,8 @@ splitting):
 3. re-noise: ``x_{i+1} = x0_hat + sigma_{i+1} (sqrt(1 - zeta) eps_hat + sqrt(zeta) eps)``,
    ``eps_hat = (x_i - x0_hat) / sigma_i``, ``eps ~ N(0, I)``.
 
-This module also holds :func:`misfit_gradient`, the torch-autograd gradient
-of the data misfit that the gradient-based solvers here (DiffPIR's
-non-linear data step, RMP) share.
+The gradient step uses :func:`~kalmandiff.estimators._gradients.misfit_gradient`,
+shared with the other gradient-based solvers (re-exported here).
 """
 
 from __future__ import annotations
@@ -20,15 +19,15 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
-from array_api_compat import is_torch_array
 
 from .._backend import array_device, asarray_like, get_namespace, to_numpy
 from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
 from ._base import BaseSolver, FitContext, SafePoint, check_positive
+from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
 from ._registry import derivative_free_solvers, register_solver
 
 __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
@@ -42,119 +41,6 @@ def __getattr__(name):
     if name == "DERIVATIVE_FREE_SOLVERS":
         return derivative_free_solvers()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# --------------------------------------------------------------------------
-# shared by the gradient-based solvers
-# --------------------------------------------------------------------------
-
-
-def require_gradient(solver_name: str, problem, why: str) -> None:
-    """Refuse a forward model that torch autograd cannot differentiate.
-
-    Raises ``ValueError`` naming the derivative-free solvers, before any
-    denoiser or forward evaluation.
-    """
-    if getattr(problem, "differentiable", False):
-        return
-    raise ValueError(
-        f"{solver_name} {why}, but the forward model {type(problem).__name__} is not differentiable "
-        "(differentiable=False; a plain callable is assumed not to be). Use a derivative-free solver "
-        f"instead: {', '.join(derivative_free_solvers())}; or, if the callable is written with array-API "
-        "operations that torch autograd can follow, wrap it as "
-        "kd.problems.CallableProblem(fn, x_shape, y_shape, noise_std, differentiable=True)."
-    )
-
-
-def inverse_noise_variance(problem, like, noise_floor: float):
-    """``1 / max(noise_std, noise_floor)**2`` per datum, flattened ``(m,)``, in the namespace of ``like``."""
-    std = np.broadcast_to(np.asarray(to_numpy(problem.noise_std), dtype=float), tuple(problem.y_shape))
-    std = np.maximum(std, noise_floor)
-    return asarray_like(1.0 / std.reshape(-1) ** 2, like)
-
-
-class GradientResult(NamedTuple):
-    """What :func:`misfit_gradient` returns."""
-
-    grad: Any
-    misfit: np.ndarray
-    failed: np.ndarray
-    Z: Any
-    G: Any
-
-
-def misfit_gradient(ctx: FitContext, X, weights, through=None):
-    """Gradient of each particle's misfit ``1/2 sum w (G(Z) - y)^2``, ``Z = through(X)`` or ``X``.
-
-    Differentiates with torch autograd (float64 on the CPU unless the data
-    already live in torch).  The forward call goes through ``ctx.forward``
-    (counted, timed, checked for failed members); the backward pass is
-    counted in ``ctx.acct`` (a forward VJP, and a denoiser VJP when
-    ``through`` is given) and timed as gradient time.
-
-    Parameters
-    ----------
-    ctx : FitContext
-    X : array ``(J, *x_shape)`` in ``ctx.xp``
-    weights : array ``(m,)``
-        Inverse noise variances, any namespace.
-    through : callable, optional
-        Torch-differentiable map applied first (a denoiser at some ``sigma``).
-
-    Returns
-    -------
-    GradientResult
-        ``grad`` ``(J, *x_shape)`` (rows of failed members are zero),
-        ``misfit`` ``(J,)`` NumPy: :meth:`FitContext.misfit`, the recorded
-        definition, without the noise floor (NaN for failed members), ``failed``
-        (bool ``(J,)``), ``Z`` = ``through(X)`` (or ``X``) and ``G`` the
-        forward values ``(J, m)``; arrays in ``ctx.xp``, detached.
-    """
-    import torch
-
-    J = X.shape[0]
-    on_torch = is_torch_array(ctx.y)
-    if on_torch:
-        Xt = X.detach().clone()
-        yt, wt = ctx.y, weights if is_torch_array(weights) else torch.as_tensor(to_numpy(weights))
-        wt = wt.to(device=Xt.device, dtype=Xt.dtype)
-    else:
-        Xt = torch.from_numpy(np.array(to_numpy(X), dtype=np.float64))
-        yt = torch.from_numpy(np.array(to_numpy(ctx.y), dtype=np.float64))
-        wt = torch.from_numpy(np.array(to_numpy(weights), dtype=np.float64))
-    Xt.requires_grad_(True)
-    saved_y = ctx.forward.y_flat
-    ctx.forward.y_flat = yt.reshape(-1)  # imputation must stay in torch
-    try:
-        with torch.enable_grad():
-            Z = through(Xt) if through is not None else Xt
-            if through is not None and not Z.requires_grad:
-                raise ValueError(
-                    "the prior's denoiser returned a tensor without autograd history; this solver needs a "
-                    "denoiser that torch can differentiate (not one run under torch.no_grad)."
-                )
-            G, failed = ctx.forward(Z)
-            t0 = time.perf_counter()
-            r = ctx.problem.residual(G.reshape((J, *ctx.problem.y_shape)), yt).reshape((J, -1))
-            per = 0.5 * torch.sum(wt[None, :] * r**2, dim=1)
-            finite = torch.isfinite(per)
-            total = torch.sum(torch.where(finite, per, torch.zeros_like(per)))
-            if total.requires_grad:
-                (grad,) = torch.autograd.grad(total, Xt)
-            else:  # every member failed: the forward model returned constants; the caller's policy decides
-                grad = torch.zeros_like(Xt)
-    finally:
-        ctx.forward.y_flat = saved_y
-    grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
-    ctx.acct.count_vjps(J, forward=True, denoiser=through is not None, seconds=time.perf_counter() - t0)
-    if on_torch:
-        back = lambda t: t.detach().to(X.dtype)  # noqa: E731
-    else:
-        back = lambda t: asarray_like(t.detach().numpy(), ctx.y)  # noqa: E731
-    G = back(G)
-    misfit = np.array(ctx.misfit(G), dtype=float, copy=True)
-    misfit[failed] = np.nan
-    return GradientResult(back(grad), misfit, failed, back(Z), G)
 
 
 # --------------------------------------------------------------------------
@@ -414,9 +300,10 @@ class DiffPIRSolver(BaseSolver):
                 "data_step='closed-form' needs a linear problem (a kd.problems.LinearOperatorProblem such "
                 f"as LinearProblem); got {type(problem).__name__}."
             )
-        if mode == "gradient":
-            require_gradient("DiffPIRSolver", problem, "needs the gradient of a non-linear forward model")
         return mode
+
+    def _differentiates_forward(self, problem) -> bool:
+        return self.resolve_data_step(problem) == "gradient"
 
     def expected_evaluations(self, n_particles: int | None = None, *, data_step: str = "closed-form-dense"):
         """Denoiser, forward and VJP evaluations by formula (CG counts depend on convergence).

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from .._backend import from_torch, to_torch
-from ..problems._base import ForwardProblem
 from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
-from ._registry import derivative_free_solvers, register_solver
+from ._registry import register_solver
 
 __all__ = ["DPSSolver"]
 
@@ -116,49 +115,6 @@ class DPSSolver(GuidedSolver):
 
     def _validate_rule(self) -> None:
         check_positive("guidance_scale", self.guidance_scale, allow_zero=True)
-
-    def fit(self, y, forward, noise_std=None, checkpoint=None, checkpoint_every: int = 10):
-        """Sample from the approximate posterior; see :meth:`BaseSolver.fit`.
-
-        Raises
-        ------
-        ValueError
-            Before any work, if ``forward`` cannot be differentiated with
-            torch autograd.
-        """
-        self._check_differentiable(forward)
-        return super().fit(y, forward, noise_std, checkpoint, checkpoint_every)
-
-    def _check_differentiable(self, forward) -> None:
-        advice = (
-            "DPSSolver differentiates the forward model with torch autograd. For a black-box or "
-            f"non-differentiable forward model use a derivative-free solver: {', '.join(derivative_free_solvers())}."
-        )
-        if isinstance(forward, ForwardProblem):
-            if not getattr(forward, "differentiable", False):
-                raise ValueError(f"{type(forward).__name__} has differentiable=False. {advice}")
-            return
-        if not callable(forward):
-            return  # the base class reports a bad forward argument
-        self._probe_autograd(forward, advice)
-
-    def _probe_autograd(self, forward, advice: str) -> None:
-        """Call a plain callable once on a torch zero batch and check that a gradient flows."""
-        import torch
-
-        shape = tuple(getattr(self.prior, "event_shape", ()) or ())
-        if not shape:
-            return
-        x = torch.zeros((1, *shape), dtype=torch.float64, requires_grad=True)
-        try:
-            out = forward(x)
-            ok = isinstance(out, torch.Tensor) and out.requires_grad
-            if ok:
-                torch.autograd.grad(out.sum(), x, allow_unused=False)
-        except Exception as exc:
-            raise ValueError(f"the forward callable failed under torch autograd ({exc!r}). {advice}") from exc
-        if not ok:
-            raise ValueError(f"the forward callable returned no torch gradient graph. {advice}")
 
     def _per_step_counts(self, i: int) -> dict[str, int]:
         return {"denoiser": 1, "denoiser_calls": 1, "forward": 1, "forward_calls": 1, "vjp": 1}

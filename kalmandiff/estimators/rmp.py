@@ -21,8 +21,8 @@ import numpy as np
 from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
 from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted, check_positive
+from ._gradients import inverse_noise_variance, misfit_gradient
 from ._registry import register_solver
-from .diffpir import inverse_noise_variance, misfit_gradient, require_gradient
 
 __all__ = ["RMPSolver"]
 
@@ -225,7 +225,6 @@ class RMPSolver(BaseSolver):
 
     # -- the loop --------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
-        require_gradient("RMPSolver", ctx.problem, "needs gradients of the likelihood (through G)")
         self.__dict__.pop("mean_", None)
         if state is not None and "final" in state:
             return state["final"]  # reconstruct() then takes the mean of the centred draws

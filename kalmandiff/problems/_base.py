@@ -61,9 +61,11 @@ class ForwardProblem:
     noise_std : float or ndarray
         Standard deviation of the additive Gaussian observation noise, a
         scalar or an array broadcastable to ``y_shape`` (in the units of y).
-    differentiable : bool
+    differentiable : bool or None
         True when :meth:`forward` is written so that torch autograd can
-        differentiate through it (gradient-based solvers need this).
+        differentiate through it (gradient-based solvers need this); None
+        (a plain callable given to ``fit``): unknown, so the gradient-based
+        solvers probe it once.
     """
 
     x_shape: tuple[int, ...] = ()
@@ -200,4 +202,7 @@ def as_problem(forward: Any, y, x_shape=None, noise_std=None) -> ForwardProblem:
         )
     if x_shape is None:
         raise ValueError("a callable forward needs x_shape (the solver takes it from its prior).")
-    return CallableProblem(forward, x_shape, tuple(y.shape), 0.0 if noise_std is None else noise_std)
+    # differentiable=None: unknown; a gradient-based solver probes it once for torch autograd.
+    return CallableProblem(
+        forward, x_shape, tuple(y.shape), 0.0 if noise_std is None else noise_std, differentiable=None
+    )
