@@ -143,33 +143,50 @@ def figure(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def reference_tables(path: Path) -> dict[str, str]:
-    """The gradient-based reference's markdown rows keyed by study problem (if its file exists)."""
-    if not path.exists():
-        return {}
-    payload = json.loads(path.read_text())
-    out: dict[str, list[str]] = defaultdict(list)
-    for row in payload.get("records", payload if isinstance(payload, list) else []):
-        problem = row.get("study_problem")
-        if problem and "relative_l2" in row:
-            chi = row.get("chi2_per_datum", float("nan"))
-            out[problem].append(
-                f"| {row['estimator']} | seed {row['seed']} | {row['relative_l2']:.3f} | {chi:.2f} |"
+def reference_tables(paths: list[Path]) -> dict[str, str]:
+    """Tables of :mod:`benchmarks.ns_gradient_reference` results, keyed by the study's problem key.
+
+    An evolved-truth run (``t_prior > 0``) at noise ``s`` belongs to
+    ``ns32-neural-noise<s>``, a GRF-truth run to ``ns32-grf-noise<s>``.  Each
+    estimator's relative L2 and chi^2 are averaged over the instances.
+    """
+    out: dict[str, str] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        payload = json.loads(path.read_text())
+        problem = payload["problem"]
+        family = "ns32-neural" if problem.get("t_prior", 0) > 0 else "ns32-grf"
+        key = f"{family}-noise{problem['noise_std']:g}"
+        rows: dict[str, list] = defaultdict(list)
+        for r in payload["records"]:
+            rows[r["estimator"]].append((r["rel_l2"], r["chi2"], r["seed"]))
+        lines = [
+            "| estimator | relative L2 (mean, per instance) | chi^2 per datum (mean) |",
+            "|---|---|---:|",
+        ]
+        for name, vals in rows.items():
+            errs = ", ".join(f"{e:.2f}" for e, _, _ in vals)
+            lines.append(
+                f"| {name} | {np.mean([e for e, _, _ in vals]):.3f} ({errs}) | {np.mean([c for _, c, _ in vals]):.2f} |"
             )
-    return {
-        k: "| estimator | instance | relative L2 | chi^2 per datum |\n|---|---|---:|---:|\n" + "\n".join(v)
-        for k, v in out.items()
-    }
+        out[key] = "\n".join(lines)
+    return out
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="benchmarks/results/ns-study")
-    parser.add_argument("--reference", default="benchmarks/results/ns_reference/results.json")
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        default=["benchmarks/results/ns_reference/results.json"],
+        help="results.json files of benchmarks.ns_gradient_reference (one per noise level)",
+    )
     args = parser.parse_args(argv)
     results = Path(args.results)
     records = load_records(results)
-    text = tables(records, reference_tables(Path(args.reference)))
+    text = tables(records, reference_tables([Path(p) for p in args.reference]))
     (results / "study.md").write_text(text)
     figure(records, results / "study.png")
     print(text)
