@@ -33,9 +33,9 @@ class DPSSolver(GuidedSolver):
     ``denoise`` accepts torch tensors.  For a black-box forward model use a
     derivative-free solver (EnKG, EKI, GSG, DPG or SCG).
 
-    Per step and sample: one denoiser call, one forward evaluation, one
-    vector-Jacobian product through the forward model and one through the
-    denoiser.
+    Per step and sample: one denoiser call, one forward evaluation and one
+    backward pass through the forward model and the denoiser together
+    (counted as one forward VJP and one denoiser VJP).
 
     Parameters
     ----------
@@ -133,19 +133,21 @@ class DPSSolver(GuidedSolver):
         problem = ctx.problem
         y_t = to_torch(ctx.y).to(dtype=G.dtype, device=G.device)
         w = to_torch(problem.misfit_weights(like=ctx.y)).to(dtype=G.dtype, device=G.device)
-        r = problem.residual(G.reshape((P, *problem.y_shape)), y_t)
+        ok_t = torch.as_tensor(ok, device=G.device)
+        # Failed samples' rows are cut from the graph (zero cotangent), so no NaN enters the backward pass.
+        G_ok = torch.where(ok_t[:, None], G, torch.zeros_like(G))
+        r = problem.residual(G_ok.reshape((P, *problem.y_shape)), y_t)
         loss = (w * r**2).reshape(P, -1).sum(dim=1)
-        ok_t = torch.as_tensor(ok, device=loss.device)
         loss = torch.where(ok_t, loss, torch.zeros_like(loss))
 
-        t0 = time.perf_counter()
-        (grad_x0,) = torch.autograd.grad(loss.sum(), step.denoised, retain_graph=True)
-        ctx.acct.count_vjps(P, forward=True, denoiser=False, seconds=time.perf_counter() - t0)
-        # grad ||r|| = grad l / (2 sqrt(l)); the floor only guards an exact fit.
+        # grad ||r|| = grad l / (2 sqrt(l)), weighted per sample before the one backward pass through
+        # G and D together (the floor only guards an exact fit; failed samples have weight zero).
         norm = torch.sqrt(torch.clamp(loss.detach(), min=torch.finfo(loss.dtype).tiny))
-        cotangent = grad_x0 * self._per_sample(0.5 / norm, grad_x0)
-        cotangent = torch.where(self._per_sample(ok_t, grad_x0) > 0, cotangent, torch.zeros_like(cotangent))
-        ll_grad = self._denoiser_vjp(ctx, step, cotangent)
+        scale = torch.where(ok_t, 0.5 / norm, torch.zeros_like(norm))
+        t0 = time.perf_counter()
+        (ll_grad,) = torch.autograd.grad(torch.sum(scale * loss), step.x)
+        ll_grad = torch.where(self._per_sample(ok_t, ll_grad) > 0, ll_grad, torch.zeros_like(ll_grad))
+        ctx.acct.count_vjps(P, forward=True, denoiser=True, seconds=time.perf_counter() - t0)
         x_next = self._noise_step(ctx, step) - self.guidance_scale * ll_grad
         misfit = np.array(ctx.misfit(from_torch(G.detach(), like=ctx.y)), dtype=float, copy=True)
         misfit[~ok] = np.nan
