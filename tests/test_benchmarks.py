@@ -75,7 +75,7 @@ def test_every_suite_entry_is_a_valid_solver_configuration():
         for spec in suite.solvers:
             solver = getattr(kd, spec.cls)(**spec.params)
             assert set(spec.params) <= set(solver.get_params())
-            solver._validate_params()
+            solver._check_parameters()
 
 
 def test_phase_retrieval_score_is_invariant_to_sign_and_twin():

@@ -11,7 +11,6 @@ forward evaluator and the bookkeeping.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from .._backend import (
 )
 from ..problems._base import CallableProblem, ForwardProblem, as_problem
 from ._evaluation import Accounting, CountingDenoiser, ForwardEvaluator
+from ._params import Interval, Options, check_parameters
 
 __all__ = [
     "BaseSolver",
@@ -287,8 +287,9 @@ def _progress_enabled(verbose) -> bool:
 class BaseSolver(BaseEstimator):
     """Base class of kalmandiff solvers.
 
-    Subclasses define ``__init__`` (store-only, keyword parameters), a
-    ``_validate_params`` for their own options and the step generator
+    Subclasses define ``__init__`` (store-only, keyword parameters), their
+    ``_param_constraints`` (and ``_check_more`` for cross-parameter rules)
+    and the step generator
     ``_iterate(ctx, state)`` (see :meth:`_iterate`); a solver module registers
     its class with :func:`~kalmandiff.estimators.register_solver`.
     """
@@ -297,8 +298,6 @@ class BaseSolver(BaseEstimator):
     _uses_denoiser = True
     #: name of the progress bar
     _progress_desc = "solver"
-    #: smallest ensemble the method accepts (samplers of independent samples accept 1)
-    _min_particles = 2
     #: constructor settings per problem family, taken from the reference scripts
     _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {}
     _FAMILY_ALIASES = {
@@ -560,30 +559,28 @@ class BaseSolver(BaseEstimator):
         return mean, _move_like(xp.std(X, axis=0), self._y_like)
 
     # -- set-up --------------------------------------------------------------
-    def _validate_common(self) -> None:
-        n, least = self.n_particles, self._min_particles
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < least:
-            why = "; an ensemble needs two members" if least == 2 else ""
-            raise ValueError(f"n_particles must be an int >= {least} (got {n!r}){why}.")
-        if self.on_failure not in _FAILURE_POLICIES:
-            raise ValueError(f"on_failure must be one of {_FAILURE_POLICIES} (got {self.on_failure!r}).")
+    #: declarative constraints of the common parameters (see :mod:`._params`); solvers add theirs
+    _param_constraints = {
+        "n_particles": [Interval("int", 2, None)],
+        "on_failure": [Options(*_FAILURE_POLICIES)],
+        "nan_tolerance": [Interval("real", 0, 1, closed="left")],
+        "batch_size": [None, Interval("int", 1, None)],
+        "forward_batch_size": [None, Interval("int", 1, None)],
+    }
+
+    def _check_parameters(self) -> None:
+        """Check every parameter against the declared constraints, then the cross-parameter rules."""
+        check_parameters(self)
         check_device(self.device)
-        tol = getattr(self, "nan_tolerance", 0.0)
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
-            raise ValueError(f"nan_tolerance must be a fraction in [0, 1) (got {tol!r}).")
-        for name in ("batch_size", "forward_batch_size"):
-            v = getattr(self, name, None)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
-                raise ValueError(f"{name} must be None or a positive int (got {v!r}).")
         if self.callbacks is not None and not all(callable(c) for c in self.callbacks):
             raise ValueError("callbacks must be a list of callables taking a per-step record.")
+        self._check_more()
 
-    def _validate_params(self) -> None:
-        """Check solver-specific parameters (override)."""
+    def _check_more(self) -> None:
+        """Rules that involve several parameters or other objects (override; call super)."""
 
     def _make_context(self, y, forward, noise_std, probe: bool = True) -> FitContext:
-        self._validate_common()
-        self._validate_params()
+        self._check_parameters()
         prior = self.prior
         if prior is None or not hasattr(prior, "event_shape"):
             raise ValueError("prior must be a kalmandiff prior (with event_shape and denoise/sample).")
@@ -733,11 +730,3 @@ def _move_like(arr, like):
     except TypeError:
         pass
     return asarray_like(to_numpy(arr), like)
-
-
-def check_positive(name: str, value, allow_zero: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite real number ``> 0`` (or ``>= 0``)."""
-    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound} (got {value!r}).")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import to_numpy
+from ._params import Interval
 
 __all__ = ["CheckpointStore", "fingerprint"]
 
@@ -57,7 +58,7 @@ class CheckpointStore:
     """
 
     def __init__(self, path, every: int, expected: dict[str, Any]):
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        if not Interval("int", 1, None).is_satisfied_by(every):
             raise ValueError(f"checkpoint_every must be a positive int (got {every!r}).")
         self.path = Path(path)
         self.every = int(every)

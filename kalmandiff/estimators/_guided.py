@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from .._backend import from_torch, to_numpy, to_torch
-from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
+from ._params import Interval
 
 __all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver"]
 
@@ -172,8 +173,9 @@ class GuidedSolver(BaseSolver):
     """Base of the solvers that guide the reference VP-SDE sampler (DPS, GSG, DPG, SCG).
 
     Subclasses set ``_needs_graph`` (whether their rule differentiates the
-    denoiser), implement ``_guided_step``, ``_per_step_counts`` and
-    ``_validate_rule``, and list reference settings in ``_FAMILY_DEFAULTS``.
+    denoiser), implement ``_guided_step`` and ``_per_step_counts``, declare
+    ``_param_constraints`` for the rule's parameters, and list reference
+    settings in ``_FAMILY_DEFAULTS``.
 
     ``n_particles`` is the number of independent samples run side by side
     (the reference runs one); :meth:`reconstruct` returns their mean.
@@ -183,34 +185,25 @@ class GuidedSolver(BaseSolver):
     #: keys of the rule state that hold torch tensors (restored as such from a checkpoint)
     _tensor_state: tuple[str, ...] = ()
     _progress_desc = "guided"
-    _min_particles = 1  # independent samples, not an ensemble
 
     # -- validation ----------------------------------------------------------
-    def _validate_params(self) -> None:
-        v = self.n_steps
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"n_steps must be a positive int (got {v!r}).")
-        check_positive("beta_d", self.beta_d)
-        check_positive("beta_min", self.beta_min)
-        check_positive("t_min", self.t_min)
-        if self.t_min >= 1:
-            raise ValueError(f"t_min must lie in (0, 1) (got {self.t_min!r}).")
-        check_positive("sigma_final", self.sigma_final, allow_zero=True)
+    _param_constraints = {
+        "n_particles": [Interval("int", 1, None)],  # independent samples, not an ensemble
+        "n_steps": [Interval("int", 1, None)],
+        "beta_d": [Interval("real", 0, None, closed="neither")],
+        "beta_min": [Interval("real", 0, None, closed="neither")],
+        "t_min": [Interval("real", 0, 1, closed="neither")],
+        "sigma_final": [Interval("real", 0, None)],
+    }
+
+    def _check_more(self) -> None:
+        super()._check_more()
         sigma_last = math.sqrt(math.expm1(0.5 * self.beta_d * self.t_min**2 + self.beta_min * self.t_min))
         if self.sigma_final >= sigma_last:
             raise ValueError(
                 f"sigma_final must be below the last grid noise level sigma(t_min) = {sigma_last:.4g} "
                 f"(got {self.sigma_final!r})."
             )
-        self._validate_rule()
-
-    def _validate_rule(self) -> None:
-        """Check the rule's own parameters (override)."""
-
-    @staticmethod
-    def _check_int(name: str, value, low: int = 1) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an int >= {low} (got {value!r}).")
 
     # -- the schedule and the cost formula --------------------------------------
     def schedule(self) -> VPSchedule:

@@ -26,8 +26,9 @@ import numpy as np
 from .._backend import array_device, asarray_like, get_namespace, to_numpy
 from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
-from ._base import BaseSolver, FitContext, SafePoint, check_positive
+from ._base import BaseSolver, FitContext, SafePoint
 from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
+from ._params import Interval, Options
 from ._registry import derivative_free_solvers, register_solver
 
 __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
@@ -274,20 +275,20 @@ class DiffPIRSolver(BaseSolver):
         self.callbacks = callbacks
 
     # -- validation ------------------------------------------------------------
-    def _validate_params(self) -> None:
-        for name in ("n_steps", "dense_max", "cg_max_iter"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int (got {v!r}).")
-        for name in ("lam", "noise_floor", "cg_tol", "sigma_min", "sigma_max", "rho"):
-            check_positive(name, getattr(self, name))
-        check_positive("zeta", self.zeta, allow_zero=True)
-        if self.zeta > 1:
-            raise ValueError(f"zeta must lie in [0, 1] (got {self.zeta!r}).")
-        if self.grad_step not in _GRAD_STEPS:
-            raise ValueError(f"grad_step must be one of {_GRAD_STEPS} (got {self.grad_step!r}).")
-        if self.data_step not in _DATA_STEPS:
-            raise ValueError(f"data_step must be one of {_DATA_STEPS} (got {self.data_step!r}).")
+    _param_constraints = {
+        "n_steps": [Interval("int", 1, None)],
+        "dense_max": [Interval("int", 1, None)],
+        "cg_max_iter": [Interval("int", 1, None)],
+        "lam": [Interval("real", 0, None, closed="neither")],
+        "noise_floor": [Interval("real", 0, None, closed="neither")],
+        "cg_tol": [Interval("real", 0, None, closed="neither")],
+        "sigma_min": [Interval("real", 0, None, closed="neither")],
+        "sigma_max": [Interval("real", 0, None, closed="neither")],
+        "rho": [Interval("real", 0, None, closed="neither")],
+        "zeta": [Interval("real", 0, 1)],
+        "grad_step": [Options(*_GRAD_STEPS)],
+        "data_step": [Options(*_DATA_STEPS)],
+    }
 
     def resolve_data_step(self, problem) -> str:
         """``"closed-form"`` or ``"gradient"`` for this problem; raises if neither is possible."""

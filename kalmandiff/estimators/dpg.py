@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from .._backend import asarray_like
-from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._params import Interval
 from ._registry import register_solver
 
 __all__ = ["DPGSolver"]
@@ -117,15 +117,13 @@ class DPGSolver(GuidedSolver):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _validate_rule(self) -> None:
-        check_positive("guidance_scale", self.guidance_scale, allow_zero=True)
-        self._check_int("n_samples", self.n_samples, low=2)  # the leave-one-out baseline needs two
-        for name in ("ema", "momentum"):
-            v = getattr(self, name)
-            check_positive(name, v, allow_zero=True)
-            if v >= 1:
-                raise ValueError(f"{name} must lie in [0, 1) (got {v!r}).")
-        check_positive("r_min", self.r_min, allow_zero=True)
+    _param_constraints = {
+        "guidance_scale": [Interval("real", 0, None)],
+        "n_samples": [Interval("int", 2, None)],
+        "ema": [Interval("real", 0, 1, closed="left")],
+        "momentum": [Interval("real", 0, 1, closed="left")],
+        "r_min": [Interval("real", 0, None)],
+    }
 
     def _per_step_counts(self, i: int) -> dict[str, int]:
         return {

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from .._backend import from_torch, to_torch
-from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._params import Interval
 from ._registry import register_solver
 
 __all__ = ["DPSSolver"]
@@ -113,8 +113,9 @@ class DPSSolver(GuidedSolver):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _validate_rule(self) -> None:
-        check_positive("guidance_scale", self.guidance_scale, allow_zero=True)
+    _param_constraints = {
+        "guidance_scale": [Interval("real", 0, None)],
+    }
 
     def _per_step_counts(self, i: int) -> dict[str, int]:
         return {"denoiser": 1, "denoiser_calls": 1, "forward": 1, "forward_calls": 1, "vjp": 1}

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
+from ._params import Interval, Options
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 
@@ -127,20 +128,14 @@ class EKISolver(BaseSolver):
 
     batch_size = None  # EKI never calls a denoiser
 
-    def _validate_params(self) -> None:
-        if self.update not in _UPDATES:
-            raise ValueError(f"update must be one of {_UPDATES} (got {self.update!r}).")
-        if self.dt is not None:
-            check_positive("dt", self.dt)
-            if self.dt > 1:
-                raise ValueError(f"dt must lie in (0, 1] (got {self.dt!r}).")
-        check_positive("step", self.step)
-        if (
-            isinstance(self.max_iter, bool)
-            or not isinstance(self.max_iter, (int, np.integer))
-            or self.max_iter < 1
-        ):
-            raise ValueError(f"max_iter must be a positive int (got {self.max_iter!r}).")
+    _param_constraints = {
+        "update": [Options(*_UPDATES)],
+        "dt": [None, Interval("real", 0, 1, closed="right")],
+        "step": [Interval("real", 0, None, closed="neither")],
+        "max_iter": [Interval("int", 1, None)],
+    }
+
+    def _check_more(self) -> None:
         check_localization(self.localization, self.update, _CALIBRATED)
 
     def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
-from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, check_positive
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
+from ._params import Interval, Options
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 
@@ -260,29 +259,25 @@ class EnKGSolver(BaseSolver):
         self.callbacks = callbacks
 
     # -- validation ----------------------------------------------------------
-    def _validate_params(self) -> None:
-        for name in ("n_steps", "n_updates", "phi_factor", "phi_max_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int (got {v!r}).")
-        check_positive("guidance_scale", self.guidance_scale)
-        check_positive("sigma_min", self.sigma_min)
-        check_positive("sigma_max", self.sigma_max)
-        check_positive("rho", self.rho)
-        check_positive("lr_min_ratio", self.lr_min_ratio, allow_zero=True)
-        for name in ("threshold_start", "threshold_end"):
-            v = getattr(self, name)
-            check_positive(name, v, allow_zero=True)
-            if v >= 1:
-                raise ValueError(f"{name} must lie in [0, 1) (got {v!r}).")
-        if self.update not in _UPDATES:
-            raise ValueError(f"update must be one of {_UPDATES} (got {self.update!r}).")
-        if self.ode_method not in _ODE_METHODS:
-            raise ValueError(f"ode_method must be one of {_ODE_METHODS} (got {self.ode_method!r}).")
-        if self.init not in _INITS:
-            raise ValueError(f"init must be one of {_INITS} (got {self.init!r}).")
-        if self.kalman_inflation is not None:
-            check_positive("kalman_inflation", self.kalman_inflation)
+    _param_constraints = {
+        "n_steps": [Interval("int", 1, None)],
+        "n_updates": [Interval("int", 1, None)],
+        "phi_factor": [Interval("int", 1, None)],
+        "phi_max_steps": [Interval("int", 1, None)],
+        "guidance_scale": [Interval("real", 0, None, closed="neither")],
+        "sigma_min": [Interval("real", 0, None, closed="neither")],
+        "sigma_max": [Interval("real", 0, None, closed="neither")],
+        "rho": [Interval("real", 0, None, closed="neither")],
+        "lr_min_ratio": [Interval("real", 0, None)],
+        "threshold_start": [Interval("real", 0, 1, closed="left")],
+        "threshold_end": [Interval("real", 0, 1, closed="left")],
+        "update": [Options(*_UPDATES)],
+        "ode_method": [Options(*_ODE_METHODS)],
+        "init": [Options(*_INITS)],
+        "kalman_inflation": [None, Interval("real", 0, None, closed="neither")],
+    }
+
+    def _check_more(self) -> None:
         check_localization(self.localization, self.update, _CALIBRATED)
 
     # -- the schedule --------------------------------------------------------

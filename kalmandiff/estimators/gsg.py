@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from .._backend import RandomSource, asarray_like, get_namespace
-from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._params import Interval, Options
 from ._registry import register_solver
 
 __all__ = ["GSGSolver", "smoothing_points", "smoothing_gradient", "gaussian_smoothing_gradient"]
@@ -224,12 +224,19 @@ class GSGSolver(GuidedSolver):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _validate_rule(self) -> None:
-        if self.variant not in _VARIANTS:
-            raise ValueError(f"variant must be one of {_VARIANTS} (got {self.variant!r}).")
-        self._check_int("n_queries", self.n_queries, low=2 if self.variant == "central" else 1)
-        check_positive("mu", self.mu)
-        check_positive("guidance_scale", self.guidance_scale, allow_zero=True)
+    _param_constraints = {
+        "variant": [Options(*_VARIANTS)],
+        "n_queries": [Interval("int", 1, None)],
+        "mu": [Interval("real", 0, None, closed="neither")],
+        "guidance_scale": [Interval("real", 0, None)],
+    }
+
+    def _check_more(self) -> None:
+        super()._check_more()
+        if self.variant == "central" and self.n_queries < 2:
+            raise ValueError(
+                f"n_queries must be an int >= 2 with variant='central' (got {self.n_queries!r})."
+            )
 
     def _per_step_counts(self, i: int) -> dict[str, int]:
         n = n_directions(self.n_queries, self.variant)

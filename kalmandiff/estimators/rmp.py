@@ -20,8 +20,9 @@ import numpy as np
 
 from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
-from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted, check_positive
+from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted
 from ._gradients import inverse_noise_variance, misfit_gradient
+from ._params import Interval, Options
 from ._registry import register_solver
 
 __all__ = ["RMPSolver"]
@@ -188,23 +189,18 @@ class RMPSolver(BaseSolver):
         self.callbacks = callbacks
 
     # -- validation ------------------------------------------------------------
-    def _validate_params(self) -> None:
-        for name in ("n_inner",):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int (got {v!r}).")
-        v = self.n_steps
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 2:
-            raise ValueError(f"n_steps must be an int >= 2 (got {v!r}).")
-        check_positive("step_size", self.step_size)
-        if self.step_size > 1:
-            raise ValueError(f"step_size must lie in (0, 1] (got {self.step_size!r}).")
-        if self.mean_step not in ("cg", "natural"):
-            raise ValueError(f"mean_step must be 'cg' or 'natural' (got {self.mean_step!r}).")
-        check_positive("trust_radius", self.trust_radius)
-        check_positive("likelihood_weight", self.likelihood_weight, allow_zero=True)
-        for name in ("noise_floor", "sigma_min", "sigma_max", "rho"):
-            check_positive(name, getattr(self, name))
+    _param_constraints = {
+        "n_inner": [Interval("int", 1, None)],
+        "n_steps": [Interval("int", 2, None)],
+        "step_size": [Interval("real", 0, 1, closed="right")],
+        "mean_step": [Options("cg", "natural")],
+        "trust_radius": [Interval("real", 0, None, closed="neither")],
+        "likelihood_weight": [Interval("real", 0, None)],
+        "noise_floor": [Interval("real", 0, None, closed="neither")],
+        "sigma_min": [Interval("real", 0, None, closed="neither")],
+        "sigma_max": [Interval("real", 0, None, closed="neither")],
+        "rho": [Interval("real", 0, None, closed="neither")],
+    }
 
     def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
         """Denoiser, forward and backward evaluations by formula."""

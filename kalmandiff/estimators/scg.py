@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._base import check_positive
 from ._guided import GuidedSolver, GuidedStep, document
+from ._params import Interval
 from ._registry import register_solver
 
 __all__ = ["SCGSolver"]
@@ -99,11 +99,10 @@ class SCGSolver(GuidedSolver):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _validate_rule(self) -> None:
-        self._check_int("n_candidates", self.n_candidates)
-        check_positive("threshold", self.threshold, allow_zero=True)
-        if self.threshold >= 1:
-            raise ValueError(f"threshold must lie in [0, 1) (got {self.threshold!r}).")
+    _param_constraints = {
+        "n_candidates": [Interval("int", 1, None)],
+        "threshold": [Interval("real", 0, 1, closed="left")],
+    }
 
     def guided_steps(self) -> range:
         """Indices of the candidate-selection steps."""
