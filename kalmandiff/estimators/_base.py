@@ -616,22 +616,23 @@ class BaseSolver(BaseEstimator):
             require_gradient(type(self).__name__, problem, "differentiates the forward model", acct)
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
-        denoise = CountingDenoiser(prior, self.batch_size, acct) if self._uses_denoiser else None
+        params = self.get_params(deep=False)
+        denoise = CountingDenoiser(prior, params.get("batch_size"), acct) if self._uses_denoiser else None
+        y_flat = xp.reshape(y_c, (-1,))
         ctx = FitContext(
             problem=problem,
             y=y_c,
-            y_flat=xp.reshape(y_c, (-1,)),
+            y_flat=y_flat,
             xp=xp,
             rng=RandomSource(self.random_state, stream="solver"),
             acct=acct,
             denoise=denoise,
             forward=ForwardEvaluator(
-                problem, acct, getattr(self, "forward_batch_size", None), getattr(self, "nan_tolerance", 0.0)
+                problem, acct, params.get("forward_batch_size"), params.get("nan_tolerance", 0.0), y_flat
             ),
             on_failure=self.on_failure,
             callbacks=list(self.callbacks or []),
         )
-        ctx.forward.y_flat = ctx.y_flat
         if _progress_enabled(self.verbose):
             from tqdm.auto import tqdm
 

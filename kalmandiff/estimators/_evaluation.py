@@ -164,6 +164,9 @@ class ForwardEvaluator:
     nan_tolerance : float
         A member fails when more than this fraction of its outputs is not
         finite; its remaining non-finite entries are imputed.
+    y_flat : array ``(m,)``, optional
+        The data, flattened: the imputed value of a datum that no successful
+        member has a finite value for.
     """
 
     def __init__(
@@ -172,13 +175,14 @@ class ForwardEvaluator:
         accounting: Accounting,
         batch_size: int | None = None,
         nan_tolerance: float = 0.0,
+        y_flat=None,
     ):
         self.problem = problem
         self.acct = accounting
         self.batch_size = batch_size
         self.nan_tolerance = nan_tolerance
         #: the data, flattened; used where no successful member has a finite value
-        self.y_flat = None
+        self.y_flat = y_flat
 
     def __call__(self, X):
         """Run the forward model on ``X`` (``(J, *x_shape)``); return ``(G (J, m), failed mask)``."""
@@ -221,6 +225,9 @@ class ForwardEvaluator:
         count = xp.sum(xp.astype(use, Y.dtype), axis=0)
         mean = xp.sum(xp.where(use, Y, zero), axis=0) / xp.where(count > 0, count, xp.ones_like(count))
         if y_flat is not None:
-            # No successful member has this datum: use the data, a zero residual (as EKP does).
+            # No successful member has this datum: use the data, a zero residual (as EKP does),
+            # in the namespace of Y (torch when a gradient-based solver evaluates through autograd).
+            if get_namespace(y_flat) is not xp or y_flat.dtype != Y.dtype:
+                y_flat = asarray_like(to_numpy(y_flat), Y)
             mean = xp.where(count > 0, mean, y_flat)
         return xp.where(finite, Y, mean[None, :])

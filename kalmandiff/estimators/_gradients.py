@@ -122,28 +122,23 @@ def misfit_gradient(ctx: FitContext, X, weights, through=None):
         yt = torch.from_numpy(np.array(to_numpy(ctx.y), dtype=np.float64))
         wt = torch.from_numpy(np.array(to_numpy(weights), dtype=np.float64))
     Xt.requires_grad_(True)
-    saved_y = ctx.forward.y_flat
-    ctx.forward.y_flat = yt.reshape(-1)  # imputation must stay in torch
-    try:
-        with torch.enable_grad():
-            Z = through(Xt) if through is not None else Xt
-            if through is not None and not Z.requires_grad:
-                raise ValueError(
-                    "the prior's denoiser returned a tensor without autograd history; this solver needs a "
-                    "denoiser that torch can differentiate (not one run under torch.no_grad)."
-                )
-            G, failed = ctx.forward(Z)
-            t0 = time.perf_counter()
-            r = ctx.problem.residual(G.reshape((J, *ctx.problem.y_shape)), yt).reshape((J, -1))
-            per = 0.5 * torch.sum(wt[None, :] * r**2, dim=1)
-            finite = torch.isfinite(per)
-            total = torch.sum(torch.where(finite, per, torch.zeros_like(per)))
-            if total.requires_grad:
-                (grad,) = torch.autograd.grad(total, Xt)
-            else:  # every member failed: the forward model returned constants; the caller's policy decides
-                grad = torch.zeros_like(Xt)
-    finally:
-        ctx.forward.y_flat = saved_y
+    with torch.enable_grad():
+        Z = through(Xt) if through is not None else Xt
+        if through is not None and not Z.requires_grad:
+            raise ValueError(
+                "the prior's denoiser returned a tensor without autograd history; this solver needs a "
+                "denoiser that torch can differentiate (not one run under torch.no_grad)."
+            )
+        G, failed = ctx.forward(Z)
+        t0 = time.perf_counter()
+        r = ctx.problem.residual(G.reshape((J, *ctx.problem.y_shape)), yt).reshape((J, -1))
+        per = 0.5 * torch.sum(wt[None, :] * r**2, dim=1)
+        finite = torch.isfinite(per)
+        total = torch.sum(torch.where(finite, per, torch.zeros_like(per)))
+        if total.requires_grad:
+            (grad,) = torch.autograd.grad(total, Xt)
+        else:  # every member failed: the forward model returned constants; the caller's policy decides
+            grad = torch.zeros_like(Xt)
     grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
     ctx.acct.count_vjps(J, forward=True, denoiser=through is not None, seconds=time.perf_counter() - t0)
     if on_torch:

@@ -126,8 +126,6 @@ class EKISolver(BaseSolver):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    batch_size = None  # EKI never calls a denoiser
-
     _param_constraints = {
         "update": [Options(*_UPDATES)],
         "dt": [None, Interval("real", 0, 1, closed="right")],
