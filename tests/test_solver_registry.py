@@ -8,6 +8,7 @@ import pytest
 import kalmandiff as kd
 from kalmandiff import cli
 from kalmandiff.estimators import BaseSolver, available_solvers, derivative_free_solvers, registered_solvers
+from kalmandiff.estimators._params import solver_parameters
 from kalmandiff.estimators._registry import register_solver, unregister_solver
 
 API_PAGE = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
@@ -51,20 +52,13 @@ def test_every_solver_has_expected_evaluations_with_the_same_first_argument():
         assert double["n_sequential_forward_evals"] == counts["n_sequential_forward_evals"]
 
 
+@solver_parameters
 class _ToySolver(BaseSolver):
     """A derivative-free toy: the prior's samples, unchanged."""
 
     _uses_denoiser = False
-
-    def __init__(self, prior=None, *, n_particles=4, on_failure="raise", device=None, random_state=None,
-                 verbose=False, callbacks=None):  # fmt: skip
-        self.prior = prior
-        self.n_particles = n_particles
-        self.on_failure = on_failure
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    n_particles: int = 4
+    verbose: bool = False
 
     def expected_evaluations(self, n_particles=None):
         return dict.fromkeys(("n_denoiser_evals", "n_forward_evals", "n_sequential_forward_evals"), 0)
@@ -95,3 +89,14 @@ def test_a_registered_toy_solver_appears_everywhere(toy):
         )
     est = toy(prior, random_state=0).fit(np.zeros(3), forward)
     assert est.particles_.shape == (4, 3)
+
+
+def test_every_parameter_is_documented_with_the_shared_block():
+    from kalmandiff.estimators._base import SHARED_PARAMETERS
+
+    first = SHARED_PARAMETERS.splitlines()[0]
+    for spec in registered_solvers():
+        doc = spec.cls.__doc__
+        assert "%(" not in doc and first in doc, spec.name
+        for name in spec.cls().get_params():
+            assert name in doc, f"{spec.cls.__name__} does not document {name}"

@@ -15,8 +15,8 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -284,22 +284,36 @@ def _progress_enabled(verbose) -> bool:
 # --------------------------------------------------------------------------
 
 
+@dataclass(eq=False, repr=False)
 class BaseSolver(BaseEstimator):
     """Base class of kalmandiff solvers.
 
-    Subclasses define ``__init__`` (store-only, keyword parameters), their
+    Subclasses, decorated with :func:`~kalmandiff.estimators._params.solver_parameters`,
+    declare their parameters as annotated class attributes (the common ones
+    below are inherited; redeclaring one changes its default), their
     ``_param_constraints`` (and ``_check_more`` for cross-parameter rules)
-    and the step generator
-    ``_iterate(ctx, state)`` (see :meth:`_iterate`); a solver module registers
-    its class with :func:`~kalmandiff.estimators.register_solver`.
+    and the step generator ``_iterate(ctx, state)`` (see :meth:`_iterate`);
+    a solver module registers its class with
+    :func:`~kalmandiff.estimators.register_solver`.
     """
+
+    prior: Any = None
+    _: KW_ONLY
+    n_particles: int = 2
+    forward_batch_size: int | None = None
+    on_failure: str = "raise"
+    nan_tolerance: float = 0.0
+    device: str | None = None
+    random_state: Any = None
+    verbose: Any = "auto"
+    callbacks: list | None = None
 
     #: whether the solver calls the prior's denoiser (False for EKI)
     _uses_denoiser = True
     #: name of the progress bar
     _progress_desc = "solver"
     #: constructor settings per problem family, taken from the reference scripts
-    _FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {}
+    _FAMILY_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
     _FAMILY_ALIASES = {
         "navier-stokes": "navier-stokes",
         "navier_stokes": "navier-stokes",
@@ -731,3 +745,33 @@ def _move_like(arr, like):
     except TypeError:
         pass
     return asarray_like(to_numpy(arr), like)
+
+
+#: The parameters every solver shares, one block for every solver's docstring (``%(shared)s``).
+SHARED_PARAMETERS = """forward_batch_size : int or None, default None
+        Forward-model chunk size (None: every evaluation of a step in one call).
+    nan_tolerance : float, default 0.0
+        An evaluation fails when more than this fraction of its outputs is
+        not finite; isolated non-finite entries of the others are imputed
+        with the successful members' mean of that datum.
+    device : {None, "cpu", "cuda"}, default None
+        Where the computation runs; None follows ``y``.
+    random_state : None, int or numpy.random.Generator
+        Seeds the solver's own random stream (independent of a problem
+        instance's truth and noise given the same integer).
+    verbose : bool or "auto", default "auto"
+        Progress bar (on in terminals and notebooks, off under CI/pytest).
+    callbacks : list of callables, optional
+        Each receives the per-step record (see ``history_``); returning True
+        (or raising StopIteration) stops the run."""
+
+
+def fill_docstring(cls):
+    """Insert the shared parameter blocks at ``%(common)s`` (a family's, e.g. the guided
+    solvers') and ``%(shared)s`` in a solver's docstring."""
+    doc = cls.__doc__ or ""
+    common = getattr(cls, "_COMMON_PARAMETERS_DOC", None)
+    if common is not None:
+        doc = doc.replace("%(common)s", common)
+    cls.__doc__ = doc.replace("%(shared)s", SHARED_PARAMETERS)
+    return cls

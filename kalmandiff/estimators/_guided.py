@@ -32,13 +32,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .._backend import from_torch, to_numpy, to_torch
-from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
-from ._params import Interval
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, fill_docstring
+from ._params import Interval, solver_parameters
 
 __all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver"]
 
@@ -169,6 +169,7 @@ class GuidedStep:
 # --------------------------------------------------------------------------
 
 
+@solver_parameters
 class GuidedSolver(BaseSolver):
     """Base of the solvers that guide the reference VP-SDE sampler (DPS, GSG, DPG, SCG).
 
@@ -181,9 +182,18 @@ class GuidedSolver(BaseSolver):
     (the reference runs one); :meth:`reconstruct` returns their mean.
     """
 
+    n_particles: int = 1
+    n_steps: int = 1000
+    beta_d: float = 19.9
+    beta_min: float = 0.1
+    t_min: float = 1e-3
+    sigma_final: float = 0.01
+    batch_size: int | None = 64
+
     _needs_graph = False
+    _COMMON_PARAMETERS_DOC: ClassVar[str] = ""  # set below, after COMMON_PARAMETERS
     #: keys of the rule state that hold torch tensors (restored as such from a checkpoint)
-    _tensor_state: tuple[str, ...] = ()
+    _tensor_state: ClassVar[tuple[str, ...]] = ()
     _progress_desc = "guided"
 
     # -- validation ----------------------------------------------------------
@@ -391,24 +401,16 @@ COMMON_PARAMETERS = """n_particles : int, default 1
         Noise level reached by the last step.
     batch_size : int or None, default 64
         Denoiser chunk size (None: all at once).
-    forward_batch_size : int or None, default None
-        Forward-model chunk size (None: all queries of a step in one call).
     on_failure : {"raise", "resample"}, default "raise"
         ``"raise"`` stops with :class:`MemberFailureError` when forward
         evaluations fail; ``"resample"`` drops the failed queries from the
         step (a sample whose own evaluation fails takes an unguided step).
-    nan_tolerance : float, default 0.0
-        Fraction of non-finite outputs above which an evaluation fails.
-    device : {None, "cpu", "cuda"}, default None
-        Where the data live; None follows ``y``.  Samples run in torch on
-        the matching device.
-    random_state : None, int or numpy.random.Generator
-    verbose : bool or "auto", default "auto"
-    callbacks : list of callables, optional
-        Each receives the per-step record; returning True stops the run."""
+    %(shared)s"""
 
 
 def document(cls):
-    """Insert :data:`COMMON_PARAMETERS` at ``%(common)s`` in a solver's docstring."""
-    cls.__doc__ = cls.__doc__.replace("%(common)s", COMMON_PARAMETERS)
-    return cls
+    """Kept for compatibility: the registry fills every solver's docstring (:func:`fill_docstring`)."""
+    return fill_docstring(cls)
+
+
+GuidedSolver._COMMON_PARAMETERS_DOC = COMMON_PARAMETERS

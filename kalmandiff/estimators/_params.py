@@ -19,7 +19,13 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Interval", "Options", "check_parameters", "merged_constraints"]
+__all__ = ["Interval", "Options", "check_parameters", "merged_constraints", "solver_parameters"]
+
+#: Class decorator: the annotated class attributes of a solver are its parameters.  It writes the
+#: store-only, keyword-only ``__init__`` that scikit-learn's ``get_params`` reads (a dataclass
+#: without generated ``__eq__`` / ``__repr__``; BaseEstimator's repr is kept), so a solver
+#: declares each parameter once, with its default, and inherits the common ones.
+solver_parameters = dataclass(eq=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ def register_solver(name: str, *, derivative_free: bool, rank: int = 100, quick:
             raise ValueError(
                 f"a solver named {name!r} is already registered ({_REGISTRY[name].cls.__name__})."
             )
+        from ._base import fill_docstring
+
+        fill_docstring(cls)
         _REGISTRY[name] = SolverSpec(name, cls, bool(derivative_free), int(rank), dict(quick or {}))
         cls._solver_name = name
         return cls

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
 from ._base import BaseSolver, FitContext, SafePoint
 from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
-from ._params import Interval, Options
+from ._params import Interval, Options, solver_parameters
 from ._registry import derivative_free_solvers, register_solver
 
 __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
@@ -133,6 +132,7 @@ class _LinearProx:
 
 
 @register_solver("diffpir", derivative_free=False, rank=60, quick={"n_steps": 6})
+@solver_parameters
 class DiffPIRSolver(BaseSolver):
     """Diffusion plug-and-play restoration (DiffPIR) in the EDM convention.
 
@@ -194,16 +194,11 @@ class DiffPIRSolver(BaseSolver):
         The EDM schedule (0.002, 80, 7).
     batch_size : int or None, default 64
         Denoiser chunk size.
-    forward_batch_size : int or None, default None
     on_failure : {"raise", "resample"}, default "raise"
         Gradient data step only (the closed form never calls the forward
         model on particles): ``"resample"`` redraws failed chains from a
         Gaussian fitted to the successful ones.
-    nan_tolerance : float, default 0.0
-    device : {None, "cpu", "cuda"}
-    random_state : None, int or numpy.random.Generator
-    verbose : bool or "auto"
-    callbacks : list of callables, optional
+    %(shared)s
 
     Attributes
     ----------
@@ -225,54 +220,20 @@ class DiffPIRSolver(BaseSolver):
 
     _progress_desc = "DiffPIR"
 
-    def __init__(
-        self,
-        prior=None,
-        *,
-        n_particles: int = 4,
-        n_steps: int = 100,
-        lam: float = 1.0,
-        zeta: float = 1.0,
-        data_step: str = "auto",
-        grad_step: str = "line",
-        noise_floor: float = 1e-3,
-        dense_max: int = 4096,
-        cg_tol: float = 1e-8,
-        cg_max_iter: int = 200,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        rho: float = 7.0,
-        batch_size: int | None = 64,
-        forward_batch_size: int | None = None,
-        on_failure: str = "raise",
-        nan_tolerance: float = 0.0,
-        device: str | None = None,
-        random_state: Any = None,
-        verbose: Any = "auto",
-        callbacks: list | None = None,
-    ):
-        self.prior = prior
-        self.n_particles = n_particles
-        self.n_steps = n_steps
-        self.lam = lam
-        self.zeta = zeta
-        self.data_step = data_step
-        self.grad_step = grad_step
-        self.noise_floor = noise_floor
-        self.dense_max = dense_max
-        self.cg_tol = cg_tol
-        self.cg_max_iter = cg_max_iter
-        self.sigma_min = sigma_min
-        self.sigma_max = sigma_max
-        self.rho = rho
-        self.batch_size = batch_size
-        self.forward_batch_size = forward_batch_size
-        self.on_failure = on_failure
-        self.nan_tolerance = nan_tolerance
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    n_particles: int = 4
+    n_steps: int = 100
+    lam: float = 1.0
+    zeta: float = 1.0
+    data_step: str = "auto"
+    grad_step: str = "line"
+    noise_floor: float = 1e-3
+    dense_max: int = 4096
+    cg_tol: float = 1e-8
+    cg_max_iter: int = 200
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    batch_size: int | None = 64
 
     # -- validation ------------------------------------------------------------
     _param_constraints = {

@@ -13,20 +13,19 @@ weight ``B``.  The forward model is only ever called.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from .._backend import asarray_like
-from ._guided import GuidedSolver, GuidedStep, document
-from ._params import Interval
+from ._guided import GuidedSolver, GuidedStep
+from ._params import Interval, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["DPGSolver"]
 
 
 @register_solver("dpg", derivative_free=True, rank=20, quick={"n_steps": 6, "n_samples": 8})
-@document
+@solver_parameters
 class DPGSolver(GuidedSolver):
     """Policy-gradient guidance of the VP-SDE sampler.
 
@@ -72,50 +71,11 @@ class DPGSolver(GuidedSolver):
         "images": {"guidance_scale": 200.0, "n_samples": 1000, "forward_batch_size": 500},
     }
 
-    def __init__(
-        self,
-        prior=None,
-        *,
-        guidance_scale: float = 200.0,
-        n_samples: int = 5000,
-        ema: float = 0.9,
-        momentum: float = 0.1,
-        r_min: float = 0.0,
-        n_particles: int = 1,
-        n_steps: int = 1000,
-        beta_d: float = 19.9,
-        beta_min: float = 0.1,
-        t_min: float = 1e-3,
-        sigma_final: float = 0.01,
-        batch_size: int | None = 64,
-        forward_batch_size: int | None = None,
-        on_failure: str = "raise",
-        nan_tolerance: float = 0.0,
-        device: str | None = None,
-        random_state: Any = None,
-        verbose: Any = "auto",
-        callbacks: list | None = None,
-    ):
-        self.prior = prior
-        self.guidance_scale = guidance_scale
-        self.n_samples = n_samples
-        self.ema = ema
-        self.momentum = momentum
-        self.r_min = r_min
-        self.n_particles = n_particles
-        self.n_steps = n_steps
-        self.beta_d = beta_d
-        self.beta_min = beta_min
-        self.t_min = t_min
-        self.sigma_final = sigma_final
-        self.batch_size = batch_size
-        self.forward_batch_size = forward_batch_size
-        self.on_failure = on_failure
-        self.nan_tolerance = nan_tolerance
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    guidance_scale: float = 200.0
+    n_samples: int = 5000
+    ema: float = 0.9
+    momentum: float = 0.1
+    r_min: float = 0.0
 
     _param_constraints = {
         "guidance_scale": [Interval("real", 0, None)],

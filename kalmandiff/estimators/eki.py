@@ -25,7 +25,7 @@ import numpy as np
 
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
-from ._params import Interval, Options
+from ._params import Interval, Options, solver_parameters
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 
@@ -36,6 +36,7 @@ _CALIBRATED = ("kalman", "kalman-sqrt")
 
 
 @register_solver("eki", derivative_free=True, rank=10, quick={"max_iter": 20})
+@solver_parameters
 class EKISolver(BaseSolver):
     """Ensemble Kalman inversion.
 
@@ -64,15 +65,9 @@ class EKISolver(BaseSolver):
         field with ``J = 64``: spread 1.33 times the exact posterior's,
         mean error 0.23), ``dt=0.5`` gives 1.02-1.04 and 0.10, and the
         data-misfit controller's 7 steps 0.96-0.98 and 0.08-0.09.
-    forward_batch_size : int or None
     on_failure : {"raise", "resample"}
         Failed-member policy, as in :class:`EnKGSolver`.
-    nan_tolerance : float, default 0.0
-        As in :class:`EnKGSolver`.
-    device : {None, "cpu", "cuda"}
-    random_state : None, int or numpy.random.Generator
-    verbose : bool or "auto"
-    callbacks : list of callables, optional
+    %(shared)s
 
     Attributes
     ----------
@@ -93,38 +88,12 @@ class EKISolver(BaseSolver):
         "navier-stokes": dict(n_particles=512, update="normalized", step=2.0, max_iter=500),
     }
 
-    def __init__(
-        self,
-        prior=None,
-        *,
-        n_particles: int = 512,
-        update: str = "kalman",
-        dt: float | None = None,
-        step: float = 2.0,
-        max_iter: int = 500,
-        localization: Any = None,
-        forward_batch_size: int | None = None,
-        on_failure: str = "raise",
-        nan_tolerance: float = 0.0,
-        device: str | None = None,
-        random_state: Any = None,
-        verbose: Any = "auto",
-        callbacks: list | None = None,
-    ):
-        self.prior = prior
-        self.n_particles = n_particles
-        self.update = update
-        self.dt = dt
-        self.step = step
-        self.max_iter = max_iter
-        self.localization = localization
-        self.forward_batch_size = forward_batch_size
-        self.on_failure = on_failure
-        self.nan_tolerance = nan_tolerance
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    n_particles: int = 512
+    update: str = "kalman"
+    dt: float | None = None
+    step: float = 2.0
+    max_iter: int = 500
+    localization: Any = None
 
     _param_constraints = {
         "update": [Options(*_UPDATES)],

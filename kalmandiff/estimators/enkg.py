@@ -17,7 +17,7 @@ from typing import Any
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
-from ._params import Interval, Options
+from ._params import Interval, Options, solver_parameters
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 
@@ -30,6 +30,7 @@ _INITS = ("random", "centred")
 
 
 @register_solver("enkg", derivative_free=True, rank=0, quick={"n_steps": 6})
+@solver_parameters
 class EnKGSolver(BaseSolver):
     """Ensemble Kalman Diffusion Guidance.
 
@@ -122,8 +123,6 @@ class EnKGSolver(BaseSolver):
         Monte Carlo error of the initial draw from the ensemble mean.
     batch_size : int or None, default 64
         Denoiser chunk size (every particle is covered; None: all at once).
-    forward_batch_size : int or None, default None
-        Forward-model chunk size (None: the whole ensemble in one call).
     on_failure : {"raise", "resample"}, default "raise"
         Policy for failed members (an exception or timeout inside
         :class:`~kalmandiff.problems.BlackBox`, or non-finite output):
@@ -131,18 +130,7 @@ class EnKGSolver(BaseSolver):
         ``"resample"`` updates with the successful members and redraws the
         failed ones from a Gaussian fitted to them (never re-running them
         inside the update).
-    nan_tolerance : float, default 0.0
-        A member fails when more than this fraction of its outputs is not
-        finite; isolated non-finite entries of the others are imputed with
-        the successful members' mean of that datum.
-    device : {None, "cpu", "cuda"}, default None
-        Where particles live; None follows ``y``.
-    random_state : None, int or numpy.random.Generator
-    verbose : bool or "auto", default "auto"
-        Progress bar (on in terminals and notebooks, off under CI/pytest).
-    callbacks : list of callables, optional
-        Each receives the per-step record (see ``history_``); returning True
-        stops the run.
+    %(shared)s
 
     Notes
     -----
@@ -201,62 +189,24 @@ class EnKGSolver(BaseSolver):
         ),
     }
 
-    def __init__(
-        self,
-        prior=None,
-        *,
-        n_particles: int = 1024,
-        n_steps: int = 80,
-        guidance_scale: float = 2.0,
-        n_updates: int = 2,
-        threshold_start: float = 0.05,
-        threshold_end: float = 0.05,
-        lr_min_ratio: float = 0.0,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        rho: float = 7.0,
-        phi_factor: int = 4,
-        phi_max_steps: int = 20,
-        ode_method: str = "euler",
-        update: str = "paper",
-        kalman_inflation: float | None = None,
-        localization: Any = None,
-        init: str = "random",
-        batch_size: int | None = 64,
-        forward_batch_size: int | None = None,
-        on_failure: str = "raise",
-        nan_tolerance: float = 0.0,
-        device: str | None = None,
-        random_state: Any = None,
-        verbose: Any = "auto",
-        callbacks: list | None = None,
-    ):
-        self.prior = prior
-        self.n_particles = n_particles
-        self.n_steps = n_steps
-        self.guidance_scale = guidance_scale
-        self.n_updates = n_updates
-        self.threshold_start = threshold_start
-        self.threshold_end = threshold_end
-        self.lr_min_ratio = lr_min_ratio
-        self.sigma_min = sigma_min
-        self.sigma_max = sigma_max
-        self.rho = rho
-        self.phi_factor = phi_factor
-        self.phi_max_steps = phi_max_steps
-        self.ode_method = ode_method
-        self.update = update
-        self.kalman_inflation = kalman_inflation
-        self.localization = localization
-        self.init = init
-        self.batch_size = batch_size
-        self.forward_batch_size = forward_batch_size
-        self.on_failure = on_failure
-        self.nan_tolerance = nan_tolerance
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    n_particles: int = 1024
+    n_steps: int = 80
+    guidance_scale: float = 2.0
+    n_updates: int = 2
+    threshold_start: float = 0.05
+    threshold_end: float = 0.05
+    lr_min_ratio: float = 0.0
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    phi_factor: int = 4
+    phi_max_steps: int = 20
+    ode_method: str = "euler"
+    update: str = "paper"
+    kalman_inflation: float | None = None
+    localization: Any = None
+    init: str = "random"
+    batch_size: int | None = 64
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {

@@ -16,13 +16,11 @@ denoiser's vector-Jacobian product and scaled as in DPS (reference
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .._backend import RandomSource, asarray_like, get_namespace
-from ._guided import GuidedSolver, GuidedStep, document
-from ._params import Interval, Options
+from ._guided import GuidedSolver, GuidedStep
+from ._params import Interval, Options, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["GSGSolver", "smoothing_points", "smoothing_gradient", "gaussian_smoothing_gradient"]
@@ -141,7 +139,7 @@ def gaussian_smoothing_gradient(
 
 
 @register_solver("gsg", derivative_free=True, rank=40, quick={"n_steps": 6, "n_queries": 8})
-@document
+@solver_parameters
 class GSGSolver(GuidedSolver):
     """DPS guided by a Gaussian-smoothing (zeroth-order) gradient of the misfit.
 
@@ -181,48 +179,10 @@ class GSGSolver(GuidedSolver):
         "images": {"guidance_scale": 1.0, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
     }
 
-    def __init__(
-        self,
-        prior=None,
-        *,
-        variant: str = "central",
-        n_queries: int = 1024,
-        mu: float = 0.01,
-        guidance_scale: float = 0.1,
-        n_particles: int = 1,
-        n_steps: int = 1000,
-        beta_d: float = 19.9,
-        beta_min: float = 0.1,
-        t_min: float = 1e-3,
-        sigma_final: float = 0.01,
-        batch_size: int | None = 64,
-        forward_batch_size: int | None = None,
-        on_failure: str = "raise",
-        nan_tolerance: float = 0.0,
-        device: str | None = None,
-        random_state: Any = None,
-        verbose: Any = "auto",
-        callbacks: list | None = None,
-    ):
-        self.prior = prior
-        self.variant = variant
-        self.n_queries = n_queries
-        self.mu = mu
-        self.guidance_scale = guidance_scale
-        self.n_particles = n_particles
-        self.n_steps = n_steps
-        self.beta_d = beta_d
-        self.beta_min = beta_min
-        self.t_min = t_min
-        self.sigma_final = sigma_final
-        self.batch_size = batch_size
-        self.forward_batch_size = forward_batch_size
-        self.on_failure = on_failure
-        self.nan_tolerance = nan_tolerance
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    variant: str = "central"
+    n_queries: int = 1024
+    mu: float = 0.01
+    guidance_scale: float = 0.1
 
     _param_constraints = {
         "variant": [Options(*_VARIANTS)],

@@ -14,7 +14,6 @@ result is the final mean; it needs gradients of the forward model.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -22,13 +21,14 @@ from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
 from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted
 from ._gradients import inverse_noise_variance, misfit_gradient
-from ._params import Interval, Options
+from ._params import Interval, Options, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["RMPSolver"]
 
 
 @register_solver("rmp", derivative_free=False, rank=70, quick={"n_steps": 6})
+@solver_parameters
 class RMPSolver(BaseSolver):
     """Reverse mean propagation with a natural-gradient inner loop (VE / EDM form).
 
@@ -117,15 +117,10 @@ class RMPSolver(BaseSolver):
     sigma_min, sigma_max, rho : float
         The EDM schedule (0.002, 80, 7).
     batch_size : int or None, default 64
-    forward_batch_size : int or None, default None
     on_failure : {"raise", "resample"}, default "raise"
         ``"resample"`` averages over the draws whose forward value is finite
         (at least two are needed).
-    nan_tolerance : float, default 0.0
-    device : {None, "cpu", "cuda"}
-    random_state : None, int or numpy.random.Generator
-    verbose : bool or "auto"
-    callbacks : list of callables, optional
+    %(shared)s
 
     Attributes
     ----------
@@ -143,50 +138,17 @@ class RMPSolver(BaseSolver):
 
     _progress_desc = "RMP"
 
-    def __init__(
-        self,
-        prior=None,
-        *,
-        n_particles: int = 2,
-        n_steps: int = 30,
-        n_inner: int = 5,
-        step_size: float = 0.5,
-        mean_step: str = "cg",
-        trust_radius: float = 3.0,
-        likelihood_weight: float = 1.0,
-        noise_floor: float = 1e-3,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        rho: float = 7.0,
-        batch_size: int | None = 64,
-        forward_batch_size: int | None = None,
-        on_failure: str = "raise",
-        nan_tolerance: float = 0.0,
-        device: str | None = None,
-        random_state: Any = None,
-        verbose: Any = "auto",
-        callbacks: list | None = None,
-    ):
-        self.prior = prior
-        self.n_particles = n_particles
-        self.n_steps = n_steps
-        self.n_inner = n_inner
-        self.step_size = step_size
-        self.mean_step = mean_step
-        self.trust_radius = trust_radius
-        self.likelihood_weight = likelihood_weight
-        self.noise_floor = noise_floor
-        self.sigma_min = sigma_min
-        self.sigma_max = sigma_max
-        self.rho = rho
-        self.batch_size = batch_size
-        self.forward_batch_size = forward_batch_size
-        self.on_failure = on_failure
-        self.nan_tolerance = nan_tolerance
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    n_steps: int = 30
+    n_inner: int = 5
+    step_size: float = 0.5
+    mean_step: str = "cg"
+    trust_radius: float = 3.0
+    likelihood_weight: float = 1.0
+    noise_floor: float = 1e-3
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    batch_size: int | None = 64
 
     # -- validation ------------------------------------------------------------
     _param_constraints = {

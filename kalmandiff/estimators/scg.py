@@ -14,19 +14,18 @@ notes section 2); here that step is an ordinary candidate step.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from ._guided import GuidedSolver, GuidedStep, document
-from ._params import Interval
+from ._guided import GuidedSolver, GuidedStep
+from ._params import Interval, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["SCGSolver"]
 
 
 @register_solver("scg", derivative_free=True, rank=30, quick={"n_steps": 6, "n_candidates": 8})
-@document
+@solver_parameters
 class SCGSolver(GuidedSolver):
     """Best-of-K candidate selection along the VP-SDE sampler.
 
@@ -60,44 +59,8 @@ class SCGSolver(GuidedSolver):
         "images": {"n_candidates": 256},
     }
 
-    def __init__(
-        self,
-        prior=None,
-        *,
-        n_candidates: int = 512,
-        threshold: float = 0.25,
-        n_particles: int = 1,
-        n_steps: int = 1000,
-        beta_d: float = 19.9,
-        beta_min: float = 0.1,
-        t_min: float = 1e-3,
-        sigma_final: float = 0.01,
-        batch_size: int | None = 64,
-        forward_batch_size: int | None = None,
-        on_failure: str = "raise",
-        nan_tolerance: float = 0.0,
-        device: str | None = None,
-        random_state: Any = None,
-        verbose: Any = "auto",
-        callbacks: list | None = None,
-    ):
-        self.prior = prior
-        self.n_candidates = n_candidates
-        self.threshold = threshold
-        self.n_particles = n_particles
-        self.n_steps = n_steps
-        self.beta_d = beta_d
-        self.beta_min = beta_min
-        self.t_min = t_min
-        self.sigma_final = sigma_final
-        self.batch_size = batch_size
-        self.forward_batch_size = forward_batch_size
-        self.on_failure = on_failure
-        self.nan_tolerance = nan_tolerance
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
+    n_candidates: int = 512
+    threshold: float = 0.25
 
     _param_constraints = {
         "n_candidates": [Interval("int", 1, None)],
