@@ -45,6 +45,9 @@ __all__ = [
     "from_torch",
     "asarray_like",
     "array_device",
+    "is_cupy_array",
+    "is_numpy_array",
+    "is_torch_array",
 ]
 
 _DEVICES = ("cpu", "cuda")

@@ -176,3 +176,26 @@ def test_spawn_streams_from_a_generator_gives_independent_children():
     np.testing.assert_array_equal(
         ints[0].standard_normal(4), check_random_state(3, "truth").standard_normal(4)
     )
+
+
+def test_only_the_backend_imports_array_api_compat():
+    """Layering (issue 14, item 6): array-library plumbing lives in kalmandiff._backend alone."""
+    import ast
+    from pathlib import Path
+
+    import kalmandiff
+
+    root = Path(kalmandiff.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.name == "_backend.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] in ("array_api_compat", "cupy") for n in names):
+                offenders.append(str(path.relative_to(root)))
+    assert not offenders, offenders

@@ -37,88 +37,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._backend import from_torch, to_numpy, to_torch
+from ..diffusion import VPSchedule, vp_schedule
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, fill_docstring
 from ._params import Interval, solver_parameters
 
 __all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver"]
-
-
-# --------------------------------------------------------------------------
-# the VP schedule of the reference sampler
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VPSchedule:
-    """The reference sampler's VP-SDE discretisation (``N`` steps).
-
-    Attributes
-    ----------
-    t : ndarray ``(N + 1,)``
-        Diffusion times, decreasing from 1.
-    sigma : ndarray ``(N + 1,)``
-        EDM noise levels ``sigma(t)``.
-    scale : ndarray ``(N + 1,)``
-        VP scalings ``s(t) = (1 + sigma**2)**(-1/2)``.
-    scaling_factor : ndarray ``(N,)``
-        ``1 - s'(t_i) / s(t_i) (t_i - t_{i+1})``, the drift on ``x``.
-    factor : ndarray ``(N,)``
-        ``f_i = 2 s_i**2 sigma_i sigma'_i (t_i - t_{i+1})``: the weight of the
-        score and the variance of the injected noise.
-    """
-
-    t: np.ndarray
-    sigma: np.ndarray
-    scale: np.ndarray
-    scaling_factor: np.ndarray
-    factor: np.ndarray
-
-    @property
-    def n_steps(self) -> int:
-        return int(self.factor.size)
-
-
-def vp_schedule(
-    n_steps: int, beta_d: float = 19.9, beta_min: float = 0.1, t_min: float = 1e-3, sigma_final: float = 0.01
-) -> VPSchedule:
-    """Build the VP-SDE schedule of the reference sampler.
-
-    Parameters
-    ----------
-    n_steps : int
-        Number ``N`` of reverse steps (1000 in the reference).
-    beta_d, beta_min : float
-        VP noise schedule (19.9 and 0.1, as the EDM ``VPPrecond``).
-    t_min : float
-        Last grid time ``t_{N-1}`` (1e-3).
-    sigma_final : float
-        Noise level after the last step: ``t_N = sigma^{-1}(sigma_final)``
-        (the reference appends the time of its ``sigma_min``, 0.01).
-
-    Returns
-    -------
-    VPSchedule
-    """
-
-    def exponent(t):
-        return 0.5 * beta_d * t**2 + beta_min * t
-
-    if n_steps == 1:
-        t = np.array([1.0])
-    else:
-        t = 1.0 - np.arange(n_steps) * (1.0 - t_min) / (n_steps - 1)
-    t_final = (math.sqrt(beta_min**2 + 2 * beta_d * math.log1p(sigma_final**2)) - beta_min) / beta_d
-    t = np.append(t, t_final)
-    sigma = np.sqrt(np.expm1(exponent(t)))
-    scale = np.exp(-0.5 * exponent(t))
-    rate = beta_d * t + beta_min  # d exponent / dt
-    dt = t[:-1] - t[1:]
-    # s'/s = -rate/2 and sigma sigma' = rate exp(exponent)/2, hence:
-    scaling_factor = 1.0 + 0.5 * rate[:-1] * dt
-    factor = scale[:-1] ** 2 * rate[:-1] * np.exp(exponent(t[:-1])) * dt
-    return VPSchedule(
-        t=t, sigma=sigma, scale=scale, scaling_factor=scaling_factor, factor=np.maximum(factor, 0)
-    )
 
 
 # --------------------------------------------------------------------------

@@ -24,10 +24,9 @@ import numbers
 from typing import Any
 
 import numpy as np
-from array_api_compat import device as array_device
 from scipy import linalg as sla
 
-from .._backend import RandomSource, asarray_like, get_namespace, to_numpy
+from .._backend import RandomSource, array_device, asarray_like, get_namespace, to_numpy
 from ._base import Prior, sigma_column
 
 __all__ = ["GaussianPrior"]

@@ -23,9 +23,8 @@ import numbers
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_cupy_array, is_numpy_array, is_torch_array
 
-from .._backend import from_torch, to_numpy, to_torch
+from .._backend import from_torch, is_cupy_array, is_numpy_array, is_torch_array, to_numpy, to_torch
 from ._base import Prior
 
 __all__ = ["TorchDenoiser"]

@@ -20,9 +20,8 @@ import numbers
 from typing import Any
 
 import numpy as np
-from array_api_compat import device as array_device
 
-from .._backend import RandomSource, asarray_like, get_namespace, spawn_streams, to_numpy
+from .._backend import RandomSource, array_device, asarray_like, get_namespace, spawn_streams, to_numpy
 from . import _interferometry_geometry as geo
 from ._base import ForwardProblem
 from ._registry import ProblemInstance, register

@@ -15,9 +15,8 @@ import math
 from typing import Any
 
 import numpy as np
-from array_api_compat import device as array_device
 
-from .._backend import RandomSource, asarray_like, get_namespace, spawn_streams, to_numpy
+from .._backend import RandomSource, array_device, asarray_like, get_namespace, spawn_streams, to_numpy
 from ._base import ForwardProblem, _as_shape
 from ._base import check_noise_std as _check_noise_std
 from ._registry import ProblemInstance, register

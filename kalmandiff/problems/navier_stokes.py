@@ -55,9 +55,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from array_api_compat import device as array_device
 
-from .._backend import asarray_like, check_random_state, get_namespace, spawn_streams, to_numpy
+from .._backend import array_device, asarray_like, check_random_state, get_namespace, spawn_streams, to_numpy
 from ._base import ForwardProblem
 from ._base import check_noise_std as _check_noise_std
 from ._registry import ProblemInstance, register

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device as array_device
-
-from .._backend import get_namespace, spawn_streams
+from .._backend import array_device, get_namespace, spawn_streams
 from ._registry import ProblemInstance, register
 from .imaging import _IMAGE_SIZES, ImageProblem, _check_image_shape, _instance
 from .linear import _check_noise_std
