@@ -216,6 +216,44 @@ class FitContext:
             )
         return ~failed
 
+    def merge_successes(self, X_flat, X_ok, ok: np.ndarray):
+        """Put updated successful members ``X_ok`` back in order; redraw the failed ones.
+
+        ``X_flat`` is the ensemble before the update (``(J, d)``), ``X_ok``
+        the update of its rows where ``ok`` is True.
+        """
+        if ok.all():
+            return X_ok
+        xp = self.xp
+        J, n_ok = ok.size, int(ok.sum())
+        pos = np.empty(J, dtype=np.int64)
+        pos[ok] = np.arange(n_ok)
+        pos[~ok] = n_ok + np.flatnonzero(~ok)
+        full = xp.take(xp.concat([X_ok, X_flat], axis=0), asarray_like(pos, X_flat, dtype=xp.int64), axis=0)
+        return self.resample_failed(full, ok)
+
+    def take_ok(self, A, ok: np.ndarray):
+        """Rows of ``A`` where ``ok`` is True."""
+        if ok.all():
+            return A
+        return self.xp.take(A, asarray_like(np.flatnonzero(ok), A, dtype=self.xp.int64), axis=0)
+
+    def resample_failed(self, X_flat, ok: np.ndarray):
+        """Redraw failed members (rows where ``ok`` is False) from the successful ones' Gaussian."""
+        from ._ensemble import redraw_from_ensemble
+
+        if ok.all():
+            return X_flat
+        xp = self.xp
+        J = X_flat.shape[0]
+        good = xp.take(X_flat, asarray_like(np.flatnonzero(ok), X_flat, dtype=xp.int64), axis=0)
+        new = redraw_from_ensemble(good, int((~ok).sum()), self.rng)
+        # Row j comes from X_flat[j] when it succeeded, else from the next redrawn row.
+        source = np.arange(J)
+        source[~ok] = J + np.arange(int((~ok).sum()))
+        stacked = xp.concat([X_flat, new], axis=0)
+        return xp.take(stacked, asarray_like(source, X_flat, dtype=xp.int64), axis=0)
+
     def record(self, step: int, *, sigma=None, misfit=None, spread=None, **extra) -> None:
         """Append a per-step record to the history, update progress, run callbacks.
 
@@ -694,47 +732,6 @@ class BaseSolver(BaseEstimator):
     def _flat(X):
         xp = get_namespace(X)
         return xp.reshape(X, (X.shape[0], -1))
-
-    @classmethod
-    def _merge_successes(cls, ctx: FitContext, X_flat, X_ok, ok: np.ndarray):
-        """Put updated successful members ``X_ok`` back in order; redraw the failed ones.
-
-        ``X_flat`` is the ensemble before the update (``(J, d)``), ``X_ok``
-        the update of its rows where ``ok`` is True.
-        """
-        if ok.all():
-            return X_ok
-        xp = ctx.xp
-        J, n_ok = ok.size, int(ok.sum())
-        pos = np.empty(J, dtype=np.int64)
-        pos[ok] = np.arange(n_ok)
-        pos[~ok] = n_ok + np.flatnonzero(~ok)
-        full = xp.take(xp.concat([X_ok, X_flat], axis=0), asarray_like(pos, X_flat, dtype=xp.int64), axis=0)
-        return cls._resample_failed(ctx, full, ok)
-
-    @staticmethod
-    def _take_ok(ctx: FitContext, A, ok: np.ndarray):
-        """Rows of ``A`` where ``ok`` is True."""
-        if ok.all():
-            return A
-        return ctx.xp.take(A, asarray_like(np.flatnonzero(ok), A, dtype=ctx.xp.int64), axis=0)
-
-    @staticmethod
-    def _resample_failed(ctx: FitContext, X_flat, ok: np.ndarray):
-        """Redraw failed members (rows where ``ok`` is False) from the successful ones' Gaussian."""
-        from ._ensemble import redraw_from_ensemble
-
-        if ok.all():
-            return X_flat
-        xp = ctx.xp
-        J = X_flat.shape[0]
-        good = xp.take(X_flat, asarray_like(np.flatnonzero(ok), X_flat, dtype=xp.int64), axis=0)
-        new = redraw_from_ensemble(good, int((~ok).sum()), ctx.rng)
-        # Row j comes from X_flat[j] when it succeeded, else from the next redrawn row.
-        source = np.arange(J)
-        source[~ok] = J + np.arange(int((~ok).sum()))
-        stacked = xp.concat([X_flat, new], axis=0)
-        return xp.take(stacked, asarray_like(source, X_flat, dtype=xp.int64), axis=0)
 
 
 def _move_like(arr, like):

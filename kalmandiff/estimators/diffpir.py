@@ -371,7 +371,7 @@ class DiffPIRSolver(BaseSolver):
         ok = ctx.handle_failures(failed)
         out = self._flat(x0) - step[:, None] * g
         if not ok.all():
-            out = self._resample_failed(ctx, out, ok)
+            out = ctx.resample_failed(out, ok)
         return xp.reshape(out, tuple(x0.shape)), res.misfit
 
     def _renoise(self, ctx: FitContext, x, x0_hat, s: float, s_next: float):

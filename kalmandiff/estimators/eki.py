@@ -152,11 +152,11 @@ class EKISolver(BaseSolver):
             yield SafePoint(it, {"X": X, "t": t, "it": it})
             G, failed = yield ForwardRequest(xp.reshape(X, (J, *ctx.x_shape)))
             ok = ctx.handle_failures(failed)
-            Xg, Gg = self._take_ok(ctx, X, ok), self._take_ok(ctx, G, ok)
+            Xg, Gg = ctx.take_ok(X, ok), ctx.take_ok(G, ok)
             phi = ctx.misfit(Gg)
             Xg, dt = self._update(ctx, Xg, Gg, phi, std, t, taper)
             t += dt or 0.0
-            X = self._merge_successes(ctx, X, Xg, ok)
+            X = ctx.merge_successes(X, Xg, ok)
             it += 1
             ctx.record(
                 step=it - 1,

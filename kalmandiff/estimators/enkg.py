@@ -329,9 +329,9 @@ class EnKGSolver(BaseSolver):
         G, failed = yield ForwardRequest(x0)
         ok = ctx.handle_failures(failed)
         X = self._flat(x)
-        G_ok = self._take_ok(ctx, G, ok)
-        X_ok = self._apply_update(ctx, self._take_ok(ctx, X, ok), G_ok, i, noise_std, inflation, taper)
-        Xn = self._merge_successes(ctx, X, X_ok, ok)
+        G_ok = ctx.take_ok(G, ok)
+        X_ok = self._apply_update(ctx, ctx.take_ok(X, ok), G_ok, i, noise_std, inflation, taper)
+        Xn = ctx.merge_successes(X, X_ok, ok)
         misfit = ctx.misfit(G_ok)
         return xp.reshape(Xn, tuple(x.shape)), misfit
 

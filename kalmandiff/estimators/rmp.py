@@ -250,7 +250,7 @@ class RMPSolver(BaseSolver):
     def _keep(self, ctx: FitContext, A, ok: np.ndarray):
         if ok.all():
             return A
-        return ctx.xp.reshape(self._take_ok(ctx, self._flat(A), ok), (-1, *ctx.x_shape))
+        return ctx.xp.reshape(ctx.take_ok(self._flat(A), ok), (-1, *ctx.x_shape))
 
     def _estimate(self, ctx: FitContext, mu, eps, precision: float, m, sigma: float, delta: float, weights):
         """Monte Carlo ``E_q[score]`` and the Stein curvature of the non-transition part.
