@@ -100,3 +100,16 @@ def test_every_parameter_is_documented_with_the_shared_block():
         assert "%(" not in doc and first in doc, spec.name
         for name in spec.cls().get_params():
             assert name in doc, f"{spec.cls.__name__} does not document {name}"
+
+
+def test_reference_settings_are_keyed_by_problem_name():
+    """Family defaults are filed under registered problem names; aliases resolve in the problem registry."""
+    assert kd.problems.lookup_keys("black-hole") == ("interferometry",)
+    assert kd.problems.lookup_keys("super-resolution") == ("super-resolution", "images")
+    for spec in registered_solvers():
+        table = spec.cls._FAMILY_DEFAULTS
+        assert set(table) <= set(kd.problems.available()) | {"images"}, spec.name
+        if "interferometry" in table:
+            assert spec.cls.defaults_for("black-hole") == spec.cls.defaults_for("interferometry")
+    assert kd.EnKGSolver.defaults_for("deblur") == kd.EnKGSolver.defaults_for("images")
+    assert not hasattr(kd.estimators.BaseSolver, "_FAMILY_ALIASES")

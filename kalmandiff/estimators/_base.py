@@ -350,44 +350,37 @@ class BaseSolver(BaseEstimator):
     _uses_denoiser = True
     #: name of the progress bar
     _progress_desc = "solver"
-    #: constructor settings per problem family, taken from the reference scripts
+    #: constructor settings per registered problem name (or family), from the reference scripts
     _FAMILY_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
-    _FAMILY_ALIASES = {
-        "navier-stokes": "navier-stokes",
-        "navier_stokes": "navier-stokes",
-        "ns": "navier-stokes",
-        "black-hole": "black-hole",
-        "blackhole": "black-hole",
-        "black_hole": "black-hole",
-        "interferometry": "black-hole",
-        "images": "images",
-        "image": "images",
-        "ffhq": "images",
-    }
 
     # -- per-problem defaults ------------------------------------------------
     @classmethod
     def defaults_for(cls, problem_family: str) -> dict[str, Any]:
-        """Constructor settings of the reference scripts for a problem family.
+        """Constructor settings of the reference scripts for a problem.
 
         Parameters
         ----------
         problem_family : str
-            ``"navier-stokes"``, ``"black-hole"`` or ``"images"`` (FFHQ
-            restoration); the solver may list finer keys (``"phase-retrieval"``).
+            A registered problem name (``kd.problems.available()``:
+            ``"navier-stokes"``, ``"interferometry"``, ``"inpainting"``, ...),
+            one of its other names (``"ns"``, ``"black-hole"``) or a family
+            (``"images"``: FFHQ restoration); resolved by
+            :func:`kalmandiff.problems.lookup_keys`, most specific first.
 
         Returns
         -------
         dict
             Keyword arguments, e.g. ``EnKGSolver(prior, **EnKGSolver.defaults_for("navier-stokes"))``.
         """
-        key = str(problem_family).lower()
-        key = cls._FAMILY_ALIASES.get(key, key)
-        if key not in cls._FAMILY_DEFAULTS:
-            raise ValueError(
-                f"problem_family must be one of {sorted(cls._FAMILY_DEFAULTS)} (got {problem_family!r})."
-            )
-        return dict(cls._FAMILY_DEFAULTS[key])
+        from ..problems._registry import lookup_keys
+
+        for key in lookup_keys(problem_family):
+            if key in cls._FAMILY_DEFAULTS:
+                return dict(cls._FAMILY_DEFAULTS[key])
+        raise ValueError(
+            f"problem_family must be one of {sorted(cls._FAMILY_DEFAULTS)} or another name of one "
+            f"(got {problem_family!r})."
+        )
 
     def __sklearn_clone__(self):
         # sklearn's clone deep-copies non-estimator parameters, which would

@@ -67,7 +67,7 @@ class DPGSolver(GuidedSolver):
     # FFHQ B in {160, 200, 300}, M in {800, 1000} (200/1000 taken here).
     _FAMILY_DEFAULTS = {
         "navier-stokes": {"guidance_scale": 64.0, "n_samples": 4000, "forward_batch_size": 500},
-        "black-hole": {"guidance_scale": 10.0, "n_samples": 5000, "forward_batch_size": 500},
+        "interferometry": {"guidance_scale": 10.0, "n_samples": 5000, "forward_batch_size": 500},
         "images": {"guidance_scale": 200.0, "n_samples": 1000, "forward_batch_size": 500},
     }
 

@@ -67,7 +67,7 @@ class DPSSolver(GuidedSolver):
     # families keep InverseBench's default scale.
     _FAMILY_DEFAULTS = {
         "navier-stokes": {"guidance_scale": 10.0},
-        "black-hole": {"guidance_scale": 10.0},
+        "interferometry": {"guidance_scale": 10.0},
         "images": {"guidance_scale": 1.0},
         "phase-retrieval": {"guidance_scale": 1.0},
         "super-resolution": {"guidance_scale": 0.3},

@@ -167,7 +167,7 @@ class EnKGSolver(BaseSolver):
             lr_min_ratio=0.0,
             batch_size=64,
         ),
-        "black-hole": dict(
+        "interferometry": dict(
             n_particles=1024,
             n_steps=80,
             n_updates=1,

@@ -175,7 +175,7 @@ class GSGSolver(GuidedSolver):
     # enkg-pytorch scripts (scale per problem; 1024 queries, mu 0.01, query batch 512)
     _FAMILY_DEFAULTS = {
         "navier-stokes": {"guidance_scale": 0.1, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
-        "black-hole": {"guidance_scale": 0.01, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
+        "interferometry": {"guidance_scale": 0.01, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
         "images": {"guidance_scale": 1.0, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
     }
 

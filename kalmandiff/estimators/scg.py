@@ -55,7 +55,7 @@ class SCGSolver(GuidedSolver):
     # enkg-pytorch scripts (network batch 64 throughout)
     _FAMILY_DEFAULTS = {
         "navier-stokes": {"n_candidates": 512},
-        "black-hole": {"n_candidates": 1024},
+        "interferometry": {"n_candidates": 1024},
         "images": {"n_candidates": 256},
     }
 

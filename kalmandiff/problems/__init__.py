@@ -1,7 +1,7 @@
 """Forward problems: batched maps ``(J, *x_shape) -> (J, *y_shape)`` that double as test fixtures."""
 
 from ._base import CallableProblem, ForwardProblem, as_problem
-from ._registry import ProblemInstance, available, make, register
+from ._registry import ProblemInstance, available, lookup_keys, make, register
 from .black_box import BlackBox
 from .imaging import GaussianDeblur, ImageProblem, Inpainting, SuperResolution, smooth_test_image
 from .interferometry import ClosurePhaseInterferometry, blur_circular, crescent_image
@@ -16,6 +16,7 @@ __all__ = [
     "BlackBox",
     "ProblemInstance",
     "available",
+    "lookup_keys",
     "make",
     "register",
     "LinearOperatorProblem",

@@ -12,9 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ProblemInstance", "register", "make", "available"]
+__all__ = ["ProblemInstance", "register", "make", "available", "lookup_keys"]
 
 _FACTORIES: dict[str, Callable[..., ProblemInstance]] = {}
+
+#: other names users and the reference scripts give the registered problems
+_ALIASES = {
+    "ns": "navier-stokes",
+    "navier_stokes": "navier-stokes",
+    "black-hole": "interferometry",
+    "blackhole": "interferometry",
+    "black_hole": "interferometry",
+    "image": "images",
+    "ffhq": "images",
+}
+#: problems that share the reference settings of a family (FFHQ restoration: "images")
+_FAMILIES = {"inpainting": "images", "super-resolution": "images", "deblur": "images"}
 
 
 @dataclass
@@ -76,3 +89,16 @@ def make(name: str, size: str = "small", random_state: Any = 0, **kwargs) -> Pro
     if name not in _FACTORIES:
         raise ValueError(f"unknown problem {name!r}; available: {', '.join(available())}.")
     return _FACTORIES[name](size=size, random_state=random_state, **kwargs)
+
+
+def lookup_keys(name: str) -> tuple[str, ...]:
+    """Keys under which settings for problem ``name`` are filed, most specific first.
+
+    The registered problem name (aliases such as ``"ns"`` or ``"black-hole"``
+    resolved), then its family (``"images"`` for the FFHQ restoration
+    problems).  Solvers key their reference settings by these names.
+    """
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    family = _FAMILIES.get(key)
+    return (key,) if family is None else (key, family)
