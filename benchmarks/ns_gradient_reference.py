@@ -411,6 +411,63 @@ def grf_map(lik: Likelihood, prior, x_true, max_evals: int = 300) -> dict:
     )
 
 
+def stationary_gaussian_sqrt(fields: np.ndarray):
+    """``z -> mean + C^(1/2) z`` for the stationary Gaussian fitted to ``fields`` ``(n, C, H, W)``.
+
+    The mean field and the per-Fourier-mode variance are the sample's; this is
+    the best Gaussian prior of its class for evolved fields (correct amplitude
+    and spectrum, unlike the GRF preset whose pointwise std is half the data's).
+    """
+    _, _, h, w = fields.shape
+    mean = fields.mean(axis=0)
+    power = np.mean(np.abs(np.fft.fft2(fields - mean)) ** 2, axis=0) / (h * w)
+    root = torch.as_tensor(np.sqrt(power[..., : w // 2 + 1]), dtype=torch.float64)
+    mean_t = torch.as_tensor(mean, dtype=torch.float64)
+
+    def apply(z):
+        return mean_t + torch.fft.irfftn(torch.fft.rfftn(z, dim=(-2, -1)) * root, s=(h, w), dim=(-2, -1))
+
+    return apply
+
+
+def gaussian_map(lik: Likelihood, fields: np.ndarray, x_true, max_evals: int = 400) -> list[dict]:
+    """MAP under the stationary Gaussian fitted to ``fields``, run to convergence and stopped early.
+
+    Returns two records: ``gauss-map`` (L-BFGS to convergence or ``max_evals``)
+    and ``gauss-map-discrepancy`` (the first iterate whose chi^2 per datum is at
+    most 1, the discrepancy principle; the converged one if none is).
+    """
+    sqrt_c = stationary_gaussian_sqrt(fields)
+    early: dict = {}
+
+    def fn(z):
+        z = z.detach().requires_grad_(True)
+        f = lik.value(sqrt_c(z)) + 0.5 * torch.sum(z * z)
+        (g,) = torch.autograd.grad(f, z)
+        lik.n_vjp += 1
+        return f.detach(), g
+
+    def watch(k, z, f):
+        if "x" not in early:
+            with torch.no_grad():
+                x = sqrt_c(z).numpy()
+            if lik.chi2(x) <= 1.0:
+                early.update(x=x, evals=lik.n_forward, k=k)
+        return False
+
+    t0 = time.perf_counter()
+    z0 = torch.zeros(lik.x_shape, dtype=torch.float64)
+    z, history, reason = lbfgs(fn, z0, max_evals, lambda: lik.n_forward, watch)
+    with torch.no_grad():
+        x = sqrt_c(z).numpy()
+    wall = time.perf_counter() - t0
+    full = _record("gauss-map", x, lik, x_true, wall, iterations=len(history) - 1, stop=reason)
+    stop = early or {"x": x, "evals": lik.n_forward, "k": len(history) - 1}
+    first = _record("gauss-map-discrepancy", stop["x"], lik, x_true, wall, iterations=stop["k"])
+    first["n_forward"] = stop["evals"]
+    return [full, first]
+
+
 def pf_ode_generator(
     prior, n_steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0
 ):
@@ -549,7 +606,7 @@ def dps_sweep(inst, prior, lik: Likelihood, seed: int, zetas, n_steps: int, n_sa
 # --------------------------------------------------------------------------
 
 
-def run_seed(seed: int, noise: float, net_prior, cfg: dict, log=print) -> list[dict]:
+def run_seed(seed: int, noise: float, net_prior, cfg: dict, log=print, fields=None) -> list[dict]:
     """Every estimator on instance ``seed``; a list of records (``RECORD_KEYS`` and more)."""
     inst, sigma = make_instance(seed, noise, **cfg.get("problem", {}))
     twin = float64_twin(inst.problem)
@@ -570,11 +627,22 @@ def run_seed(seed: int, noise: float, net_prior, cfg: dict, log=print) -> list[d
     lik = fresh()
     add(_record("truth", x_true, lik, x_true, 0.0, field_std=float(np.std(x_true)), m=lik.m))
     add(_record("prior-mean", np.zeros_like(x_true), lik, x_true, 0.0))
-    ls_rows, _, _ = least_squares(fresh(), x_true, cfg["ls_max_evals"])
-    for r in ls_rows:
-        add(r)
-    if inst.prior is not None:
+    only = cfg.get("only")
+
+    def wanted(group: str) -> bool:
+        return only is None or group in only
+
+    if wanted("ls"):
+        ls_rows, _, _ = least_squares(fresh(), x_true, cfg["ls_max_evals"])
+        for r in ls_rows:
+            add(r)
+    if inst.prior is not None and wanted("grf"):
         add(grf_map(fresh(), inst.prior, x_true, cfg["map_max_evals"]))
+    if fields is not None and wanted("gauss"):
+        for r in gaussian_map(fresh(), fields, x_true, cfg["map_max_evals"]):
+            add(r)
+    if not wanted("network"):
+        return rows
     if net_prior is not None and tuple(net_prior.event_shape) != tuple(inst.problem.x_shape):
         log(f"  network prior skipped: its shape {net_prior.event_shape} is not {inst.problem.x_shape}")
     elif net_prior is not None:
@@ -635,6 +703,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--latent-max-evals", type=int, default=DEFAULTS["latent_max_evals"])
     parser.add_argument("--latent-start-scale", type=float, default=DEFAULTS["latent_start_scale"])
     parser.add_argument("--no-network", action="store_true", help="skip the network prior (DPS, latent-map)")
+    parser.add_argument(
+        "--gaussian-fields",
+        default=None,
+        help="npz with 'fields' (n, 1, R, R) of evolved vorticity (scripts/train_ns_prior.py --data-cache): "
+        "adds MAP under the stationary Gaussian fitted to them",
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="run only these estimators' groups: ls, grf, gauss, network"
+    )
     parser.add_argument("--resolution", type=int, default=None, help="grid size (default: size small's, 32)")
     parser.add_argument("--t-final", type=float, default=None, help="observation time (default 1)")
     args = parser.parse_args(argv)
@@ -649,16 +726,25 @@ def main(argv=None) -> dict:
         "latent_steps": args.latent_steps,
         "latent_max_evals": args.latent_max_evals,
         "latent_start_scale": args.latent_start_scale,
+        "only": args.only,
         "problem": {
             k: v for k, v in (("resolution", args.resolution), ("t_final", args.t_final)) if v is not None
         },
     }
-    net_prior = None if args.no_network else kd.priors.load_navier_stokes_prior(path=args.prior_path)
+    net_prior = (
+        None
+        if args.no_network or (args.only is not None and "network" not in args.only)
+        else kd.priors.load_navier_stokes_prior(path=args.prior_path)
+    )
+    fields = None
+    if args.gaussian_fields:
+        fields = np.load(args.gaussian_fields)["fields"].astype(np.float64)
+        cfg["gaussian_fields"] = {"path": args.gaussian_fields, "n": int(fields.shape[0])}
     t0 = time.perf_counter()
     rows = []
     for s in args.seeds:
         print(f"seed {s} (noise {args.noise:g})", flush=True)
-        rows += run_seed(s, args.noise, net_prior, cfg, log=lambda m: print(m, flush=True))
+        rows += run_seed(s, args.noise, net_prior, cfg, log=lambda m: print(m, flush=True), fields=fields)
     total = time.perf_counter() - t0
     table = summary_table(rows, args.seeds)
     result = {
