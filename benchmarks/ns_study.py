@@ -150,7 +150,7 @@ def reference_tables(paths: list[Path]) -> dict[str, str]:
     ``ns32-neural-noise<s>``, a GRF-truth run to ``ns32-grf-noise<s>``.  Each
     estimator's relative L2 and chi^2 are averaged over the instances.
     """
-    out: dict[str, str] = {}
+    by_key: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for path in paths:
         if not path.exists():
             continue
@@ -158,9 +158,10 @@ def reference_tables(paths: list[Path]) -> dict[str, str]:
         problem = payload["problem"]
         family = "ns32-neural" if problem.get("t_prior", 0) > 0 else "ns32-grf"
         key = f"{family}-noise{problem['noise_std']:g}"
-        rows: dict[str, list] = defaultdict(list)
         for r in payload["records"]:
-            rows[r["estimator"]].append((r["rel_l2"], r["chi2"], r["seed"]))
+            by_key[key][r["estimator"]].append((r["rel_l2"], r["chi2"], r["seed"]))
+    out: dict[str, str] = {}
+    for key, rows in by_key.items():
         lines = [
             "| estimator | relative L2 (mean, per instance) | chi^2 per datum (mean) |",
             "|---|---|---:|",
