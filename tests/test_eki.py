@@ -58,7 +58,7 @@ def test_normalized_update_minimises_the_data_misfit():
     x_true = rng.standard_normal(d)
     y = A @ x_true
     prior = kd.priors.GaussianPrior(np.zeros(d), 1.0)
-    s = eki(prior, n_particles=40, update="normalized", max_iter=400, random_state=1)
+    s = eki(prior, n_particles=40, update="paper", max_iter=400, random_state=1)
     x_hat = s.fit(y, linear(A), noise_std=0.0).reconstruct()
     misfits = [h["misfit_mean"] for h in s.history_]
     assert misfits[-1] < 1e-4 * misfits[0]
@@ -117,3 +117,16 @@ def test_bad_parameters(bad, match):
     case = gaussian_case(4, 3, 0.2)
     with pytest.raises(ValueError, match=match):
         eki(case["prior"], n_particles=10, **bad).fit(case["y"], linear(case["A"]), noise_std=0.2)
+
+
+def test_old_names_of_the_normalised_update_warn_and_give_the_same_ensemble():
+    """EKI's normalised update is update='paper' with guidance_scale, as in EnKG (issue 14, item 5)."""
+    case = gaussian_case(4, 3, 0.2)
+    new = eki(case["prior"], n_particles=12, update="paper", guidance_scale=1.5, max_iter=15, random_state=0)
+    new.fit(case["y"], linear(case["A"]), noise_std=0.2)
+    old = eki(case["prior"], n_particles=12, update="normalized", step=1.5, max_iter=15, random_state=0)
+    with pytest.warns(DeprecationWarning, match="update='paper'|guidance_scale") as record:
+        old.fit(case["y"], linear(case["A"]), noise_std=0.2)
+    assert any("guidance_scale" in str(w.message) for w in record)
+    np.testing.assert_array_equal(old.particles_, new.particles_)
+    assert kd.EKISolver.defaults_for("navier-stokes")["update"] == "paper"

@@ -214,7 +214,8 @@ class DiffPIRSolver(BaseSolver):
         The data step used: ``"closed-form-dense"``, ``"closed-form-cg"`` or
         ``"gradient"`` (formerly ``stats_["data_step"]``).
     history_ : list of dict
-        One record per step: step, sigma, data-step weight ``rho``, misfit
+        One record per step: step, sigma, ``data_weight`` (the data step's
+        ``rho_i = lam / sigma_i**2``, not the schedule's ``rho``), misfit
         statistics (gradient step only), spread, counts.
     """
 
@@ -332,7 +333,7 @@ class DiffPIRSolver(BaseSolver):
             ctx.record(
                 step=i,
                 sigma=s,
-                rho=rho,
+                data_weight=rho,
                 misfit=misfit,
                 spread=ctx.spread(x0_hat),
             )

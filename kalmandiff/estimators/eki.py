@@ -12,13 +12,15 @@ which form the initial ensemble.  Two updates are offered:
 * ``"kalman-sqrt"``: the same schedule with a deterministic square-root
   (ETKF) update: no observation perturbations (EnsembleKalmanProcesses.jl's
   ``TransformInversion``).
-* ``"normalized"``: the Kovachki-Stuart continuous-time update with the
+* ``"paper"`` (formerly ``"normalized"``, which still works with a
+  DeprecationWarning): the Kovachki-Stuart continuous-time update with the
   adaptive step ``h / ||D||_F`` (the form in the EnKG reference code),
   an optimiser of the data misfit over the span of the ensemble.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,8 @@ from .localization import check_localization, make_taper
 
 __all__ = ["EKISolver"]
 
-_UPDATES = ("kalman", "kalman-sqrt", "normalized")
+_UPDATES = ("kalman", "kalman-sqrt", "paper", "normalized")
+_NORMALISED = ("paper", "normalized")  # one update, EnKG's name for it first; "normalized" is deprecated
 _CALIBRATED = ("kalman", "kalman-sqrt")
 
 
@@ -46,17 +49,24 @@ class EKISolver(BaseSolver):
         Any prior with ``sample(n, random_state, like)`` and ``event_shape``.
     n_particles : int, default 512
         Ensemble size ``J`` (the reference EKI baseline uses 512).
-    update : {"kalman", "kalman-sqrt", "normalized"}, default "kalman"
+    update : {"kalman", "kalman-sqrt", "paper"}, default "kalman"
+        ``"paper"`` is the normalised update of :class:`EnKGSolver`'s
+        ``update="paper"`` (same name, same step parameter); its old name
+        ``"normalized"`` still works with a DeprecationWarning.
     dt : float or None, default None
         ``"kalman"`` only: a fixed pseudo-time step (the run ends when the
         steps add up to one); None uses the data-misfit controller.
-    step : float, default 2.0
-        ``"normalized"`` only: ``h`` in ``h / ||D||_F`` (reference: 2).
+    guidance_scale : float, default 2.0
+        ``"paper"`` only: ``h`` in ``h / ||D||_F`` (reference: 2), as in
+        :class:`EnKGSolver`.
+    step : float or None, default None
+        Deprecated name of ``guidance_scale`` (a DeprecationWarning; when
+        given it is used).
     max_iter : int, default 500
-        Iteration cap (the reference's 500 iterations for ``"normalized"``).
+        Iteration cap (the reference's 500 iterations for ``"paper"``).
     localization : None, "auto", float or callable, default None
         Covariance localisation of the Kalman updates (refused with
-        ``"normalized"``), as in :class:`EnKGSolver`: Gaspari-Cohn Schur
+        ``"paper"``), as in :class:`EnKGSolver`: Gaspari-Cohn Schur
         tapers of ``C_uG`` and ``C_GG`` for unknowns and data on 2-D grids
         of one periodic domain; a float is the half-width in units of the
         domain side (``0 < c <= 0.25`` or ``math.inf``).  Localised
@@ -85,30 +95,53 @@ class EKISolver(BaseSolver):
     # The reference EKI baseline (enkg-pytorch algo/eki.py): the normalised update, h = 2,
     # 500 iterations, 512 members, used for Navier-Stokes; no other family has settings.
     _FAMILY_DEFAULTS = {
-        "navier-stokes": dict(n_particles=512, update="normalized", step=2.0, max_iter=500),
+        "navier-stokes": dict(n_particles=512, update="paper", guidance_scale=2.0, max_iter=500),
     }
 
     n_particles: int = 512
     update: str = "kalman"
     dt: float | None = None
-    step: float = 2.0
+    guidance_scale: float = 2.0
+    step: float | None = None
     max_iter: int = 500
     localization: Any = None
 
     _param_constraints = {
         "update": [Options(*_UPDATES)],
         "dt": [None, Interval("real", 0, 1, closed="right")],
-        "step": [Interval("real", 0, None, closed="neither")],
+        "guidance_scale": [Interval("real", 0, None, closed="neither")],
+        "step": [None, Interval("real", 0, None, closed="neither")],
         "max_iter": [Interval("int", 1, None)],
     }
 
     def _check_more(self) -> None:
         check_localization(self.localization, self.update, _CALIBRATED)
+        if self.update == "normalized":
+            warnings.warn(
+                "EKISolver(update='normalized') is now update='paper', the name EnKGSolver uses for the "
+                "same normalised update.",
+                DeprecationWarning,
+                stacklevel=5,
+            )
+        if self.step is not None:
+            warnings.warn(
+                "EKISolver(step=...) is now guidance_scale=..., the name EnKGSolver uses for the same h.",
+                DeprecationWarning,
+                stacklevel=5,
+            )
+
+    @property
+    def _normalised(self) -> bool:
+        return self.update in _NORMALISED
+
+    def _h(self) -> float:
+        """``h`` of the normalised update (the deprecated ``step`` wins when given)."""
+        return float(self.guidance_scale if self.step is None else self.step)
 
     def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
         """Forward evaluations by formula (EKI calls no denoiser).
 
-        The number of iterations is ``max_iter`` for ``"normalized"`` and
+        The number of iterations is ``max_iter`` for ``"paper"`` and
         the number of pseudo-time steps ``dt`` that add up to one for a fixed
         ``dt``.  With the data-misfit controller (``dt=None``) it depends on
         the data: the counts are then an upper bound (``max_iter``
@@ -116,7 +149,7 @@ class EKISolver(BaseSolver):
         """
         J = self.n_particles if n_particles is None else n_particles
         n_iter = int(self.max_iter)
-        if self.update != "normalized" and self.dt is not None:
+        if not self._normalised and self.dt is not None:
             t, n_iter = 0.0, 0
             while n_iter < int(self.max_iter):
                 t += min(float(self.dt), 1.0 - t)
@@ -133,7 +166,7 @@ class EKISolver(BaseSolver):
         }
 
     def _n_progress_steps(self) -> int | None:
-        return self.max_iter if self.update == "normalized" else None
+        return self.max_iter if self._normalised else None
 
     def _iterate(self, ctx: FitContext, state: dict | None):
         xp = ctx.xp
@@ -141,7 +174,7 @@ class EKISolver(BaseSolver):
         if state is not None and "final" in state:
             self.n_iter_ = len(ctx.history)
             return state["final"]
-        std = ctx.positive_noise_std(self.update) if self.update != "normalized" else None
+        std = ctx.positive_noise_std(self.update) if not self._normalised else None
         taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
         if state is None:
             u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
@@ -165,15 +198,15 @@ class EKISolver(BaseSolver):
                 misfit=phi,
                 spread=ctx.spread(X),
             )
-            if ctx.stopped_early or (self.update != "normalized" and t >= 1.0 - 1e-12):
+            if ctx.stopped_early or (not self._normalised and t >= 1.0 - 1e-12):
                 break
         self.n_iter_ = it
         return xp.reshape(X, (J, *ctx.x_shape))
 
     def _update(self, ctx: FitContext, X, G, phi, std, t: float, taper=None):
         """One EKI update of the successful members; returns them and the pseudo-time step (or None)."""
-        if self.update == "normalized":
-            X, _ = normalised_gradient_update(X, ctx.weighted_residual(G), G, float(self.step))
+        if self._normalised:
+            X, _ = normalised_gradient_update(X, ctx.weighted_residual(G), G, self._h())
             return X, None
         m = int(ctx.y_flat.shape[0])
         dt = self.dt if self.dt is not None else data_misfit_step(np.asarray(phi), m, t)

@@ -90,7 +90,8 @@ class RMPSolver(BaseSolver):
     prior : Prior
         Diffusion prior whose ``denoise`` torch autograd can differentiate.
     n_particles : int, default 2
-        Draws from ``q`` per inner iteration (one antithetic pair).
+        Monte Carlo draws from ``q`` per inner iteration (one antithetic
+        pair); not an ensemble: RMP propagates one mean.
     n_steps : int, default 30
         Noise levels (``n_steps - 1`` reverse steps).
     n_inner : int, default 5
