@@ -199,3 +199,19 @@ def test_only_the_backend_imports_array_api_compat():
             if any(n.split(".")[0] in ("array_api_compat", "cupy") for n in names):
                 offenders.append(str(path.relative_to(root)))
     assert not offenders, offenders
+
+
+def test_forward_model_modules_import_no_priors():
+    """Layering (issue 14, item 6): only the fixture factories beside the problem registry attach priors."""
+    import ast
+    from pathlib import Path
+
+    import kalmandiff
+
+    folder = Path(kalmandiff.__file__).parent / "problems"
+    for path in folder.glob("*.py"):
+        if path.name == "_fixtures.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "priors" not in (node.module or ""), f"{path.name} imports {node.module}"

@@ -1,5 +1,6 @@
 """Forward problems: batched maps ``(J, *x_shape) -> (J, *y_shape)`` that double as test fixtures."""
 
+from . import _fixtures  # noqa: F401  (registers the problem instances of make())
 from ._base import CallableProblem, ForwardProblem, as_problem
 from ._registry import ProblemInstance, available, lookup_keys, make, register
 from .black_box import BlackBox

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import check_random_state, spawn_streams, to_numpy
+from .._backend import check_random_state, to_numpy
 from ._base import ForwardProblem
-from ._registry import ProblemInstance, register
 from .linear import LinearOperatorProblem, _check_noise_std, _ConstantCache
 
 __all__ = [
@@ -497,55 +496,3 @@ def smooth_test_image(shape=(1, 32, 32), random_state: Any = 0) -> np.ndarray:
 
 
 _IMAGE_SIZES = {"small": (1, 32, 32), "medium": (1, 64, 64), "paper": (3, 256, 256)}
-
-
-def _image_shape(size: str, kwargs: dict) -> tuple[int, int, int]:
-    if size not in _IMAGE_SIZES:
-        raise ValueError(f"size must be one of {sorted(_IMAGE_SIZES)} (got {size!r}).")
-    return _check_image_shape(kwargs.pop("shape", _IMAGE_SIZES[size]))
-
-
-def _instance(problem, truth_rng, noise_rng, size, name) -> ProblemInstance:
-    x_true = smooth_test_image(problem.x_shape, truth_rng)
-    y = problem.observe(x_true, random_state=noise_rng)
-    return ProblemInstance(problem, x_true, y, prior=None, info={"size": size, "name": name})
-
-
-@register("inpainting")
-def make_inpainting(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """Box inpainting of a :func:`smooth_test_image`; sizes (1, 32, 32), (1, 64, 64), (3, 256, 256).
-
-    ``kwargs`` go to :class:`Inpainting` (``shape`` overrides the size).
-    The box, truth and noise are drawn from ``random_state``; no prior is attached.
-    """
-    shape = _image_shape(size, kwargs)
-    setting, truth, noise = spawn_streams(random_state, "setting", "truth", "noise")
-    kwargs.setdefault("random_state", setting)
-    return _instance(Inpainting(shape, **kwargs), truth, noise, size, "inpainting")
-
-
-@register("super-resolution")
-def make_super_resolution(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """4x bicubic super-resolution of a :func:`smooth_test_image` (``kwargs`` go to :class:`SuperResolution`)."""
-    shape = _image_shape(size, kwargs)
-    truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(SuperResolution(shape, **kwargs), truth, noise, size, "super-resolution")
-
-
-_DEBLUR_KERNELS = {"small": (13, 1.5), "medium": (25, 3.0), "paper": (61, 3.0)}
-
-
-@register("deblur")
-def make_deblur(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """Gaussian deblurring of a :func:`smooth_test_image`.
-
-    Kernels (size, std): small (13, 1.5), medium (25, 3.0) (the paper's
-    kernel without its zero border), paper (61, 3.0).  ``kwargs`` go to
-    :class:`GaussianDeblur`.
-    """
-    shape = _image_shape(size, kwargs)
-    kernel_size, kernel_std = _DEBLUR_KERNELS[size]
-    kwargs.setdefault("kernel_size", kernel_size)
-    kwargs.setdefault("kernel_std", kernel_std)
-    truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(GaussianDeblur(shape, **kwargs), truth, noise, size, "deblur")

@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import RandomSource, array_device, asarray_like, get_namespace, spawn_streams, to_numpy
+from .._backend import RandomSource, array_device, asarray_like, get_namespace, to_numpy
 from . import _interferometry_geometry as geo
 from ._base import ForwardProblem
-from ._registry import ProblemInstance, register
 
 __all__ = ["ClosurePhaseInterferometry", "crescent_image", "blur_circular"]
 
@@ -644,41 +643,3 @@ def crescent_image(
     ring = np.exp(-0.5 * ((radius - _positive("diameter_uas", diameter_uas) / 2.0) / sigma) ** 2)
     image = ring * (1.0 + asymmetry * np.cos(theta - np.deg2rad(position_angle_deg)))
     return (_positive("flux_jy", flux_jy) * image / image.sum())[None]
-
-
-# --------------------------------------------------------------------------
-# registry
-# --------------------------------------------------------------------------
-
-_SIZES = {
-    "small": {"npix": 32, "tadv_s": 1800.0},
-    "medium": {"npix": 64, "tadv_s": 1200.0},
-    "paper": {"npix": 64, "tadv_s": 600.0},
-}
-
-
-@register("interferometry")
-def make_interferometry(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """M87 seen by the EHT 2017 array, with a jittered crescent as ground truth.
-
-    Sizes: ``"small"`` (32 px, a scan every 30 min), ``"medium"`` (64 px,
-    every 20 min), ``"paper"`` (64 px, every 10 min); 160 micro-arcsecond field.
-    The crescent's diameter (38-42 uas), width, asymmetry and position angle
-    (150-210 deg) are drawn from ``random_state``; the total flux is 0.6 Jy.
-    """
-    if size not in _SIZES:
-        raise ValueError(f"size must be one of {', '.join(_SIZES)} (got {size!r}).")
-    truth, noise = spawn_streams(random_state, "truth", "noise")
-    settings = {**_SIZES[size], **kwargs}
-    problem = ClosurePhaseInterferometry(**settings)
-    u = truth.random(4)
-    shape = {
-        "diameter_uas": float(38.0 + 4.0 * u[0]),
-        "width_uas": float(5.0 + 2.0 * u[1]),
-        "asymmetry": float(0.4 + 0.3 * u[2]),
-        "position_angle_deg": float(150.0 + 60.0 * u[3]),
-    }
-    x_true = crescent_image(problem.npix, problem.fov_uas, flux_jy=0.6, **shape)
-    y = problem.observe(x_true, random_state=noise)
-    info = {"size": size, **settings, **shape, "flux_jy": 0.6}
-    return ProblemInstance(problem=problem, x_true=x_true, y=y, prior=None, info=info)

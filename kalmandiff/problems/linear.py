@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import RandomSource, array_device, asarray_like, get_namespace, spawn_streams, to_numpy
+from .._backend import RandomSource, array_device, asarray_like, get_namespace, to_numpy
 from ._base import ForwardProblem, _as_shape
 from ._base import check_noise_std as _check_noise_std
-from ._registry import ProblemInstance, register
 
 __all__ = ["LinearOperatorProblem", "LinearProblem"]
 
@@ -229,49 +228,3 @@ class LinearProblem(LinearOperatorProblem):
 
     def __repr__(self) -> str:
         return f"LinearProblem(A: {self._A.shape}, x_shape={self.x_shape}, noise_std={self.noise_std!r})"
-
-
-# --------------------------------------------------------------------------
-# registry factory
-# --------------------------------------------------------------------------
-
-_LINEAR_GAUSSIAN_SIZES = {"small": (8, 4), "medium": (80, 40), "paper": (800, 4)}
-
-
-@register("linear-gaussian")
-def make_linear_gaussian(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """A random linear problem with a Gaussian prior (exact posterior known).
-
-    ``A`` has i.i.d. ``N(0, 1/d)`` entries; the prior has a random mean
-    (entries ``N(0, 1)``) and a random well-conditioned covariance
-    ``B B^T / d + 0.5 I``; ``x_true`` is one prior draw.
-
-    Parameters
-    ----------
-    size : {"small", "medium", "paper"}
-        ``(d, m)`` = (8, 4), (80, 40) or (800, 4) (the largest GMM setting of
-        the MCGdiff benchmark).
-    random_state : None, int or numpy.random.Generator
-    **kwargs
-        ``d``, ``m`` and ``noise_std`` (default 0.1) override the size.
-    """
-    from ..priors.gaussian import GaussianPrior  # lazy: problems must not import priors at load time
-
-    if size not in _LINEAR_GAUSSIAN_SIZES:
-        raise ValueError(f"size must be one of {sorted(_LINEAR_GAUSSIAN_SIZES)} (got {size!r}).")
-    d, m = _LINEAR_GAUSSIAN_SIZES[size]
-    d = int(kwargs.pop("d", d))
-    m = int(kwargs.pop("m", m))
-    noise_std = kwargs.pop("noise_std", 0.1)
-    if kwargs:
-        raise ValueError(f"unknown options for 'linear-gaussian': {sorted(kwargs)}.")
-    rng, truth, noise = spawn_streams(random_state, "setting", "truth", "noise")
-    A = rng.standard_normal((m, d)) / np.sqrt(d)
-    mean = rng.standard_normal(d)
-    B = rng.standard_normal((d, d))
-    cov = B @ B.T / d + 0.5 * np.eye(d)
-    prior = GaussianPrior(mean, cov)
-    problem = LinearProblem(A, (d,), noise_std=noise_std)
-    x_true = prior.sample(1, random_state=truth)[0]
-    y = problem.observe(x_true, random_state=noise)
-    return ProblemInstance(problem, x_true, y, prior=prior, info={"size": size, "d": d, "m": m})

@@ -56,10 +56,9 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import array_device, asarray_like, check_random_state, get_namespace, spawn_streams, to_numpy
+from .._backend import array_device, asarray_like, check_random_state, get_namespace, to_numpy
 from ._base import ForwardProblem
 from ._base import check_noise_std as _check_noise_std
-from ._registry import ProblemInstance, register
 
 __all__ = ["NavierStokes2D", "ns_grf_params", "sample_ns_grf"]
 
@@ -725,88 +724,3 @@ def sample_ns_grf(n: int, resolution: int, random_state: Any = None, alpha: floa
     z = rng.standard_normal((n, 1, resolution, resolution))
     # mu is even in k, so the result is real up to rounding.
     return np.real(np.fft.ifftn(np.sqrt(mu) * np.fft.fftn(z, axes=(-2, -1)), axes=(-2, -1)))
-
-
-def _grf_prior(resolution: int, input_scale: float = 1.0):
-    """The library's GRF prior with the preset (in units of the problem's unknown), or None while that
-    class is unavailable."""
-    params = ns_grf_params(resolution)
-    if input_scale != 1.0:
-        params["scale"] /= input_scale
-    try:
-        from ..priors import GaussianRandomFieldPrior
-
-        return GaussianRandomFieldPrior(shape=(1, resolution, resolution), **params)
-    except (ImportError, NotImplementedError, TypeError):
-        return None
-
-
-# --------------------------------------------------------------------------
-# registry
-# --------------------------------------------------------------------------
-
-_SIZES = {
-    # t_prior: time units the GRF draw is evolved for before it becomes the truth
-    # (the paper's data were evolved 5 units); "small" skips it to stay cheap.
-    "small": {"resolution": 32, "subsample": 2, "noise_std": 1.0, "t_prior": 0.0},
-    "medium": {"resolution": 64, "subsample": 2, "noise_std": 1.0, "t_prior": 5.0},
-    "paper": {"resolution": 128, "subsample": 2, "noise_std": 1.0, "t_prior": 5.0},
-}
-
-
-@register("navier-stokes")
-def make_navier_stokes(size: str = "small", random_state: Any = 0, t_prior: float | None = None, **kwargs):
-    """A Navier-Stokes instance: GRF initial vorticity, optionally evolved, and its noisy final state.
-
-    Parameters
-    ----------
-    size : {"small", "medium", "paper"}
-        ``small``: 32^2, the GRF draw itself is the truth (seconds);
-        ``medium``: 64^2 and ``paper``: 128^2, the draw evolved for 5 time
-        units first (as the paper's data were made); subsample 2, noise 1.
-    random_state : None, int or numpy.random.Generator
-        Fixes the truth and the noise.
-    t_prior : float, optional
-        Overrides how long the GRF draw is evolved before it becomes the truth.
-    **kwargs
-        Passed to :class:`NavierStokes2D` (override the size's settings).
-
-    Returns
-    -------
-    ProblemInstance
-        ``x_true`` is a NumPy float64 array ``(1, R, R)``; ``prior`` is the
-        GRF preset (:func:`ns_grf_params`), or None while that class is
-        unavailable; for evolved truths it is only an approximate prior.
-        With ``input_scale`` among the keyword arguments, ``x_true`` and the
-        prior are in the unknown's units (vorticity / ``input_scale``);
-        ``info["grf"]`` stays in vorticity units.  The truth is evolved with
-        the problem's ``dealias`` scheme.
-    """
-    if size not in _SIZES:
-        raise ValueError(f"size must be one of {sorted(_SIZES)} (got {size!r}).")
-    settings = dict(_SIZES[size])
-    default_t_prior = settings.pop("t_prior")
-    t_prior = default_t_prior if t_prior is None else _positive(t_prior, "t_prior", allow_zero=True)
-    settings.update(kwargs)
-    problem = NavierStokes2D(**settings)
-    truth, noise = spawn_streams(random_state, "truth", "noise")
-    R = problem.resolution
-    x0 = sample_ns_grf(1, R, truth)
-    if t_prior > 0:
-        evolve = NavierStokes2D(
-            resolution=R,
-            reynolds=problem.reynolds,
-            t_final=t_prior,
-            subsample=1,
-            forcing=problem.forcing_field,
-            noise_std=0.0,
-            dtype="float64",
-            dealias=problem.dealias,
-        )
-        x0 = evolve.solve(x0)
-    x_true = np.ascontiguousarray(x0[0] / problem.input_scale)
-    y = problem.observe(x_true, random_state=noise)
-    info = {"size": size, "resolution": R, "t_prior": t_prior, "grf": ns_grf_params(R)}
-    return ProblemInstance(
-        problem=problem, x_true=x_true, y=y, prior=_grf_prior(R, problem.input_scale), info=info
-    )

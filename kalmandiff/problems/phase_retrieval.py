@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._backend import array_device, get_namespace, spawn_streams
-from ._registry import ProblemInstance, register
-from .imaging import _IMAGE_SIZES, ImageProblem, _check_image_shape, _instance
+from .._backend import array_device, get_namespace
+from .imaging import ImageProblem, _check_image_shape
 from .linear import _check_noise_std
 
 __all__ = ["PhaseRetrieval"]
@@ -87,17 +86,3 @@ class PhaseRetrieval(ImageProblem):
 
     def __repr__(self) -> str:
         return f"PhaseRetrieval(shape={self.x_shape}, oversample={self.oversample}, noise_std={self.noise_std!r})"
-
-
-@register("phase-retrieval")
-def make_phase_retrieval(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """Phase retrieval of a :func:`~kalmandiff.problems.imaging.smooth_test_image`.
-
-    Sizes (1, 32, 32), (1, 64, 64), (3, 256, 256); ``kwargs`` go to
-    :class:`PhaseRetrieval` (``shape`` overrides the size).  No prior is attached.
-    """
-    if size not in _IMAGE_SIZES:
-        raise ValueError(f"size must be one of {sorted(_IMAGE_SIZES)} (got {size!r}).")
-    shape = _check_image_shape(kwargs.pop("shape", _IMAGE_SIZES[size]))
-    truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(PhaseRetrieval(shape, **kwargs), truth, noise, size, "phase-retrieval")
