@@ -34,7 +34,7 @@ from .._backend import (
 )
 from ..problems._base import CallableProblem, ForwardProblem, as_problem
 from ._evaluation import Accounting, CountingDenoiser, ForwardEvaluator
-from ._params import Interval, Options, check_parameters
+from ._params import FRACTION, POSITIVE_INT, Interval, Options, check_parameters
 
 __all__ = [
     "BaseSolver",
@@ -608,9 +608,9 @@ class BaseSolver(BaseEstimator):
     _param_constraints = {
         "n_particles": [Interval("int", 2, None)],
         "on_failure": [Options(*_FAILURE_POLICIES)],
-        "nan_tolerance": [Interval("real", 0, 1, closed="left")],
-        "batch_size": [None, Interval("int", 1, None)],
-        "forward_batch_size": [None, Interval("int", 1, None)],
+        "nan_tolerance": [FRACTION],
+        "batch_size": [None, POSITIVE_INT],
+        "forward_batch_size": [None, POSITIVE_INT],
     }
 
     def _check_parameters(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import to_numpy
-from ._params import Interval
+from ._params import POSITIVE_INT
 
 __all__ = ["CheckpointStore", "fingerprint"]
 
@@ -58,7 +58,7 @@ class CheckpointStore:
     """
 
     def __init__(self, path, every: int, expected: dict[str, Any]):
-        if not Interval("int", 1, None).is_satisfied_by(every):
+        if not POSITIVE_INT.is_satisfied_by(every):
             raise ValueError(f"checkpoint_every must be a positive int (got {every!r}).")
         self.path = Path(path)
         self.every = int(every)

@@ -39,7 +39,7 @@ import numpy as np
 from .._backend import from_torch, to_numpy, to_torch
 from ..diffusion import VPSchedule, vp_schedule
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, fill_docstring
-from ._params import Interval, solver_parameters
+from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, solver_parameters
 
 __all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver"]
 
@@ -121,12 +121,12 @@ class GuidedSolver(BaseSolver):
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {
-        "n_particles": [Interval("int", 1, None)],  # independent samples, not an ensemble
-        "n_steps": [Interval("int", 1, None)],
-        "beta_d": [Interval("real", 0, None, closed="neither")],
-        "beta_min": [Interval("real", 0, None, closed="neither")],
+        "n_particles": [POSITIVE_INT],  # independent samples, not an ensemble
+        "n_steps": [POSITIVE_INT],
+        "beta_d": [POSITIVE],
+        "beta_min": [POSITIVE],
         "t_min": [Interval("real", 0, 1, closed="neither")],
-        "sigma_final": [Interval("real", 0, None)],
+        "sigma_final": [NON_NEGATIVE],
     }
 
     def _check_more(self) -> None:

@@ -19,7 +19,18 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Interval", "Options", "check_parameters", "merged_constraints", "solver_parameters"]
+__all__ = [
+    "Interval",
+    "Options",
+    "check_parameters",
+    "merged_constraints",
+    "solver_parameters",
+    "POSITIVE",
+    "NON_NEGATIVE",
+    "POSITIVE_INT",
+    "FRACTION",
+    "EDM_SCHEDULE",
+]
 
 #: Class decorator: the annotated class attributes of a solver are its parameters.  It writes the
 #: store-only, keyword-only ``__init__`` that scikit-learn's ``get_params`` reads (a dataclass
@@ -91,6 +102,15 @@ class Options:
 
     def __str__(self) -> str:
         return f"one of {self.values}"
+
+
+#: the common constraints, by name
+POSITIVE = Interval("real", 0, None, closed="neither")
+NON_NEGATIVE = Interval("real", 0, None)
+POSITIVE_INT = Interval("int", 1, None)
+FRACTION = Interval("real", 0, 1, closed="left")
+#: the EDM noise schedule's parameters (EnKG, DiffPIR, RMP)
+EDM_SCHEDULE = {"sigma_min": [POSITIVE], "sigma_max": [POSITIVE], "rho": [POSITIVE]}
 
 
 def _satisfied(constraint, value) -> bool:

@@ -27,7 +27,7 @@ from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
 from ._base import BaseSolver, FitContext, SafePoint
 from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
-from ._params import Interval, Options, solver_parameters
+from ._params import EDM_SCHEDULE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import derivative_free_solvers, register_solver
 
 __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
@@ -238,15 +238,13 @@ class DiffPIRSolver(BaseSolver):
 
     # -- validation ------------------------------------------------------------
     _param_constraints = {
-        "n_steps": [Interval("int", 1, None)],
-        "dense_max": [Interval("int", 1, None)],
-        "cg_max_iter": [Interval("int", 1, None)],
-        "lam": [Interval("real", 0, None, closed="neither")],
-        "noise_floor": [Interval("real", 0, None, closed="neither")],
-        "cg_tol": [Interval("real", 0, None, closed="neither")],
-        "sigma_min": [Interval("real", 0, None, closed="neither")],
-        "sigma_max": [Interval("real", 0, None, closed="neither")],
-        "rho": [Interval("real", 0, None, closed="neither")],
+        "n_steps": [POSITIVE_INT],
+        "dense_max": [POSITIVE_INT],
+        "cg_max_iter": [POSITIVE_INT],
+        "lam": [POSITIVE],
+        "noise_floor": [POSITIVE],
+        "cg_tol": [POSITIVE],
+        **EDM_SCHEDULE,
         "zeta": [Interval("real", 0, 1)],
         "grad_step": [Options(*_GRAD_STEPS)],
         "data_step": [Options(*_DATA_STEPS)],

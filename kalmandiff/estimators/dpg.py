@@ -18,7 +18,7 @@ import numpy as np
 
 from .._backend import asarray_like
 from ._guided import GuidedSolver, GuidedStep
-from ._params import Interval, solver_parameters
+from ._params import FRACTION, NON_NEGATIVE, Interval, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["DPGSolver"]
@@ -78,11 +78,11 @@ class DPGSolver(GuidedSolver):
     r_min: float = 0.0
 
     _param_constraints = {
-        "guidance_scale": [Interval("real", 0, None)],
+        "guidance_scale": [NON_NEGATIVE],
         "n_samples": [Interval("int", 2, None)],
-        "ema": [Interval("real", 0, 1, closed="left")],
-        "momentum": [Interval("real", 0, 1, closed="left")],
-        "r_min": [Interval("real", 0, None)],
+        "ema": [FRACTION],
+        "momentum": [FRACTION],
+        "r_min": [NON_NEGATIVE],
     }
 
     def _per_step_counts(self, i: int) -> dict[str, int]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._backend import from_torch, to_torch
 from ._guided import GuidedSolver, GuidedStep
-from ._params import Interval, solver_parameters
+from ._params import NON_NEGATIVE, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["DPSSolver"]
@@ -78,7 +78,7 @@ class DPSSolver(GuidedSolver):
     guidance_scale: float = 10.0
 
     _param_constraints = {
-        "guidance_scale": [Interval("real", 0, None)],
+        "guidance_scale": [NON_NEGATIVE],
     }
 
     def _per_step_counts(self, i: int) -> dict[str, int]:

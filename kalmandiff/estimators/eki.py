@@ -27,7 +27,7 @@ import numpy as np
 
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
-from ._params import Interval, Options, solver_parameters
+from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 
@@ -109,9 +109,9 @@ class EKISolver(BaseSolver):
     _param_constraints = {
         "update": [Options(*_UPDATES)],
         "dt": [None, Interval("real", 0, 1, closed="right")],
-        "guidance_scale": [Interval("real", 0, None, closed="neither")],
-        "step": [None, Interval("real", 0, None, closed="neither")],
-        "max_iter": [Interval("int", 1, None)],
+        "guidance_scale": [POSITIVE],
+        "step": [None, POSITIVE],
+        "max_iter": [POSITIVE_INT],
     }
 
     def _check_more(self) -> None:

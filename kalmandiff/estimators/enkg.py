@@ -17,7 +17,15 @@ from typing import Any
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
-from ._params import Interval, Options, solver_parameters
+from ._params import (
+    EDM_SCHEDULE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Options,
+    solver_parameters,
+)
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 
@@ -210,21 +218,19 @@ class EnKGSolver(BaseSolver):
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {
-        "n_steps": [Interval("int", 1, None)],
-        "n_updates": [Interval("int", 1, None)],
-        "phi_factor": [Interval("int", 1, None)],
-        "phi_max_steps": [Interval("int", 1, None)],
-        "guidance_scale": [Interval("real", 0, None, closed="neither")],
-        "sigma_min": [Interval("real", 0, None, closed="neither")],
-        "sigma_max": [Interval("real", 0, None, closed="neither")],
-        "rho": [Interval("real", 0, None, closed="neither")],
-        "lr_min_ratio": [Interval("real", 0, None)],
-        "threshold_start": [Interval("real", 0, 1, closed="left")],
-        "threshold_end": [Interval("real", 0, 1, closed="left")],
+        "n_steps": [POSITIVE_INT],
+        "n_updates": [POSITIVE_INT],
+        "phi_factor": [POSITIVE_INT],
+        "phi_max_steps": [POSITIVE_INT],
+        "guidance_scale": [POSITIVE],
+        **EDM_SCHEDULE,
+        "lr_min_ratio": [NON_NEGATIVE],
+        "threshold_start": [FRACTION],
+        "threshold_end": [FRACTION],
         "update": [Options(*_UPDATES)],
         "ode_method": [Options(*_ODE_METHODS)],
         "init": [Options(*_INITS)],
-        "kalman_inflation": [None, Interval("real", 0, None, closed="neither")],
+        "kalman_inflation": [None, POSITIVE],
     }
 
     def _check_more(self) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._backend import RandomSource, asarray_like, get_namespace
 from ._guided import GuidedSolver, GuidedStep
-from ._params import Interval, Options, solver_parameters
+from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Options, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["GSGSolver", "smoothing_points", "smoothing_gradient", "gaussian_smoothing_gradient"]
@@ -186,9 +186,9 @@ class GSGSolver(GuidedSolver):
 
     _param_constraints = {
         "variant": [Options(*_VARIANTS)],
-        "n_queries": [Interval("int", 1, None)],
-        "mu": [Interval("real", 0, None, closed="neither")],
-        "guidance_scale": [Interval("real", 0, None)],
+        "n_queries": [POSITIVE_INT],
+        "mu": [POSITIVE],
+        "guidance_scale": [NON_NEGATIVE],
     }
 
     def _check_more(self) -> None:

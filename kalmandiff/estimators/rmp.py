@@ -21,7 +21,7 @@ from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
 from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted
 from ._gradients import inverse_noise_variance, misfit_gradient
-from ._params import Interval, Options, solver_parameters
+from ._params import EDM_SCHEDULE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["RMPSolver"]
@@ -153,16 +153,14 @@ class RMPSolver(BaseSolver):
 
     # -- validation ------------------------------------------------------------
     _param_constraints = {
-        "n_inner": [Interval("int", 1, None)],
+        "n_inner": [POSITIVE_INT],
         "n_steps": [Interval("int", 2, None)],
         "step_size": [Interval("real", 0, 1, closed="right")],
         "mean_step": [Options("cg", "natural")],
-        "trust_radius": [Interval("real", 0, None, closed="neither")],
-        "likelihood_weight": [Interval("real", 0, None)],
-        "noise_floor": [Interval("real", 0, None, closed="neither")],
-        "sigma_min": [Interval("real", 0, None, closed="neither")],
-        "sigma_max": [Interval("real", 0, None, closed="neither")],
-        "rho": [Interval("real", 0, None, closed="neither")],
+        "trust_radius": [POSITIVE],
+        "likelihood_weight": [NON_NEGATIVE],
+        "noise_floor": [POSITIVE],
+        **EDM_SCHEDULE,
     }
 
     def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:

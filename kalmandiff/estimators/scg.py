@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from ._guided import GuidedSolver, GuidedStep
-from ._params import Interval, solver_parameters
+from ._params import FRACTION, POSITIVE_INT, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["SCGSolver"]
@@ -63,8 +63,8 @@ class SCGSolver(GuidedSolver):
     threshold: float = 0.25
 
     _param_constraints = {
-        "n_candidates": [Interval("int", 1, None)],
-        "threshold": [Interval("real", 0, 1, closed="left")],
+        "n_candidates": [POSITIVE_INT],
+        "threshold": [FRACTION],
     }
 
     def guided_steps(self) -> range:
