@@ -348,8 +348,6 @@ class BaseSolver(BaseEstimator):
 
     #: whether the solver calls the prior's denoiser (False for EKI)
     _uses_denoiser = True
-    #: name of the progress bar
-    _progress_desc = "solver"
     #: constructor settings per registered problem name (or family), from the reference scripts
     _FAMILY_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -681,7 +679,9 @@ class BaseSolver(BaseEstimator):
         if _progress_enabled(self.verbose):
             from tqdm.auto import tqdm
 
-            ctx.progress = tqdm(total=self._n_progress_steps(), desc=self._progress_desc, leave=False)
+            ctx.progress = tqdm(
+                total=self._n_progress_steps(), desc=type(self).__name__.removesuffix("Solver"), leave=False
+            )
         return ctx
 
     def _differentiates_forward(self, problem) -> bool:

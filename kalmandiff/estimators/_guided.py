@@ -117,7 +117,6 @@ class GuidedSolver(BaseSolver):
     _COMMON_PARAMETERS_DOC: ClassVar[str] = ""  # set below, after COMMON_PARAMETERS
     #: keys of the rule state that hold torch tensors (restored as such from a checkpoint)
     _tensor_state: ClassVar[tuple[str, ...]] = ()
-    _progress_desc = "guided"
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {

@@ -219,8 +219,6 @@ class DiffPIRSolver(BaseSolver):
         statistics (gradient step only), spread, counts.
     """
 
-    _progress_desc = "DiffPIR"
-
     n_particles: int = 4
     n_steps: int = 100
     lam: float = 1.0

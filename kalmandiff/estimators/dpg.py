@@ -62,7 +62,6 @@ class DPGSolver(GuidedSolver):
 
     _needs_graph = True
     _tensor_state = ("g_prev",)
-    _progress_desc = "DPG"
     # enkg-pytorch scripts: NS B=64, M=4000; black hole B=10 (M from the YAML);
     # FFHQ B in {160, 200, 300}, M in {800, 1000} (200/1000 taken here).
     _FAMILY_DEFAULTS = {

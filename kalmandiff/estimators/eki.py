@@ -91,7 +91,6 @@ class EKISolver(BaseSolver):
     """
 
     _uses_denoiser = False
-    _progress_desc = "EKI"
     # The reference EKI baseline (enkg-pytorch algo/eki.py): the normalised update, h = 2,
     # 500 iterations, 512 members, used for Navier-Stokes; no other family has settings.
     _FAMILY_DEFAULTS = {

@@ -162,7 +162,6 @@ class EnKGSolver(BaseSolver):
         One record per step: step, sigma, misfit statistics, spread, counts.
     """
 
-    _progress_desc = "EnKG"
     # enkg-pytorch scripts/*.sh (research notes, section 1 table); denoiser batch 64 throughout.
     _FAMILY_DEFAULTS = {
         "navier-stokes": dict(

@@ -137,8 +137,6 @@ class RMPSolver(BaseSolver):
         curvature ``h``, misfit statistics, counts.
     """
 
-    _progress_desc = "RMP"
-
     n_steps: int = 30
     n_inner: int = 5
     step_size: float = 0.5

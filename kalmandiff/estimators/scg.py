@@ -51,7 +51,6 @@ class SCGSolver(GuidedSolver):
         As for :class:`~kalmandiff.estimators.dps.DPSSolver` (no VJPs).
     """
 
-    _progress_desc = "SCG"
     # enkg-pytorch scripts (network batch 64 throughout)
     _FAMILY_DEFAULTS = {
         "navier-stokes": {"n_candidates": 512},
