@@ -177,7 +177,12 @@ def reference_tables(paths: list[Path]) -> dict[str, str]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="benchmarks/results/ns-study")
+    parser.add_argument(
+        "--results", nargs="+", default=["benchmarks/results/ns-study"], help="result folders, merged"
+    )
+    parser.add_argument(
+        "--out", default=None, help="where study.md / study.png go (default: the first folder)"
+    )
     parser.add_argument(
         "--reference",
         nargs="*",
@@ -185,13 +190,14 @@ def main(argv=None) -> None:
         help="results.json files of benchmarks.ns_gradient_reference (one per noise level)",
     )
     args = parser.parse_args(argv)
-    results = Path(args.results)
-    records = load_records(results)
+    records = [r for folder in args.results for r in load_records(Path(folder))]
+    out = Path(args.out or args.results[0])
+    out.mkdir(parents=True, exist_ok=True)
     text = tables(records, reference_tables([Path(p) for p in args.reference]))
-    (results / "study.md").write_text(text)
-    figure(records, results / "study.png")
+    (out / "study.md").write_text(text)
+    figure(records, out / "study.png")
     print(text)
-    print(f"wrote {results}/study.md and study.png")
+    print(f"wrote {out}/study.md and study.png")
 
 
 if __name__ == "__main__":
