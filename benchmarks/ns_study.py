@@ -73,14 +73,17 @@ def tables(records: list[dict], reference: dict | None = None) -> str:
         if "chi2_per_datum" in r:
             chi2[r["problem"]][key].append(r["chi2_per_datum"])
     out = []
-    for problem in sorted(by_problem):
-        cells = by_problem[problem]
+    for problem in sorted(set(by_problem) | set(reference or {})):
+        cells = by_problem.get(problem, {})
         Js = sorted({J for (_, J, _) in cells if J})
         rows = sorted({(m, N) for (m, J, N) in cells if J}, key=lambda t: (t[0], t[1] or 0))
         out.append(f"#### {problem}\n")
-        out.append("Relative L2 of the ensemble mean, mean ± std over instances (count):\n")
-        out.append("| method | N | " + " | ".join(f"J = {J}" for J in Js) + " |")
-        out.append("|---|---:|" + "---:|" * len(Js))
+        if not Js:
+            out.append("No ensemble run of this problem has finished yet.\n")
+        else:
+            out.append("Relative L2 of the ensemble mean, mean ± std over instances (count):\n")
+            out.append("| method | N | " + " | ".join(f"J = {J}" for J in Js) + " |")
+            out.append("|---|---:|" + "---:|" * len(Js))
         for m, N in rows:
             out.append(
                 f"| {m} | {N or '-'} | " + " | ".join(_cell(cells.get((m, J, N), [])) for J in Js) + " |"
@@ -150,7 +153,7 @@ def reference_tables(paths: list[Path]) -> dict[str, str]:
     ``ns32-neural-noise<s>``, a GRF-truth run to ``ns32-grf-noise<s>``.  Each
     estimator's relative L2 and chi^2 are averaged over the instances.
     """
-    by_key: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    by_key: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for path in paths:
         if not path.exists():
             continue
@@ -159,14 +162,15 @@ def reference_tables(paths: list[Path]) -> dict[str, str]:
         family = "ns32-neural" if problem.get("t_prior", 0) > 0 else "ns32-grf"
         key = f"{family}-noise{problem['noise_std']:g}"
         for r in payload["records"]:
-            by_key[key][r["estimator"]].append((r["rel_l2"], r["chi2"], r["seed"]))
+            by_key[key][r["estimator"]][r["seed"]] = (r["rel_l2"], r["chi2"], r["seed"])
     out: dict[str, str] = {}
     for key, rows in by_key.items():
         lines = [
             "| estimator | relative L2 (mean, per instance) | chi^2 per datum (mean) |",
             "|---|---|---:|",
         ]
-        for name, vals in rows.items():
+        for name, per_seed in rows.items():
+            vals = [per_seed[s] for s in sorted(per_seed)]
             errs = ", ".join(f"{e:.2f}" for e, _, _ in vals)
             lines.append(
                 f"| {name} | {np.mean([e for e, _, _ in vals]):.3f} ({errs}) | {np.mean([c for _, c, _ in vals]):.2f} |"
