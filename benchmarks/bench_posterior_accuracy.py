@@ -5,7 +5,7 @@ Prints a markdown table of the relative posterior-mean error
 ``||x_hat - m_post|| / ||m_post||`` (the prior mean's error alongside) and the
 spread ratio ``mean(ensemble std) / mean(exact posterior std)``, as medians
 over seeds.  The exact posteriors are the closed forms of
-``tests/_posterior_cases.py``.
+``kalmandiff.testing`` (:func:`~kalmandiff.testing.gaussian_case`, :func:`~kalmandiff.testing.mixture_case`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ import argparse
 import datetime
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-
-from _posterior_cases import gaussian_case, mixture_case, scores  # noqa: E402
-
-import kalmandiff as kd  # noqa: E402
+import kalmandiff as kd
+from kalmandiff.testing import gaussian_case, mixture_case
+from kalmandiff.testing import posterior_scores as scores
 
 CASES = [
     ("Gaussian", gaussian_case, 16, 8, 0.1),

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from _posterior_cases import gaussian_case
 
 import kalmandiff as kd
+from kalmandiff.testing import gaussian_case
 
 CASE = gaussian_case(5, 3, 0.2, seed=2)
 

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from _posterior_cases import gaussian_case, scores
 
 import kalmandiff as kd
 from kalmandiff._backend import to_numpy
@@ -16,6 +15,8 @@ from kalmandiff.estimators.dps import DPSSolver
 from kalmandiff.estimators.gsg import GSGSolver, gaussian_smoothing_gradient
 from kalmandiff.estimators.scg import SCGSolver
 from kalmandiff.problems._base import ForwardProblem
+from kalmandiff.testing import gaussian_case
+from kalmandiff.testing import posterior_scores as scores
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from _posterior_cases import gaussian_case
 
 import kalmandiff as kd
 from kalmandiff.compare import COUNT_COLUMNS, TIME_COLUMNS, ComparisonTable, compare, plot_comparison
 from kalmandiff.estimators.diffpir import DiffPIRSolver
 from kalmandiff.estimators.rmp import RMPSolver
+from kalmandiff.testing import gaussian_case
 
 NOISE = 0.1
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from _posterior_cases import gaussian_case, random_spd, scores
 
 import kalmandiff as kd
 from kalmandiff._backend import stream_seed, to_numpy
@@ -11,6 +10,8 @@ from kalmandiff.estimators import MemberFailureError
 from kalmandiff.estimators.diffpir import DiffPIRSolver
 from kalmandiff.estimators.rmp import RMPSolver
 from kalmandiff.problems._base import CallableProblem
+from kalmandiff.testing import gaussian_case, random_spd
+from kalmandiff.testing import posterior_scores as scores
 
 NOISE = 0.1
 

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from _posterior_cases import gaussian_case, scores
 
 import kalmandiff as kd
 from kalmandiff._backend import stream_seed
+from kalmandiff.testing import gaussian_case
+from kalmandiff.testing import posterior_scores as scores
 
 
 def linear(A):

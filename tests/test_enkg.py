@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from _posterior_cases import gaussian_case, mixture_case, scores
 
 import kalmandiff as kd
 from kalmandiff._backend import stream_seed, to_numpy
 from kalmandiff.estimators import MemberFailureError
+from kalmandiff.testing import gaussian_case, mixture_case
+from kalmandiff.testing import posterior_scores as scores
 
 
 def linear(A):
@@ -340,12 +341,12 @@ def test_history_and_a_stopping_callback():
 @pytest.fixture
 def small():
     case = gaussian_case(4, 3, 0.1)
-    case["spy"] = CountingPrior(case["prior"])
+    case.info["spy"] = CountingPrior(case.prior)
     return case
 
 
 def _fit(case, y=None, forward=None, noise_std=0.1, **kw):
-    s = quiet(case["spy"], n_particles=kw.pop("n_particles", 8), n_steps=10, **kw)
+    s = quiet(case.info["spy"], n_particles=kw.pop("n_particles", 8), n_steps=10, **kw)
     return s.fit(
         case["y"] if y is None else y, linear(case["A"]) if forward is None else forward, noise_std=noise_std
     )
@@ -371,22 +372,22 @@ def _fit(case, y=None, forward=None, noise_std=0.1, **kw):
 def test_bad_input_is_a_clear_error_before_any_work(small, change, match):
     with pytest.raises(ValueError, match=match):
         _fit(small, **change)
-    assert small["spy"].batches == []
+    assert small.info["spy"].batches == []
 
 
 def test_wrong_shape_y_for_a_forward_problem(small):
     problem = kd.problems.LinearProblem(small["A"], (4,), noise_std=0.1)
     with pytest.raises(ValueError, match="shape"):
-        quiet(small["spy"], n_particles=4).fit(np.zeros(5), problem)
+        quiet(small.info["spy"], n_particles=4).fit(np.zeros(5), problem)
     with pytest.raises(ValueError, match="noise_std"):
-        quiet(small["spy"], n_particles=4).fit(small["y"], problem, noise_std=0.1)
-    assert small["spy"].batches == []
+        quiet(small.info["spy"], n_particles=4).fit(small["y"], problem, noise_std=0.1)
+    assert small.info["spy"].batches == []
 
 
 def test_prior_and_problem_shapes_must_agree(small):
     problem = kd.problems.LinearProblem(np.ones((3, 5)), (5,), noise_std=0.1)
     with pytest.raises(ValueError, match="event_shape"):
-        quiet(small["spy"], n_particles=4).fit(small["y"], problem)
+        quiet(small.info["spy"], n_particles=4).fit(small["y"], problem)
 
 
 def test_cuda_without_a_gpu_is_a_runtime_error(small):
@@ -397,7 +398,7 @@ def test_cuda_without_a_gpu_is_a_runtime_error(small):
         pytest.skip("CuPy is installed here")
     with pytest.raises(RuntimeError, match="CuPy"):
         _fit(small, device="cuda")
-    assert small["spy"].batches == []
+    assert small.info["spy"].batches == []
 
 
 def test_forward_problem_path_runs_and_returns_same_namespace():

@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from _posterior_cases import gaussian_case
 
 import kalmandiff as kd
 from kalmandiff.estimators import MemberFailureError
+from kalmandiff.testing import gaussian_case
 
 CASE = gaussian_case(4, 3, 0.1, seed=5)
 A = CASE["A"]

@@ -5,9 +5,9 @@ import json
 import matplotlib
 import numpy as np
 import pytest
-from _posterior_cases import gaussian_case
 
 import kalmandiff as kd
+from kalmandiff.testing import gaussian_case
 
 matplotlib.use("Agg")
 

@@ -1,0 +1,40 @@
+"""Test fixtures and checks for code built on kalmandiff: your solver, prior or forward model.
+
+Exact-posterior cases
+    :class:`PosteriorCase`, :func:`gaussian_case`, :func:`mixture_case`,
+    :func:`grf_case` (a Gaussian random field with a local observation),
+    :func:`posterior_case`, :func:`posterior_cases`, :func:`posterior_scores`.
+Registered problems at test size
+    :func:`problem_instance`, :data:`TEST_PROBLEM_SETTINGS`.
+Forward models that fail on purpose
+    :class:`FailingForward`, :func:`failing_problem` (raise, NaN, hang).
+"""
+
+from ._cases import (
+    TEST_PROBLEM_SETTINGS,
+    PosteriorCase,
+    gaussian_case,
+    grf_case,
+    mixture_case,
+    posterior_case,
+    posterior_cases,
+    posterior_scores,
+    problem_instance,
+    random_spd,
+)
+from ._failing import FailingForward, failing_problem
+
+__all__ = [
+    "PosteriorCase",
+    "gaussian_case",
+    "mixture_case",
+    "grf_case",
+    "posterior_case",
+    "posterior_cases",
+    "posterior_scores",
+    "random_spd",
+    "TEST_PROBLEM_SETTINGS",
+    "problem_instance",
+    "FailingForward",
+    "failing_problem",
+]
