@@ -111,8 +111,16 @@ def tables(records: list[dict], reference: dict | None = None) -> str:
     return "\n".join(out)
 
 
-def figure(records: list[dict], path: Path) -> None:
-    """Relative L2 against J, one panel per problem, one line per method and N."""
+#: Gradient-reference estimators drawn as horizontal lines in the figure.
+REFERENCE_LINES = ("grf-map", "gauss-map")
+
+
+def figure(records: list[dict], path: Path, references: dict | None = None) -> None:
+    """Relative L2 against J, one panel per problem, one line per method and N.
+
+    ``references`` maps a problem key to ``{estimator: mean relative L2}``;
+    the estimators of :data:`REFERENCE_LINES` are drawn as dashed lines.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,6 +144,10 @@ def figure(records: list[dict], path: Path) -> None:
             errs = [np.std(series[J]) for J in Js]
             ax.errorbar(Js, means, yerr=errs, marker="o", capsize=3, label=m + (f", N={N}" if N else ""))
         ax.axhline(1.0, color="0.5", ls=":", lw=1, label="prior mean")
+        for k, (name, value) in enumerate(
+            (n, v) for n, v in (references or {}).get(problem, {}).items() if n in REFERENCE_LINES
+        ):
+            ax.axhline(value, color=f"C{7 + k}", ls="--", lw=1, label=f"{name} (gradient reference)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("ensemble size J")
         ax.set_ylabel("relative L2 error")
@@ -146,13 +158,17 @@ def figure(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def reference_tables(paths: list[Path]) -> dict[str, str]:
-    """Tables of :mod:`benchmarks.ns_gradient_reference` results, keyed by the study's problem key.
+def reference_means(paths: list[Path]) -> dict[str, dict[str, float]]:
+    """``{study problem: {estimator: mean relative L2 over instances}}`` of the reference files."""
+    out: dict[str, dict[str, float]] = {}
+    for key, rows in _reference_rows(paths).items():
+        out[key] = {
+            name: float(np.mean([v[0] for v in per_seed.values()])) for name, per_seed in rows.items()
+        }
+    return out
 
-    An evolved-truth run (``t_prior > 0``) at noise ``s`` belongs to
-    ``ns32-neural-noise<s>``, a GRF-truth run to ``ns32-grf-noise<s>``.  Each
-    estimator's relative L2 and chi^2 are averaged over the instances.
-    """
+
+def _reference_rows(paths: list[Path]) -> dict[str, dict[str, dict]]:
     by_key: dict[str, dict[str, dict]] = defaultdict(lambda: defaultdict(dict))
     for path in paths:
         if not path.exists():
@@ -163,8 +179,18 @@ def reference_tables(paths: list[Path]) -> dict[str, str]:
         key = f"{family}-noise{problem['noise_std']:g}"
         for r in payload["records"]:
             by_key[key][r["estimator"]][r["seed"]] = (r["rel_l2"], r["chi2"], r["seed"])
+    return by_key
+
+
+def reference_tables(paths: list[Path]) -> dict[str, str]:
+    """Tables of :mod:`benchmarks.ns_gradient_reference` results, keyed by the study's problem key.
+
+    An evolved-truth run (``t_prior > 0``) at noise ``s`` belongs to
+    ``ns32-neural-noise<s>``, a GRF-truth run to ``ns32-grf-noise<s>``.  Each
+    estimator's relative L2 and chi^2 are averaged over the instances.
+    """
     out: dict[str, str] = {}
-    for key, rows in by_key.items():
+    for key, rows in _reference_rows(paths).items():
         lines = [
             "| estimator | relative L2 (mean, per instance) | chi^2 per datum (mean) |",
             "|---|---|---:|",
@@ -197,9 +223,10 @@ def main(argv=None) -> None:
     records = [r for folder in args.results for r in load_records(Path(folder))]
     out = Path(args.out or args.results[0])
     out.mkdir(parents=True, exist_ok=True)
-    text = tables(records, reference_tables([Path(p) for p in args.reference]))
+    ref_paths = [Path(p) for p in args.reference]
+    text = tables(records, reference_tables(ref_paths))
     (out / "study.md").write_text(text)
-    figure(records, out / "study.png")
+    figure(records, out / "study.png", reference_means(ref_paths))
     print(text)
     print(f"wrote {out}/study.md and study.png")
 
