@@ -1,6 +1,5 @@
 """Member failures: exceptions, NaN outputs and hangs inside a BlackBox, under both policies."""
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,21 +8,15 @@ import pytest
 
 import kalmandiff as kd
 from kalmandiff.estimators import MemberFailureError
-from kalmandiff.testing import gaussian_case
+from kalmandiff.testing import FailingForward, gaussian_case
 
 CASE = gaussian_case(4, 3, 0.1, seed=5)
 A = CASE["A"]
 
 
-def flaky(x):
-    """Raises for about 20% of inputs (a deterministic function of x)."""
-    if (abs(x[0]) * 1e4) % 1.0 < 0.2:
-        raise RuntimeError("solver diverged")
-    return A @ x
-
-
-def nan_for_some(x):
-    return A @ x if (abs(x[1]) * 1e4) % 1.0 >= 0.2 else np.full(3, np.nan)
+# Forward models that fail on purpose, from kalmandiff.testing (per-member black boxes).
+flaky = FailingForward(A, "raise")
+nan_for_some = FailingForward(A, "nan")
 
 
 def solver(**kw):
@@ -57,19 +50,8 @@ def test_raise_names_members_and_reason(fn, reason):
 
 def _hangs_once(call_number):
     """A per-member function whose ``call_number``-th call hangs until released."""
-    release = threading.Event()
-    calls = {"n": 0}
-    lock = threading.Lock()
-
-    def fn(x):
-        with lock:
-            calls["n"] += 1
-            n = calls["n"]
-        if n == call_number:
-            release.wait(10)
-        return A @ x
-
-    return fn, release
+    fn = FailingForward(A, "hang", hang_call=call_number)
+    return fn, fn
 
 
 @pytest.mark.parametrize("policy", ["resample", "raise"])
@@ -87,7 +69,7 @@ def test_a_hanging_member_times_out(policy):
                 s = solver(on_failure="resample").fit(CASE["y"], box)
                 assert s.stats_["n_failed"] == 1 and np.all(np.isfinite(s.particles_))
         finally:
-            release.set()
+            release.release()
         assert time.perf_counter() - t0 < 8
 
 

@@ -10,6 +10,7 @@ import pkgutil
 from importlib import import_module
 
 from ._base import HISTORY_KEYS, BaseSolver, MemberFailureError, NotFittedError
+from ._evaluation import STATS_KEYS
 from ._registry import (
     SolverSpec,
     available_solvers,
@@ -35,6 +36,7 @@ globals().update(SOLVER_CLASSES)
 __all__ = [
     "BaseSolver",
     "HISTORY_KEYS",
+    "STATS_KEYS",
     *SOLVER_CLASSES,
     "gaussian_smoothing_gradient",
     "GaspariCohnTaper",

@@ -22,7 +22,27 @@ import numpy as np
 from .._backend import asarray_like, get_namespace, to_numpy
 from ..problems._base import ForwardProblem
 
-__all__ = ["Accounting", "CountingDenoiser", "ForwardEvaluator"]
+__all__ = ["Accounting", "CountingDenoiser", "ForwardEvaluator", "STATS_KEYS"]
+
+#: keys of every solver's ``stats_`` (one schema for all solvers; :meth:`Accounting.as_dict`)
+STATS_KEYS = (
+    "n_denoiser_evals",
+    "n_sequential_denoiser_evals",
+    "n_forward_evals",
+    "n_sequential_forward_evals",
+    "n_failed",
+    "n_forward_probe_evals",
+    "n_forward_vjps",
+    "n_sequential_forward_vjps",
+    "n_denoiser_vjps",
+    "n_sequential_denoiser_vjps",
+    "time_total_s",
+    "time_denoiser_s",
+    "time_forward_s",
+    "time_gradient_s",
+    "time_overhead_s",
+    "peak_rss_mb",
+)
 
 
 @dataclass

@@ -8,6 +8,11 @@ Registered problems at test size
     :func:`problem_instance`, :data:`TEST_PROBLEM_SETTINGS`.
 Forward models that fail on purpose
     :class:`FailingForward`, :func:`failing_problem` (raise, NaN, hang).
+Checks
+    :func:`check_solver` (the solver contract and an accuracy check, each
+    check reported by name), :func:`solver_checks`,
+    :func:`parametrize_with_checks` (for ``pytest.mark.parametrize``),
+    :func:`solver_factory`.
 """
 
 from ._cases import (
@@ -21,6 +26,14 @@ from ._cases import (
     posterior_scores,
     problem_instance,
     random_spd,
+)
+from ._checks import (
+    CheckReport,
+    SkipCheck,
+    check_solver,
+    parametrize_with_checks,
+    solver_checks,
+    solver_factory,
 )
 from ._failing import FailingForward, failing_problem
 
@@ -37,4 +50,10 @@ __all__ = [
     "problem_instance",
     "FailingForward",
     "failing_problem",
+    "CheckReport",
+    "SkipCheck",
+    "check_solver",
+    "solver_checks",
+    "parametrize_with_checks",
+    "solver_factory",
 ]
