@@ -6,6 +6,7 @@
 """
 
 from . import diffusion, metrics, plotting, priors, problems
+from ._config import CostWarning, config_context, get_config, set_config
 from .compare import ComparisonTable, compare, plot_comparison
 from .estimators import SOLVER_CLASSES, MemberFailureError, NotFittedError
 from .io import export_results, load
@@ -21,6 +22,10 @@ __all__ = [
     "plot_comparison",
     "ComparisonTable",
     "MemberFailureError",
+    "CostWarning",
+    "set_config",
+    "get_config",
+    "config_context",
     "NotFittedError",
     "load",
     "export_results",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
+import os
 import sys
 import time
 
@@ -32,19 +33,10 @@ DEMO_SOLVERS = {
 
 
 def _default_prior(inst):
-    """The instance's own prior, or a generic smooth prior (a GRF) of the right shape."""
-    import kalmandiff as kd
+    """The instance's own prior (every built-in problem has one), else a generic GRF."""
+    from .problems import default_prior
 
-    if inst.prior is not None:
-        return inst.prior
-    shape = tuple(inst.problem.x_shape)
-    if len(shape) != 3:
-        raise ValueError(f"no default prior for unknowns of shape {shape}; use the Python API.")
-    x = np.asarray(inst.x_true)
-    if x.min() >= 0:  # non-negative images (interferometry): a GRF around the mean brightness
-        level = float(x.mean())
-        return kd.priors.GaussianRandomFieldPrior(shape=shape, alpha=2.0, tau=3.0, scale=level, mean=level)
-    return kd.priors.GaussianRandomFieldPrior(shape=shape, alpha=2.0, tau=3.0, scale=0.5)
+    return default_prior(inst)
 
 
 def _parse_params(items: list[str] | None) -> dict:
@@ -136,6 +128,42 @@ def _print_table(inst, rows) -> None:
         )
 
 
+def _writable_dir(directory: str, option: str) -> None:
+    if not os.path.isdir(directory):
+        raise ValueError(f"{option}: directory {directory!r} does not exist; create it first.")
+    if not os.access(directory, os.W_OK):
+        raise ValueError(f"{option}: directory {directory!r} is not writable.")
+
+
+def _save_targets(save: str, names: list[str]) -> dict[str, str]:
+    """Where ``--save`` writes each solver's results: checked before any fitting.
+
+    A directory (existing, or a path ending in a separator) gets ``DIR/<solver>.npz``;
+    a file name gets the results of a single solver, or ``<solver>-<name>`` beside it for several.
+    """
+    if save.endswith(("/", os.sep)) or os.path.isdir(save):
+        _writable_dir(save, "--save")
+        return {name: os.path.join(save, f"{name}.npz") for name in names}
+    directory, base = os.path.split(save)
+    _writable_dir(directory or ".", "--save")
+    if len(names) == 1:
+        return {names[0]: save}
+    return {name: os.path.join(directory, f"{name}-{base}") for name in names}
+
+
+def _check_outputs(args, names: list[str]) -> None:
+    """Refuse unwritable ``--figure`` / ``--save`` paths before any (possibly long) fitting."""
+    figure = getattr(args, "figure", None)
+    if figure and figure.lower() == "none":
+        args.figure = figure = None
+    if figure:
+        if os.path.isdir(figure):
+            raise ValueError(f"--figure: {figure!r} is a directory; give a file name such as out.png.")
+        _writable_dir(os.path.dirname(figure) or ".", "--figure")
+    if getattr(args, "save", None):
+        args.save_targets = _save_targets(args.save, names)
+
+
 def _outputs(inst, rows, args) -> None:
     if getattr(args, "figure", None):
         import matplotlib
@@ -147,19 +175,20 @@ def _outputs(inst, rows, args) -> None:
 
         plotting.plot_comparison({name: s for name, s, _, _ in rows}, x_true=inst.x_true, y=inst.y)
         plt.savefig(args.figure, dpi=120)
-        print(f"figure written to {args.figure}")
+        print(f"figure written to {os.path.abspath(args.figure)}")
     if getattr(args, "save", None):
         from .io import export_results
 
+        targets = getattr(args, "save_targets", None) or _save_targets(args.save, [r[0] for r in rows])
         for name, solver, _, _ in rows:
-            target = args.save if len(rows) == 1 else f"{name}-{args.save}"
-            path = export_results(solver, target, y=inst.y, x_true=inst.x_true)
+            path = export_results(solver, targets[name], y=inst.y, x_true=inst.x_true)
             print(f"results written to {path}")
 
 
 def _demo(args) -> int:
     from .estimators import available_solvers
 
+    _check_outputs(args, list(DEMO_SOLVERS))
     inst = _problem(args)
     print(f"problem: {inst.problem!r}\nprior:   {_default_prior(inst)!r}\n")
     rows = []
@@ -185,6 +214,7 @@ def _demo_args(args, settings: dict):
 
 
 def _run(args) -> int:
+    _check_outputs(args, [args.solver])
     inst = _problem(args)
     rows = _fit_all(inst, [args.solver], args, _parse_params(args.param))
     _print_table(inst, rows)
@@ -197,6 +227,7 @@ def _compare(args) -> int:
     names = [n.strip() for n in args.solvers.split(",") if n.strip()]
     if not names:
         raise ValueError("--solvers needs a comma-separated list, e.g. enkg,eki.")
+    _check_outputs(args, names)
     rows = _fit_all(inst, names, args, _parse_params(args.param))
     _print_table(inst, rows)
     _outputs(inst, rows, args)
@@ -225,8 +256,17 @@ def _common(p: argparse.ArgumentParser, problem_default: str | None = None) -> N
     p.add_argument(
         "--seed", type=int, default=0, help="random seed for the problem and the solvers (default 0)"
     )
-    p.add_argument("--figure", metavar="PNG", help="write truth, data and estimates side by side")
-    p.add_argument("--save", metavar="FILE", help="export results (.nc with xarray, else .npz)")
+    p.add_argument(
+        "--figure",
+        metavar="PNG",
+        help="write truth, data and estimates side by side ('none' to skip)",
+    )
+    p.add_argument(
+        "--save",
+        metavar="FILE|DIR",
+        help="export results (.nc with xarray, else .npz); a directory gets one <solver>.npz per solver, "
+        "several solvers with a file name get <solver>-<name> beside it",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -248,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
         "errors, evaluation counts and times.",
     )
     _common(demo, problem_default="navier-stokes")
-    demo.set_defaults(func=_demo, steps=30)
+    demo.set_defaults(func=_demo, steps=30, figure="kalmandiff-demo.png")
     run = sub.add_parser(
         "run",
         help="one solver on one built-in problem",

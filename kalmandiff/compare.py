@@ -277,8 +277,37 @@ def _fitted_solvers(results) -> dict:
     return dict(_named(results))
 
 
+#: readable names of the metrics in figure titles
+_METRIC_LABELS = {
+    "relative_l2": ("relative L2", ""),
+    "psnr": ("PSNR", " dB"),
+    "ssim": ("SSIM", ""),
+    "psnr_blur10": ("PSNR (blurred)", " dB"),
+    "chisq_cphase": ("closure-phase chi^2", ""),
+    "chisq_logcamp": ("log closure amp. chi^2", ""),
+}
+
+
+def metric_label(key: str, value: float) -> str:
+    """A metric for a figure title: ``metric_label("relative_l2", 0.1823) == "relative L2 = 0.18"``."""
+    name, unit = _METRIC_LABELS.get(key, (key.replace("_", " "), ""))
+    if unit == " dB":
+        return f"{name} = {value:.1f} dB"
+    return f"{name} = {value:.3g}{unit}" if abs(value) >= 10 else f"{name} = {value:.2g}{unit}"
+
+
+def _display_name(name: str) -> str:
+    """``"EnKGSolver" -> "EnKG"``; user-given names are kept."""
+    return name.removesuffix("Solver") if name.endswith("Solver") and len(name) > 6 else name
+
+
 def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=None, cmap=None):
     """Show the truth, each solver's reconstruction and (optionally) the data, side by side.
+
+    Images share the truth's colour scale, shown by one colour bar (the
+    observation has its own); a 1-D unknown is drawn as curves overlaid on
+    the truth in one panel.  Each estimate's title names the solver and its
+    headline metric in words (``"EnKG"`` / ``"relative L2 = 0.18"``).
 
     Parameters
     ----------
@@ -298,52 +327,105 @@ def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=
     -------
     matplotlib.figure.Figure
         Images (``(H, W)`` or ``(1, H, W)``, or ``(3, H, W)`` in [-1, 1]) are
-        drawn with ``imshow``; anything else as a line over its flattened entries.
+        drawn with ``imshow``; a 1-D unknown as curves (estimates over the
+        truth in one panel, the data in a second).
     """
     import matplotlib.pyplot as plt
 
     solvers = _fitted_solvers(results_or_solvers)
-    panels = []
-    if x_true is not None:
-        panels.append(("truth", np.asarray(to_numpy(x_true)), None))
+    estimates = []
     for name, est in solvers.items():
         x_hat = np.asarray(to_numpy(est.reconstruct()))
         note = None
         if x_true is not None:
             metrics = _metrics(problem, x_hat, x_true)
             key = "psnr" if "psnr" in metrics else next(iter(metrics))
-            note = f"{key} {metrics[key]:.3g}"
-        panels.append((name, x_hat, note))
-    if y is not None:
-        panels.append(("observation", np.asarray(to_numpy(y)), None))
-    if not panels:
+            note = metric_label(key, metrics[key])
+        estimates.append((_display_name(str(name)), x_hat, note))
+    truth = None if x_true is None else np.asarray(to_numpy(x_true))
+    obs = None if y is None else np.asarray(to_numpy(y))
+    if truth is None and not estimates and obs is None:
         raise ValueError("nothing to plot: no fitted solver, truth or observation.")
+    ref = truth if truth is not None else estimates[0][1] if estimates else obs
+    if np.squeeze(ref).ndim == 1:
+        return _plot_curves(truth, estimates, obs, axes)
+    panels = ([("truth", truth, None)] if truth is not None else []) + estimates
+    if obs is not None:
+        panels.append(("observation", obs, None))
     if axes is None:
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(2.8 * len(panels) + 0.8, 3.3), squeeze=False, layout="constrained"
+        )
         axes = list(axes[0])
     else:
         axes = list(np.ravel(axes))
         if len(axes) < len(panels):
             raise ValueError(f"axes has {len(axes)} entries; {len(panels)} panels are needed.")
         fig = axes[0].figure
-    ref = panels[0][1]
     lo, hi = float(np.min(ref)), float(np.max(ref))
+    shared, shared_im = [], None
     for ax, (title, arr, note) in zip(axes, panels):
-        _draw(ax, arr, None if title == "observation" else (lo, hi), cmap)
+        im = _draw(ax, arr, None if title == "observation" else (lo, hi), cmap)
         ax.set_title(title if note is None else f"{title}\n{note}", fontsize=9)
-    fig.tight_layout()
+        if im is None:
+            continue
+        if title == "observation":
+            fig.colorbar(im, ax=ax, shrink=0.8, label="data")
+        else:
+            shared.append(ax)
+            shared_im = im
+    if shared_im is not None:
+        fig.colorbar(shared_im, ax=shared, shrink=0.8, label="value (truth's scale)")
+    if not _uses_layout_engine(fig):
+        fig.tight_layout()
     return fig
 
 
-def _draw(ax, arr, limits, cmap) -> None:
+def _uses_layout_engine(fig) -> bool:
+    get = getattr(fig, "get_layout_engine", None)
+    return get is not None and get() is not None
+
+
+def _plot_curves(truth, estimates, obs, axes):
+    """A 1-D unknown: the estimates overlaid on the truth in one panel, the data in a second."""
+    import matplotlib.pyplot as plt
+
+    n = 1 + (obs is not None)
+    if axes is None:
+        fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.3), squeeze=False, layout="constrained")
+        axes = list(axes[0])
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) < n:
+            raise ValueError(f"axes has {len(axes)} entries; {n} panels are needed.")
+        fig = axes[0].figure
+    ax = axes[0]
+    if truth is not None:
+        ax.plot(np.ravel(truth), color="k", lw=2.0, label="truth")
+    for name, x_hat, note in estimates:
+        ax.plot(np.ravel(x_hat), lw=1.2, marker=".", ms=4, label=name if note is None else f"{name} ({note})")
+    ax.set_xlabel("entry of x")
+    ax.set_title("estimates and truth", fontsize=9)
+    ax.legend(fontsize=7)
+    if obs is not None:
+        axes[1].plot(np.ravel(obs), color="0.3", marker=".", ms=4, lw=0.8)
+        axes[1].set_xlabel("entry of y")
+        axes[1].set_title("observation", fontsize=9)
+    return fig
+
+
+def _draw(ax, arr, limits, cmap):
+    """Draw one panel; returns the image (for a colour bar), or None for RGB images and curves."""
     img = np.squeeze(arr)
     if img.ndim == 3 and img.shape[0] == 3:
         ax.imshow(np.clip((np.moveaxis(img, 0, -1) + 1) / 2, 0, 1))
+        im = None
     elif img.ndim == 2:
         lo, hi = limits if limits is not None else (float(img.min()), float(img.max()))
-        ax.imshow(img, cmap=cmap or ("RdBu_r" if lo < 0 else "gray"), vmin=lo, vmax=hi)
+        im = ax.imshow(img, cmap=cmap or ("RdBu_r" if lo < 0 else "gray"), vmin=lo, vmax=hi)
     else:
         ax.plot(np.ravel(img))
-        return
+        return None
     ax.set_xticks([])
     ax.set_yticks([])
+    return im

@@ -126,18 +126,50 @@ def results_dataset(solver, y=None, x_true=None):
     return xr.Dataset(data, attrs=_attributes(solver))
 
 
-def export_results(solver, path, y=None, x_true=None) -> Path:
+def _is_comparison(obj) -> bool:
+    from .compare import ComparisonTable
+
+    attrs = getattr(obj, "attrs", None)
+    return isinstance(obj, ComparisonTable) or (isinstance(attrs, dict) and "solvers" in attrs)
+
+
+def export_results(solver, path, y=None, x_true=None):
     """Write a fitted solver's results for other tools.
 
     A path ending in ``.nc`` is written as netCDF through xarray (the scipy
     backend suffices); anything else, or no xarray, gives a ``.npz``
     archive with the same variables and a JSON ``attributes`` entry.
 
+    Parameters
+    ----------
+    solver : fitted solver, or the result of :func:`kalmandiff.compare`
+        A comparison (its table or DataFrame) writes one file per fitted
+        solver, ``<stem>-<solver name><suffix>`` beside ``path`` (into
+        ``path`` when it is an existing directory).
+    path : str or path-like
+    y, x_true : array, optional
+        Stored alongside, for plotting and metrics later.
+
     Returns
     -------
-    pathlib.Path
-        The file written (its suffix tells which format was used).
+    pathlib.Path or list of pathlib.Path
+        The file written (its suffix tells which format was used); a list,
+        one per solver, for a comparison.
     """
+    if not hasattr(solver, "particles_") and not hasattr(solver, "get_params"):
+        from .compare import _fitted_solvers
+
+        fitted = _fitted_solvers(solver) if _is_comparison(solver) else {}
+        if not fitted:
+            raise TypeError(
+                f"export_results needs a fitted solver or the result of kd.compare (got {type(solver).__name__})."
+            )
+        path = Path(path)
+        if path.is_dir():
+            targets = {name: path / f"{name}.npz" for name in fitted}
+        else:
+            targets = {name: path.with_name(f"{path.stem}-{name}{path.suffix}") for name in fitted}
+        return [export_results(s, targets[name], y=y, x_true=x_true) for name, s in fitted.items()]
     path = Path(path)
     if path.suffix == ".nc":
         try:

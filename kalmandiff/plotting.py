@@ -105,7 +105,9 @@ def plot_uncertainty(solver, x_true=None, axes=None, cmap: str | None = None):
     """Ensemble mean and standard-deviation maps of a fitted solver (and the truth, if given).
 
     Also shows ``|mean - truth|`` next to the standard deviation when the truth
-    is known, so one can see whether the spread is where the error is.
+    is known, so one can see whether the spread is where the error is.  The
+    two maps have separate colour scales (each its own colour bar): compare
+    their patterns, and their colour bars for the magnitudes.
     """
     mean, std = solver.reconstruct(return_std=True)
     if x_true is None:
@@ -114,14 +116,38 @@ def plot_uncertainty(solver, x_true=None, axes=None, cmap: str | None = None):
     axes = _axes(4, axes)
     plot_reconstruction(x_true=x_true, x_hat=mean, axes=axes[:2], cmap=cmap)
     e, s = _as_image(err), _as_image(std)
-    top = float(max(e.max(), s.max()))
-    _show(axes[2], e, "|estimate - truth|", "viridis", (0.0, top))
-    _show(axes[3], s, "ensemble std", "viridis", (0.0, top))
+    # each on its own scale (its own colour bar): a collapsed ensemble's spread would vanish on the error's
+    _show(axes[2], e, "|estimate - truth|", "viridis", (0.0, float(e.max()) or 1.0))
+    _show(axes[3], s, "ensemble std", "viridis", (0.0, float(s.max()) or 1.0))
     return axes
+
+
+#: readable titles of the history records
+_HISTORY_LABELS = {
+    "misfit_mean": "data misfit (ensemble mean)",
+    "misfit_std": "data misfit (ensemble std)",
+    "spread": "ensemble spread",
+    "sigma": "noise level sigma",
+}
+
+
+def _noise_label(solver) -> str | None:
+    problem = getattr(getattr(solver, "_ctx", None), "problem", None)
+    std = getattr(problem, "noise_std", None)
+    if std is None:
+        return None
+    arr = np.asarray(to_numpy(std), dtype=float)
+    if arr.size == 1 or np.all(arr == arr.flat[0]):
+        return f"noise std {float(arr.flat[0]):.3g}"
+    return f"noise std {float(arr.min()):.3g}-{float(arr.max()):.3g}"
 
 
 def plot_history(history: Any, keys=("misfit_mean", "spread"), ax=None, label: str | None = None):
     """Convergence curves from a solver's ``history_`` (or the solver itself).
+
+    Every panel spans the same steps (the whole run, also where a record is
+    missing, e.g. no misfit on unguided steps); the legend names the solver
+    and, when given a fitted solver, the observation noise level.
 
     Parameters
     ----------
@@ -131,11 +157,21 @@ def plot_history(history: Any, keys=("misfit_mean", "spread"), ax=None, label: s
         log scale when they are positive.
     ax : matplotlib axes or sequence of them, optional
     label : str, optional
-        Legend label (for overlaying several solvers on the same axes).
+        Legend label (for overlaying several solvers on the same axes);
+        default: the solver's name, when ``history`` is a solver.
+
+    Returns
+    -------
+    list of matplotlib axes
     """
     records = getattr(history, "history_", history)
     if not records:
         raise ValueError("the history is empty: fit the solver first.")
+    if label is None and hasattr(history, "history_"):
+        label = type(history).__name__.removesuffix("Solver")
+        noise = _noise_label(history)
+        if noise:
+            label = f"{label} ({noise})"
     axes = _axes(len(keys), ax, width=3.8)
     steps = np.array([r["step"] for r in records])
     for a, key in zip(axes, keys):
@@ -144,8 +180,10 @@ def plot_history(history: Any, keys=("misfit_mean", "spread"), ax=None, label: s
         a.plot(steps[ok], vals[ok], marker=".", ms=3, lw=1, label=label)
         if ok.any() and np.all(vals[ok] > 0):
             a.set_yscale("log")
+        lo, hi = a.get_xlim() if a.has_data() and len(a.lines) > 1 else (np.inf, -np.inf)
+        a.set_xlim(min(lo, float(steps.min()) - 0.5), max(hi, float(steps.max()) + 0.5))
         a.set_xlabel("step")
-        a.set_title(key.replace("_", " "), fontsize=10)
+        a.set_title(_HISTORY_LABELS.get(key, key.replace("_", " ")), fontsize=10)
         if label:
             a.legend(fontsize=8)
     return axes

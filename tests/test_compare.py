@@ -129,14 +129,35 @@ def test_plot_comparison_draws_truth_each_solver_and_data(setting):
     _, problem, x_true, y, solvers = setting
     table = compare(solvers, problem, y, x_true, as_frame=False)
     fig = plot_comparison(table, problem, x_true, y)
-    titles = [ax.get_title() for ax in fig.axes]
-    assert len(titles) == 5 and titles[0] == "truth" and titles[-1] == "observation"
-    assert titles[1].startswith("EnKGSolver\nrelative_l2")
+    # a 1-D unknown: the three estimates overlaid on the truth, the data in a second panel
+    overlay, data = fig.axes
+    labels = [t.get_text() for t in overlay.get_legend().get_texts()]
+    assert len(overlay.lines) == 4 and labels[0] == "truth"
+    assert labels[1].startswith("EnKG (relative L2 = ")
+    assert data.get_title() == "observation"
+    plt_ = pytest.importorskip("matplotlib.pyplot")
+    plt_.close(fig)
+    # images: truth, each solver and the data as panels, with colour bars
+    grf = kd.priors.GaussianRandomFieldPrior((1, 6, 6), scale=1.0)
+    img_problem = kd.problems.LinearProblem(np.eye(36), (1, 6, 6), NOISE)
+    truth = grf.sample(1, random_state=0)[0]
+    fitted = [
+        kd.EKISolver(grf, n_particles=8, random_state=0, verbose=False).fit(
+            img_problem.observe(truth, random_state=1), img_problem
+        )
+    ]
+    fig = plot_comparison(fitted, img_problem, truth, img_problem.observe(truth, random_state=1))
+    panels = [ax for ax in fig.axes if ax.images]
+    titles = [ax.get_title() for ax in panels]
+    assert titles == ["truth", titles[1]] and titles[1].startswith("EKI\nrelative L2 = ")
+    assert panels[0].images[0].get_clim() == panels[1].images[0].get_clim()  # one scale ...
+    assert len(fig.axes) == 4  # ... one colour bar for both; the data (a vector) is a curve
+    assert fig.axes[2].get_title() == "observation" and fig.axes[2].lines
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     grf = kd.priors.GaussianRandomFieldPrior((1, 8, 8), scale=1.0)
     img = grf.sample(1, random_state=0)[0]
     fig = plot_comparison([], None, img)
-    assert len(fig.axes) == 1 and fig.axes[0].images
+    assert len([a for a in fig.axes if a.images]) == 1 and len(fig.axes) == 2  # the image and its colour bar
     plt.close(fig)

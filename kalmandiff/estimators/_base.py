@@ -135,6 +135,8 @@ class FitContext:
     callbacks: list
     history: list = field(default_factory=list)
     progress: Any = None
+    #: progress units each recorded step advances the bar by (None: one per step)
+    progress_weights: Any = None
     stopped_early: bool = False
 
     @property
@@ -294,7 +296,9 @@ class FitContext:
             post = {k: entry[k] for k in ("misfit_mean", "spread") if entry.get(k) is not None}
             if post:
                 self.progress.set_postfix({k: f"{v:.3g}" for k, v in post.items()}, refresh=False)
-            self.progress.update(1)
+            weights = self.progress_weights
+            k = len(self.history) - 1
+            self.progress.update(weights[k] if weights is not None and k < len(weights) else 1)
         for cb in self.callbacks:
             try:
                 stop = cb(dict(entry))
@@ -307,6 +311,15 @@ class FitContext:
         """Mean over coordinates of the ensemble standard deviation."""
         xp = self.xp
         return float(xp.mean(xp.std(xp.reshape(X, (X.shape[0], -1)), axis=0)))
+
+
+def _short_count(n) -> str:
+    """``1234567 -> '1.23M'``: evaluation counts for a progress bar's label."""
+    n = float(n)
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.0f}"
 
 
 def _progress_enabled(verbose) -> bool:
@@ -399,7 +412,10 @@ class BaseSolver(BaseEstimator):
             batch ``(J, *x_shape) -> (J, *y.shape)`` (``x_shape`` is the
             prior's ``event_shape``).
         noise_std : float or array, optional
-            Observation noise standard deviation for a plain callable forward.
+            Observation noise standard deviation; required with a plain
+            callable forward (``noise_std=0`` states noiseless data
+            explicitly; the Kalman updates still refuse it), and not allowed
+            with a ForwardProblem, which carries its own.
         checkpoint : str or path-like, optional
             File holding the solver's state.  If it exists and belongs to
             this run (same solver, parameters, prior and ``y``) the run
@@ -452,15 +468,21 @@ class BaseSolver(BaseEstimator):
                 f"solver: {', '.join(derivative_free_solvers())}."
             )
         if forward is None:
+            if noise_std is None:
+                raise ValueError(
+                    "start(y) without a forward problem needs the observation noise: start(y, noise_std=0.1) "
+                    "(noise_std=0 for noiseless data), or start(y, problem) with a ForwardProblem."
+                )
             if not hasattr(y, "shape"):
                 y = np.asarray(y, dtype=float)
-            forward = CallableProblem(
-                _not_called, self.prior.event_shape, tuple(y.shape), 0.0 if noise_std is None else noise_std
-            )
+            if self.prior is None:
+                self._make_context(y, None, None, probe=False)  # the prior=None error
+            forward = CallableProblem(_not_called, self.prior.event_shape, tuple(y.shape), noise_std)
             noise_std = None
         ctx = self._make_context(y, forward, noise_std, probe=False)
         self._begin(ctx, y, checkpoint, checkpoint_every)
         self._pending = self._advance(None)
+        self._asked = False
         return self
 
     def ask(self):
@@ -472,6 +494,7 @@ class BaseSolver(BaseEstimator):
             raise NotFittedError("call start(y, ...) before ask().")
         if self._pending is None:
             return None
+        self._asked = True
         return _move_like(self._pending.X, self._y_like)
 
     def tell(self, values):
@@ -482,9 +505,15 @@ class BaseSolver(BaseEstimator):
         """
         if getattr(self, "_pending", None) is None:
             raise RuntimeError("nothing to tell: call start() and ask() first (or the run is complete).")
+        if not getattr(self, "_asked", False):
+            raise RuntimeError(
+                "tell() before ask(): call X = ask(), evaluate the forward model on X, then tell(G(X))."
+            )
         ctx = self._ctx
         values = _move_like(values, ctx.y) if hasattr(values, "shape") else ctx.xp.asarray(np.asarray(values))
-        self._pending = self._advance(ctx.forward.accept(values, self._pending.X.shape[0]))
+        accepted = ctx.forward.accept(values, self._pending.X.shape[0])
+        self._asked = False
+        self._pending = self._advance(accepted)
         return self
 
     @property
@@ -555,6 +584,9 @@ class BaseSolver(BaseEstimator):
     def _finish(self, particles) -> None:
         ctx = self._ctx
         if ctx.progress is not None:
+            if ctx.progress.total is None or ctx.progress.n < ctx.progress.total:
+                ctx.progress.total = ctx.progress.n  # stopped early: the bar ends full, at the true total
+                ctx.progress.refresh()
             ctx.progress.close()
         if self._store is not None:
             self._save({"final": particles}, done=True)
@@ -625,10 +657,24 @@ class BaseSolver(BaseEstimator):
     def _make_context(self, y, forward, noise_std, probe: bool = True) -> FitContext:
         self._check_parameters()
         prior = self.prior
-        if prior is None or not hasattr(prior, "event_shape"):
+        if prior is None:
+            raise ValueError(
+                f"{type(self).__name__} got prior=None. Pass a prior as the first argument: "
+                "kd.problems.make(...) returns one as .prior for every built-in problem; otherwise use "
+                "kd.priors.GaussianPrior(mean, cov), kd.priors.GaussianRandomFieldPrior(shape=...), "
+                "kd.problems.fitted_gaussian_prior(images) or kd.priors.TorchDenoiser(network, event_shape)."
+            )
+        if not hasattr(prior, "event_shape"):
             raise ValueError("prior must be a kalmandiff prior (with event_shape and denoise/sample).")
         if not hasattr(y, "shape") or not hasattr(y, "dtype"):
             y = np.asarray(y, dtype=float)
+        if noise_std is None and callable(forward) and not isinstance(forward, ForwardProblem):
+            raise ValueError(
+                f"{type(self).__name__}.fit(y, forward) with a plain callable forward needs the observation "
+                "noise: fit(y, forward, noise_std=0.1) (a scalar, or an array broadcastable to y). "
+                "Pass noise_std=0 explicitly for noiseless data; or wrap the callable in "
+                "kd.problems.BlackBox(fn, x_shape, y_shape, noise_std)."
+            )
         problem = as_problem(forward, y, x_shape=prior.event_shape, noise_std=noise_std)
         if noise_std is not None and isinstance(forward, ForwardProblem):
             raise ValueError(
@@ -657,6 +703,8 @@ class BaseSolver(BaseEstimator):
             from ._gradients import require_gradient
 
             require_gradient(type(self).__name__, problem, "differentiates the forward model", acct)
+        planned = self._planned_evaluations()
+        self._warn_if_costly(planned)
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
         params = self.get_params(deep=False)
@@ -679,10 +727,51 @@ class BaseSolver(BaseEstimator):
         if _progress_enabled(self.verbose):
             from tqdm.auto import tqdm
 
-            ctx.progress = tqdm(
-                total=self._n_progress_steps(), desc=type(self).__name__.removesuffix("Solver"), leave=False
-            )
+            weights = self._progress_weights()
+            total = self._n_progress_steps() if weights is None else sum(weights)
+            ctx.progress_weights = weights
+            ctx.progress = tqdm(total=total, desc=self._progress_label(planned), leave=True)
         return ctx
+
+    def _planned_evaluations(self) -> dict | None:
+        """``expected_evaluations()``, or None where a configuration cannot be costed in advance."""
+        try:
+            return self.expected_evaluations()
+        except (AttributeError, NotImplementedError, TypeError, ValueError):
+            return None
+
+    def _warn_if_costly(self, planned: dict | None) -> None:
+        """A :class:`~kalmandiff.CostWarning` before a run that plans more forward evaluations than allowed."""
+        from .._config import CostWarning, get_config
+
+        limit = get_config()["max_forward_evals"]
+        if planned is None or limit is None:
+            return
+        n_fwd = int(planned.get("n_forward_evals", 0))
+        if n_fwd > limit:
+            warnings.warn(
+                f"{type(self).__name__} plans {n_fwd:,} forward evaluations "
+                f"({int(planned.get('n_sequential_forward_evals', 0)):,} sequential) and "
+                f"{int(planned.get('n_denoiser_evals', 0)):,} denoiser evaluations, more than "
+                f"max_forward_evals={limit:,.0f}. Lower n_particles / n_steps (see expected_evaluations()), "
+                "or raise the limit with kd.set_config(max_forward_evals=...) (None: never warn).",
+                CostWarning,
+                stacklevel=4,
+            )
+
+    def _progress_label(self, planned: dict | None) -> str:
+        """The progress bar's description: the solver and its planned evaluations."""
+        name = type(self).__name__.removesuffix("Solver")
+        if planned is None:
+            return name
+        return (
+            f"{name} [{_short_count(planned.get('n_forward_evals', 0))} forward, "
+            f"{_short_count(planned.get('n_denoiser_evals', 0))} denoiser evals planned]"
+        )
+
+    def _progress_weights(self) -> list[int] | None:
+        """Progress units per recorded step where steps differ in cost (None: one unit per step)."""
+        return None
 
     def _differentiates_forward(self, problem) -> bool:
         """Whether this run takes gradients of ``problem`` (from the registry; DiffPIR decides per problem)."""
@@ -704,6 +793,12 @@ class BaseSolver(BaseEstimator):
         out = problem.forward(x)
         acct.n_forward_probe_evals += 1
         expected = (1, *problem.y_shape)
+        if not hasattr(out, "shape"):
+            raise ValueError(
+                f"the forward callable returned a {type(out).__name__}, not an array, for one particle of "
+                f"shape {(1, *problem.x_shape)}; return an array of shape {expected} (NumPy, CuPy or torch, "
+                "e.g. numpy.asarray(result)): a leading particle axis, then y's shape."
+            )
         if tuple(getattr(out, "shape", ())) != expected:
             raise ValueError(
                 f"the forward callable returned shape {tuple(getattr(out, 'shape', ()))} for one particle of "

@@ -146,6 +146,13 @@ class GuidedSolver(BaseSolver):
         """Per-particle evaluations at step ``i`` (override): keys as in :meth:`expected_evaluations`."""
         return {"denoiser": 1, "denoiser_calls": 1, "forward": 0, "forward_calls": 0, "vjp": 0}
 
+    def _progress_weights(self) -> list[int]:
+        """Per-step cost (evaluations per sample), so the bar's ETA counts the guided steps to come."""
+        return [
+            max(1, sum(v for k, v in self._per_step_counts(i).items() if not k.endswith("_calls")))
+            for i in range(self.n_steps)
+        ]
+
     def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
         """Denoiser, forward and VJP evaluations this configuration makes, by formula.
 

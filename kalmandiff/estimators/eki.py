@@ -165,7 +165,9 @@ class EKISolver(BaseSolver):
         }
 
     def _n_progress_steps(self) -> int | None:
-        return self.max_iter if self._normalised else None
+        # an upper bound where the data-misfit controller may stop earlier; the bar is
+        # set to the true total when the run ends
+        return int(self.expected_evaluations()["n_sequential_forward_evals"])
 
     def _iterate(self, ctx: FitContext, state: dict | None):
         xp = ctx.xp

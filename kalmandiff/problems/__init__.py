@@ -2,6 +2,7 @@
 
 from . import _fixtures  # noqa: F401  (registers the problem instances of make())
 from ._base import CallableProblem, ForwardProblem, as_problem
+from ._fixtures import crescent_prior, default_prior, fitted_gaussian_prior, smooth_image_prior
 from ._registry import ProblemInstance, available, lookup_keys, make, register
 from .black_box import BlackBox
 from .imaging import GaussianDeblur, ImageProblem, Inpainting, SuperResolution, smooth_test_image
@@ -34,4 +35,8 @@ __all__ = [
     "ClosurePhaseInterferometry",
     "blur_circular",
     "crescent_image",
+    "smooth_image_prior",
+    "crescent_prior",
+    "fitted_gaussian_prior",
+    "default_prior",
 ]

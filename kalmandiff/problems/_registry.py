@@ -41,7 +41,10 @@ class ProblemInstance:
     y : array of shape ``problem.y_shape``
         ``problem.observe(x_true, random_state)``.
     prior : Prior or None
-        A prior that matches how ``x_true`` was drawn, when there is one.
+        A prior that matches how ``x_true`` was drawn.  Every built-in
+        problem has one (exact for linear-Gaussian and Navier-Stokes "small",
+        a Gaussian fitted to similar images for the image and interferometry
+        problems); None only for a third-party factory that supplies none.
     info : dict
         Free-form settings (sizes, seeds) for reports.
     """
@@ -51,6 +54,19 @@ class ProblemInstance:
     y: Any
     prior: Any = None
     info: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        """A one-line summary: the problem, the arrays' shapes and the prior (never whole arrays)."""
+
+        def shape(a):
+            return tuple(getattr(a, "shape", ()))
+
+        prior = "None" if self.prior is None else type(self.prior).__name__
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.info.items() if isinstance(v, (str, int, float)))
+        return (
+            f"ProblemInstance(problem={type(self.problem).__name__}, x_true: {shape(self.x_true)}, "
+            f"y: {shape(self.y)}, prior={prior}" + (f", {settings}" if settings else "") + ")"
+        )
 
 
 def register(name: str) -> Callable:
