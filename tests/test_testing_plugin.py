@@ -1,12 +1,16 @@
 """The pytest plugin (entry point pytest11 -> kalmandiff.testing.plugin) and its fixtures."""
 
+import sys
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import kalmandiff as kd
 from kalmandiff.testing import PosteriorCase
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_plugin_is_registered_as_an_entry_point(pytestconfig):
@@ -45,3 +49,29 @@ def test_kd_posterior_case_by_name(kd_posterior_case):
 
 def test_kd_problem_names(kd_problem_names):
     assert kd_problem_names == kd.problems.available()
+
+
+def test_the_documented_user_test_file_passes():
+    """docs/examples/test_my_solver.py, shown on the testing page, runs as a user's test suite would."""
+    import subprocess
+
+    example = ROOT / "docs" / "examples" / "test_my_solver.py"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(example.parent),
+            str(example),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=example.parent,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout

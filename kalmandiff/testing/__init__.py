@@ -12,7 +12,10 @@ Checks
     :func:`check_solver` (the solver contract and an accuracy check, each
     check reported by name), :func:`solver_checks`,
     :func:`parametrize_with_checks` (for ``pytest.mark.parametrize``),
-    :func:`solver_factory`.
+    :func:`solver_factory`, :func:`check_prior`, :func:`check_forward`.
+
+A pytest plugin (:mod:`kalmandiff.testing.plugin`, registered as an entry
+point) offers the fixtures ``kd_problem`` and ``kd_posterior_case``.
 """
 
 from ._cases import (
@@ -36,6 +39,7 @@ from ._checks import (
     solver_factory,
 )
 from ._failing import FailingForward, failing_problem
+from ._model_checks import check_forward, check_prior
 
 __all__ = [
     "PosteriorCase",
@@ -56,4 +60,6 @@ __all__ = [
     "solver_checks",
     "parametrize_with_checks",
     "solver_factory",
+    "check_prior",
+    "check_forward",
 ]
