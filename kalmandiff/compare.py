@@ -362,6 +362,9 @@ def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=
         if len(axes) < len(panels):
             raise ValueError(f"axes has {len(axes)} entries; {len(panels)} panels are needed.")
         fig = axes[0].figure
+        if not _uses_layout_engine(fig):
+            # colour bars in a tight_layout figure overlap the panels; constrained layout makes room
+            fig.set_layout_engine("constrained")
     lo, hi = float(np.min(ref)), float(np.max(ref))
     shared, shared_im = [], None
     for ax, (title, arr, note) in zip(axes, panels):
@@ -370,7 +373,7 @@ def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=
         if im is None:
             continue
         if title == "observation":
-            fig.colorbar(im, ax=ax, shrink=0.8, label="data")
+            fig.colorbar(im, ax=ax, shrink=0.8, location="bottom", label="data")
         else:
             shared.append(ax)
             shared_im = im
