@@ -109,8 +109,9 @@ def test_failing_forward_modes():
         FailingForward(A, "explode")
 
 
-@pytest.mark.parametrize("mode", ["raise", "nan"])
-def test_failing_problems_drive_both_policies(mode):
+def test_a_nan_problem_drives_both_policies():
+    """(Raising and hanging members through a BlackBox: tests/test_failures.py.)"""
+    mode = "nan"
     case = gaussian_case(4, 3, 0.1, seed=5)
     problem = failing_problem(case.A, (4,), 0.1, mode)
 
@@ -125,16 +126,15 @@ def test_failing_problems_drive_both_policies(mode):
     assert s.stats_["n_failed"] > 0 and np.all(np.isfinite(s.particles_))
 
 
-def test_a_hanging_problem_times_out():
+def test_a_hanging_problem_needs_an_executor_and_a_timeout():
     case = gaussian_case(4, 3, 0.1, seed=5)
     with pytest.raises(ValueError, match="executor"):
         failing_problem(case.A, (4,), 0.1, "hang")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        problem = failing_problem(case.A, (4,), 0.1, "hang", executor=pool, timeout=0.3, hang_call=25)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        problem = failing_problem(case.A, (4,), 0.1, "hang", executor=pool, timeout=0.2, hang_call=1)
         try:
-            s = kd.EnKGSolver(
-                case.prior, n_particles=20, n_steps=12, random_state=0, on_failure="resample", verbose=False
-            ).fit(case.y, problem)
+            G = problem(np.ones((3, 4)))
         finally:
             problem.failing.release()
-    assert s.stats_["n_failed"] == 1 and np.all(np.isfinite(s.particles_))
+    assert isinstance(problem, kd.problems.BlackBox)
+    assert np.isnan(np.asarray(G)).any(axis=1).sum() == 1  # threads may run the calls out of order

@@ -366,9 +366,9 @@ def check_plain_callable(s: _Setting):
     noise = s.case.noise_std
 
     def array_api_forward(X):
-        from array_api_compat import array_namespace
+        from .._backend import get_namespace
 
-        xp = array_namespace(X)
+        xp = get_namespace(X)
         flat = xp.reshape(X, (X.shape[0], -1))
         return flat @ xp.asarray(A.T, dtype=X.dtype, device=getattr(X, "device", None))
 
