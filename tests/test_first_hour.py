@@ -381,3 +381,11 @@ def test_history_panels_span_the_same_steps_and_name_the_solver(pyplot):
     label = axes[0].get_legend().get_texts()[0].get_text()
     assert label.startswith("EnKG") and "noise std 0.1" in label
     assert axes[1].get_title() == "ensemble spread"
+
+
+def test_eki_label_says_its_plan_is_an_upper_bound():
+    prior = kd.problems.make("linear-gaussian").prior
+    adaptive = kd.EKISolver(prior, n_particles=8)  # the data-misfit controller (dt=None) may stop early
+    fixed = kd.EKISolver(prior, n_particles=8, dt=0.5)
+    assert "up to" in adaptive._progress_label(adaptive.expected_evaluations())
+    assert "up to" not in fixed._progress_label(fixed.expected_evaluations())

@@ -730,7 +730,8 @@ class BaseSolver(BaseEstimator):
             weights = self._progress_weights()
             total = self._n_progress_steps() if weights is None else sum(weights)
             ctx.progress_weights = weights
-            ctx.progress = tqdm(total=total, desc=self._progress_label(planned), leave=True)
+            unit = "it" if weights is None else "eval"  # weighted: evaluations per sample
+            ctx.progress = tqdm(total=total, desc=self._progress_label(planned), leave=True, unit=unit)
         return ctx
 
     def _planned_evaluations(self) -> dict | None:
@@ -764,10 +765,15 @@ class BaseSolver(BaseEstimator):
         name = type(self).__name__.removesuffix("Solver")
         if planned is None:
             return name
+        bound = "up to " if self._planned_is_bound() else ""
         return (
-            f"{name} [{_short_count(planned.get('n_forward_evals', 0))} forward, "
+            f"{name} [{bound}{_short_count(planned.get('n_forward_evals', 0))} forward, "
             f"{_short_count(planned.get('n_denoiser_evals', 0))} denoiser evals planned]"
         )
+
+    def _planned_is_bound(self) -> bool:
+        """Whether ``expected_evaluations()`` is an upper bound (a run may stop earlier) rather than exact."""
+        return False
 
     def _progress_weights(self) -> list[int] | None:
         """Progress units per recorded step where steps differ in cost (None: one unit per step)."""

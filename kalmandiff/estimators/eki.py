@@ -164,6 +164,9 @@ class EKISolver(BaseSolver):
             "n_denoiser_vjps": 0,
         }
 
+    def _planned_is_bound(self) -> bool:
+        return not self._normalised and self.dt is None
+
     def _n_progress_steps(self) -> int | None:
         # an upper bound where the data-misfit controller may stop earlier; the bar is
         # set to the true total when the run ends
