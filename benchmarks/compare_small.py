@@ -41,9 +41,8 @@ OPTIONAL = [("dps", "DPSSolver"), ("gsg", "GSGSolver"), ("dpg", "DPGSolver"), ("
 
 def fitted_gaussian_prior(shape, n: int = 2000, first_seed: int = 1000, ridge: float = 1e-3):
     """A Gaussian prior fitted to ``n`` smooth test images (seeds ``first_seed`` onwards)."""
-    X = np.stack([smooth_test_image(shape, first_seed + i).ravel() for i in range(n)])
-    cov = np.cov(X, rowvar=False) + ridge * np.eye(X.shape[1])
-    return kd.priors.GaussianPrior(X.mean(0).reshape(shape), cov)
+    images = np.stack([smooth_test_image(shape, first_seed + i) for i in range(n)])
+    return kd.problems.fitted_gaussian_prior(images, ridge=ridge)
 
 
 def optional_solvers(prior, settings: dict) -> dict:

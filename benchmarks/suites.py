@@ -132,9 +132,7 @@ class Suite:
 
 def _gaussian_fit(images: np.ndarray, ridge: float) -> kd.priors.GaussianPrior:
     """Gaussian prior with the empirical mean and covariance (plus ``ridge * I``) of ``images``."""
-    flat = images.reshape(images.shape[0], -1)
-    cov = np.cov(flat, rowvar=False) + ridge * np.eye(flat.shape[1])
-    return kd.priors.GaussianPrior(flat.mean(0).reshape(images.shape[1:]), cov)
+    return kd.problems.fitted_gaussian_prior(images, ridge=ridge)
 
 
 def smooth_image_prior(inst, n: int = 2000) -> kd.priors.GaussianPrior:
