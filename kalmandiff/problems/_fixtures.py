@@ -43,6 +43,8 @@ PRIOR_FIT_SIZE = 400
 #: the largest unknown (pixels) that gets a dense fitted Gaussian; larger ones get a GRF
 #: (a dense eigendecomposition of a 4096 x 4096 covariance alone takes ~15 s on one core)
 DENSE_PRIOR_MAX_DIM = 1024
+#: images drawn for the GRF of a larger unknown (its mean level and pixel spread only)
+_GRF_FIT_SIZE = 16
 
 
 # --------------------------------------------------------------------------
@@ -122,6 +124,8 @@ def smooth_image_prior(shape: tuple[int, int, int] = (1, 32, 32), n: int = PRIOR
     """
     shape = _check_image_shape(shape)
     rng = _fit_rng()
+    if int(np.prod(shape)) > DENSE_PRIOR_MAX_DIM:
+        n = min(int(n), _GRF_FIT_SIZE)  # a GRF needs only the level and spread: a few images suffice
     images = np.stack([smooth_test_image(shape, rng) for _ in range(int(n))])
     return _prior_from_images(images)
 
@@ -158,6 +162,8 @@ def crescent_prior(npix: int = 32, fov_uas: float = 160.0, n: int = PRIOR_FIT_SI
     -------
     GaussianPrior or GaussianRandomFieldPrior
     """
+    if int(npix) ** 2 > DENSE_PRIOR_MAX_DIM:
+        n = min(int(n), _GRF_FIT_SIZE)
     u = _fit_rng().random((int(n), 4))
     images = np.stack(
         [crescent_image(int(npix), float(fov_uas), flux_jy=0.6, **_crescent_shape(row)) for row in u]
