@@ -22,31 +22,25 @@ FACTORIES = {
 # DiffPIR's gradient data step has its own loop (and its own checkpoints).
 FACTORIES["DiffPIR-gradient"] = solver_factory("diffpir", data_step="gradient")
 
-# Accuracy at the quick settings (8 particles, few steps) on the 3-dimensional Gaussian case: at
-# most mean_tol times the prior mean's error.  DPG's quick settings are far off this case (error
-# ~30x the prior mean's, issue 16 report) and GSG's just miss 1.0 (1.1x): both are measured
-# properly by the posterior-accuracy tests and benchmarks, not by this smoke check.
-ACCURACY = {"DPG": None, "GSG": 1.5}
+# Accuracy at the quick settings (8 particles, few steps) on the 4-dimensional Gaussian case: at
+# most mean_tol times the prior mean's error.  GSG's quick settings just miss 1.0 (1.1x).  DPG at
+# 8 particles is far off this case (error 33x the prior mean's at its six quick steps, still 3x at
+# 50 steps; spread 15-145x the exact one), so its accuracy is left to the posterior-accuracy tests
+# and benchmarks; the rest of its contract is checked here.
+_DEFAULT = [k for k in FACTORIES if k not in ("GSG", "DPG")]
 
 
-def _split(names):
-    return {k: FACTORIES[k] for k in names}
-
-
-_DEFAULT = [k for k in FACTORIES if k not in ACCURACY]
-
-
-@parametrize_with_checks(_split(_DEFAULT))
+@parametrize_with_checks({k: FACTORIES[k] for k in _DEFAULT})
 def test_registered_solver_contract(check):
     check()
 
 
-@parametrize_with_checks(_split(["GSG"]), mean_tol=ACCURACY["GSG"])
+@parametrize_with_checks({"GSG": FACTORIES["GSG"]}, mean_tol=1.5)
 def test_registered_solver_contract_gsg(check):
     check()
 
 
-@parametrize_with_checks(_split(["DPG"]), cases=())
+@parametrize_with_checks({"DPG": FACTORIES["DPG"]}, cases=())
 def test_registered_solver_contract_dpg(check):
     check()
 
