@@ -117,3 +117,13 @@ def test_broken_forward_models_are_caught_by_name(problem, name):
     pytest.importorskip("torch")
     report = check_forward(problem, raise_on_failure=False)
     assert list(report.failed) == [name]
+
+
+@pytest.mark.slow
+def test_the_shipped_network_prior_passes():
+    """The pretrained Navier-Stokes denoiser (TorchDenoiser): samples through its PF-ODE (~45 s)."""
+    pytest.importorskip("torch")
+    from kalmandiff.priors.pretrained import load_navier_stokes_prior
+
+    report = check_prior(load_navier_stokes_prior(), n_samples=200)
+    assert not report.skipped and len(report.passed) == 4
