@@ -388,6 +388,39 @@ def check_plain_callable(s: _Setting):
     raise AssertionError("a gradient-based solver accepted a NumPy-only (not differentiable) forward")
 
 
+def check_output_namespace(s: _Setting):
+    """With ``y`` in another array namespace (array_api_strict, torch), ``particles_`` and
+    ``reconstruct(return_std=True)`` come back in that namespace (DESIGN.md, principle 2)."""
+    namespaces = []
+    try:
+        import array_api_strict
+
+        namespaces.append(("array_api_strict", array_api_strict.asarray))
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        namespaces.append(("torch", torch.asarray))
+    except ImportError:  # pragma: no cover
+        pass
+    if not namespaces:  # pragma: no cover
+        raise SkipCheck("neither array_api_strict nor torch is installed")
+    problems = []
+    for label, asarray in namespaces:
+        y = asarray(np.asarray(s.y))
+        est = s.make().fit(y, s.forward)
+        x_hat, x_std = est.reconstruct(return_std=True)
+        wrong = [
+            name
+            for name, out in (("particles_", est.particles_), ("mean", x_hat), ("std", x_std))
+            if type(out) is not type(y)
+        ]
+        if wrong:
+            problems.append(f"{label}: {', '.join(wrong)} not in y's namespace")
+    _assert(not problems, "; ".join(problems))
+
+
 def _nan_forward(s: _Setting):
     from ..problems import CallableProblem
 
@@ -455,6 +488,7 @@ _CONTRACT = [
     check_checkpoint_resume,
     check_ask_tell,
     check_plain_callable,
+    check_output_namespace,
     check_failure_raise,
     check_failure_resample,
 ]
@@ -550,6 +584,8 @@ def check_solver(factory: Callable, *, raise_on_failure: bool = True, **kwargs) 
     - ``check_checkpoint_resume`` and ``check_ask_tell`` (where supported;
       gradient-based solvers must refuse ask/tell);
     - ``check_plain_callable``;
+    - ``check_output_namespace``: results in the namespace of ``y``
+      (array_api_strict and torch, where installed);
     - ``check_failure_raise`` and ``check_failure_resample``: the
       member-failure policies against a forward model that returns NaN for
       some members;
