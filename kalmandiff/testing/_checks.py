@@ -626,9 +626,13 @@ def check_solver(factory: Callable, *, raise_on_failure: bool = True, **kwargs) 
     >>> report.passed
     ['check_same_seed_same_result']
     """
-    label = type(factory(None)).__name__
+    return run_checks(type(factory(None)).__name__, solver_checks(factory, **kwargs), raise_on_failure)
+
+
+def run_checks(label: str, checks, raise_on_failure: bool) -> CheckReport:
+    """Run ``(name, callable)`` checks, collecting passes, skips and failures by name in a report."""
     report = CheckReport(label)
-    for name, run in solver_checks(factory, **kwargs):
+    for name, run in checks:
         try:
             run()
         except SkipCheck as exc:

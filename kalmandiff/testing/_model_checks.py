@@ -6,26 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import CheckReport, SkipCheck
+from ._checks import CheckReport, SkipCheck, run_checks
 
 __all__ = ["check_prior", "check_forward"]
 
 
 def _run(label: str, checks: list, raise_on_failure: bool) -> CheckReport:
-    report = CheckReport(label)
-    for fn in checks:
-        name = fn.__name__
-        try:
-            fn()
-        except SkipCheck as exc:
-            report.skipped[name] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - every failure is reported by name
-            report.failed[name] = f"{type(exc).__name__}: {exc}".strip()
-        else:
-            report.passed.append(name)
-    if raise_on_failure:
-        report.raise_if_failed()
-    return report
+    return run_checks(label, [(fn.__name__, fn) for fn in checks], raise_on_failure)
 
 
 def _np(x) -> np.ndarray:
