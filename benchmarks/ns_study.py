@@ -137,12 +137,23 @@ def figure(records: list[dict], path: Path, references: dict | None = None) -> N
     if not problems:
         return
     fig, axes = plt.subplots(1, len(problems), figsize=(4.2 * len(problems), 3.6), squeeze=False)
+    # one colour per (method, N) across every panel
+    keys = sorted({k for p in problems for k in data[p]}, key=lambda t: (t[0], t[1] or 0))
+    colour = {k: f"C{i % 7}" for i, k in enumerate(keys)}
     for ax, problem in zip(axes[0], problems):
         for (m, N), series in sorted(data[problem].items(), key=lambda t: (t[0][0], t[0][1] or 0)):
             Js = sorted(series)
             means = [np.mean(series[J]) for J in Js]
             errs = [np.std(series[J]) for J in Js]
-            ax.errorbar(Js, means, yerr=errs, marker="o", capsize=3, label=m + (f", N={N}" if N else ""))
+            ax.errorbar(
+                Js,
+                means,
+                yerr=errs,
+                marker="o",
+                capsize=3,
+                color=colour[(m, N)],
+                label=m + (f", N={N}" if N else ""),
+            )
         ax.axhline(1.0, color="0.5", ls=":", lw=1, label="prior mean")
         for k, (name, value) in enumerate(
             (n, v) for n, v in (references or {}).get(problem, {}).items() if n in REFERENCE_LINES
