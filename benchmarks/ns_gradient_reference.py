@@ -356,16 +356,26 @@ def least_squares(
     return rows, x.numpy(), (early["x"].numpy() if early else None)
 
 
-def grf_sqrt_operator(prior):
-    """``z -> C^(1/2) z`` for a :class:`GaussianRandomFieldPrior`, on torch ``(C, H, W)`` fields."""
-    _, h, w = prior.event_shape
-    root = torch.as_tensor(np.sqrt(prior.spectrum[:, : w // 2 + 1]), dtype=torch.float64)
-    mean = torch.as_tensor(np.asarray(prior.mean, dtype=np.float64))
+def stationary_sqrt(mean, variance):
+    """``z -> mean + C^(1/2) z`` for a stationary Gaussian on torch ``(C, H, W)`` fields.
+
+    ``variance`` is the per-Fourier-mode variance on the full ``fft2`` grid
+    (``(H, W)`` or ``(C, H, W)``), in the normalisation where white noise has
+    variance 1 per mode; ``mean`` is the mean field.
+    """
+    h, w = np.shape(variance)[-2:]
+    root = torch.as_tensor(np.sqrt(np.asarray(variance)[..., : w // 2 + 1]), dtype=torch.float64)
+    mean = torch.as_tensor(np.asarray(mean, dtype=np.float64))
 
     def apply(z):
         return mean + torch.fft.irfftn(torch.fft.rfftn(z, dim=(-2, -1)) * root, s=(h, w), dim=(-2, -1))
 
     return apply
+
+
+def grf_sqrt_operator(prior):
+    """``z -> C^(1/2) z`` for a :class:`GaussianRandomFieldPrior`, on torch ``(C, H, W)`` fields."""
+    return stationary_sqrt(prior.mean, prior.spectrum)
 
 
 def grf_map_objective(lik: Likelihood, prior):
@@ -421,13 +431,7 @@ def stationary_gaussian_sqrt(fields: np.ndarray):
     _, _, h, w = fields.shape
     mean = fields.mean(axis=0)
     power = np.mean(np.abs(np.fft.fft2(fields - mean)) ** 2, axis=0) / (h * w)
-    root = torch.as_tensor(np.sqrt(power[..., : w // 2 + 1]), dtype=torch.float64)
-    mean_t = torch.as_tensor(mean, dtype=torch.float64)
-
-    def apply(z):
-        return mean_t + torch.fft.irfftn(torch.fft.rfftn(z, dim=(-2, -1)) * root, s=(h, w), dim=(-2, -1))
-
-    return apply
+    return stationary_sqrt(mean, power)
 
 
 def gaussian_map(lik: Likelihood, fields: np.ndarray, x_true, max_evals: int = 400) -> list[dict]:

@@ -235,8 +235,7 @@ class RandomSource:
             self._cupy = random_state._cupy
             self._torch = random_state._torch
         else:
-            if isinstance(random_state, (numbers.Integral, np.integer)) and not stream:
-                raise ValueError("an integer random_state needs a stream name (see stream_seed).")
+            # an integer seed without a stream name is refused by stream_seed
             self.numpy = check_random_state(random_state, stream)
             self._cupy = None
             self._torch = {}
