@@ -52,7 +52,7 @@ def test_killed_subprocess_resumes_to_the_uninterrupted_particles(tmp_path):
     assert not list(tmp_path.glob("*.tmp")), "no temporary file may be left behind"
 
 
-@pytest.mark.parametrize("solver", ["enkg", "eki"])
+@pytest.mark.parametrize("solver", ["enkg", "enkg-adaptive", "eki"])
 def test_resume_in_process_after_an_interruption(tmp_path, solver):
     A = np.random.default_rng(1).standard_normal((3, 5))
     calls = {"n": 0}
@@ -66,6 +66,16 @@ def test_resume_in_process_after_an_interruption(tmp_path, solver):
     def make():
         if solver == "enkg":
             return kd.EnKGSolver(PRIOR, n_particles=12, n_steps=20, random_state=0, verbose=False)
+        if solver == "enkg-adaptive":  # its pseudo-time t must travel with the checkpoint
+            return kd.EnKGSolver(
+                PRIOR,
+                n_particles=12,
+                n_steps=20,
+                update="kalman-sqrt",
+                tempering="adaptive",
+                random_state=0,
+                verbose=False,
+            )
         return kd.EKISolver(PRIOR, n_particles=12, dt=0.1, random_state=0, verbose=False)
 
     ckpt = tmp_path / "c.pkl"

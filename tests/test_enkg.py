@@ -424,3 +424,45 @@ def test_reference_settings_per_problem_family():
     with pytest.raises(ValueError, match="problem_family"):
         kd.EnKGSolver.defaults_for("weather")
     assert kd.EKISolver.defaults_for("ns")["max_iter"] == 500
+
+
+# --------------------------------------------------------------------------
+# adaptive tempering
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_updates", [1, 2, 13, 60])
+def test_adaptive_tempering_assimilates_the_whole_likelihood_by_the_window_end(n_updates):
+    """Whatever the misfits, the pseudo-time steps add up to one over the updates, never beyond."""
+    from kalmandiff.estimators.enkg import _Tempering
+
+    rng = np.random.default_rng(n_updates)
+    tempering, steps = _Tempering("adaptive", fixed_inflation=1.0), []
+    for left in range(n_updates, 0, -1):
+        t_before = tempering.t
+        a = tempering.inflation(rng.gamma(2.0, 10.0 ** rng.uniform(0, 4), size=32), 50, left)
+        if a is None:
+            steps.append(0.0)
+            continue
+        steps.append(1.0 / a)
+        assert 1.0 / a >= (1.0 - t_before) / left - 1e-12  # at least the fair share of what is left
+    assert sum(steps) == pytest.approx(1.0, abs=1e-12)
+    assert tempering.t == pytest.approx(1.0, abs=1e-12)
+
+
+def test_adaptive_tempering_on_an_exact_gaussian_posterior():
+    """Calibrated, with the same accuracy budget as the fixed tempering (measured: 0.12 vs 0.11 at J=256, N=80)."""
+    case = gaussian_case(16, 8, 0.1, seed=0)
+    kw = dict(n_particles=256, update="kalman-sqrt", random_state=0, batch_size=None)
+    fixed = scores(quiet(case["prior"], **kw).fit(case["y"], linear(case["A"]), noise_std=0.1), case)
+    adaptive = quiet(case["prior"], tempering="adaptive", **kw)
+    err, prior_err, spread = scores(adaptive.fit(case["y"], linear(case["A"]), noise_std=0.1), case)
+    assert err < 0.25 and err < 0.5 * prior_err and err < fixed[0] + 0.1
+    assert 0.85 <= spread <= 1.1
+
+
+def test_adaptive_tempering_refuses_an_explicit_inflation():
+    case = gaussian_case(4, 3, 0.2)
+    s = quiet(case["prior"], update="kalman", tempering="adaptive", kalman_inflation=10.0)
+    with pytest.raises(ValueError, match="kalman_inflation"):
+        s.fit(case["y"], linear(case["A"]), noise_std=0.2)

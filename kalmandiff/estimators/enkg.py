@@ -16,7 +16,7 @@ from typing import Any
 
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
-from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
+from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
 from ._params import (
     EDM_SCHEDULE,
     FRACTION,
@@ -35,6 +35,35 @@ _UPDATES = ("paper", "kalman", "kalman-sqrt")
 _CALIBRATED = ("kalman", "kalman-sqrt")
 _ODE_METHODS = ("euler", "heun")
 _INITS = ("random", "centred")
+_TEMPERINGS = ("fixed", "adaptive")
+
+
+class _Tempering:
+    """How much of the likelihood each calibrated update assimilates: ``1 / a`` per update.
+
+    ``"fixed"``: ``a`` the same at every update (by default the number of
+    updates in the window, so that the ``1 / a`` add up to one, as ES-MDA).
+    ``"adaptive"``: the data-misfit controller of Iglesias and Yang picks
+    each ``dt = 1 / a`` from the members' misfits, at least the share
+    ``(1 - t) / (updates left)`` of what is left so that the steps add up to
+    one by the end of the window, whatever its length.  ``t`` (the
+    pseudo-time used so far) is the only state.
+    """
+
+    def __init__(self, mode: str, fixed_inflation: float, t: float = 0.0):
+        self.mode, self.fixed_inflation, self.t = mode, float(fixed_inflation), float(t)
+
+    def inflation(self, phi, n_data: int, updates_left: int) -> float | None:
+        """``a`` for the next update, or None when the whole likelihood has been assimilated."""
+        if self.mode == "fixed":
+            return self.fixed_inflation
+        left = 1.0 - self.t
+        if left <= 1e-12:
+            return None
+        dt = max(data_misfit_step(phi, n_data, self.t), left / max(updates_left, 1))
+        dt = min(dt, left)
+        self.t += dt
+        return 1.0 / dt
 
 
 @register_solver("enkg", derivative_free=True, rank=0, quick={"n_steps": 6})
@@ -98,6 +127,21 @@ class EnKGSolver(BaseSolver):
         Inflation ``a`` of the noise covariance in each Kalman update; None
         uses the number of updates in the window, so that the inverses add
         up to one.
+    tempering : {"fixed", "adaptive"}, default "fixed"
+        How the calibrated updates share the likelihood.  ``"fixed"``: the
+        same inflation ``a`` at every update (ES-MDA).  ``"adaptive"``: the
+        data-misfit controller of Iglesias and Yang (as in
+        :class:`EKISolver`) chooses each ``dt = 1 / a`` from the members'
+        misfits, at least ``(1 - t) / (updates left)`` so that the steps
+        add up to one by the end of the window whatever its length; once
+        they do, the remaining updates leave the ensemble unchanged (their
+        forward evaluations still run and are recorded).
+        Measured worse than ``"fixed"`` on exact linear-Gaussian posteriors
+        and on the CPU suite's image problems (it takes small steps while
+        the misfit is large, at high noise levels, and must assimilate the
+        rest late; docs/benchmarks.md, "EnKG updates"), hence not the
+        default.  Needs ``kalman_inflation=None``.
+
     localization : None, "auto", float or callable, default None
         Covariance localisation of the calibrated updates (``"kalman"``,
         ``"kalman-sqrt"``; refused with ``"paper"``): the gain becomes
@@ -217,7 +261,9 @@ class EnKGSolver(BaseSolver):
     ode_method: str = "euler"
     update: str = "paper"
     kalman_inflation: float | None = None
+    tempering: str = "fixed"
     localization: Any = None
+
     init: str = "random"
     batch_size: int | None = 64
 
@@ -236,10 +282,15 @@ class EnKGSolver(BaseSolver):
         "ode_method": [Options(*_ODE_METHODS)],
         "init": [Options(*_INITS)],
         "kalman_inflation": [None, POSITIVE],
+        "tempering": [Options(*_TEMPERINGS)],
     }
 
     def _check_more(self) -> None:
         check_localization(self.localization, self.update, _CALIBRATED)
+        if self.tempering == "adaptive" and self.kalman_inflation is not None:
+            raise ValueError(
+                "tempering='adaptive' chooses the inflation of each update; leave kalman_inflation=None."
+            )
 
     # -- the schedule --------------------------------------------------------
     def correction_steps(self) -> list[int]:
@@ -292,21 +343,24 @@ class EnKGSolver(BaseSolver):
         sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
         window = set(self.correction_steps())
         noise_std = ctx.positive_noise_std(self.update) if self.update != "paper" else None
-        inflation = self.kalman_inflation or max(len(window) * self.n_updates, 1)
+        fixed = self.kalman_inflation or max(len(window) * self.n_updates, 1)
         taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
         step = heun_step if self.ode_method == "heun" else euler_step
 
         if state is None:
-            x, start = self._initial_ensemble(ctx, J), 0
+            x, start, t = self._initial_ensemble(ctx, J), 0, 0.0
         else:
-            x, start = state["x"], int(state["i"])
+            x, start, t = state["x"], int(state["i"]), float(state.get("t", 0.0))
+        tempering = _Tempering(self.tempering, fixed, t)
         for i in range(start, N):
-            yield SafePoint(i, {"i": i, "x": x})
+            yield SafePoint(i, {"i": i, "x": x, "t": tempering.t})
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             misfit = None
             if i in window:
-                for _ in range(self.n_updates):
-                    x, misfit = yield from self._correct(ctx, x, i, s, noise_std, inflation, taper)
+                later = sum(1 for k in window if k >= i)
+                for u in range(self.n_updates):
+                    left = later * self.n_updates - u
+                    x, misfit = yield from self._correct(ctx, x, i, s, noise_std, tempering, left, taper)
             x = step(ctx.denoise, x, s, s_next)
             ctx.record(
                 step=i,
@@ -328,10 +382,12 @@ class EnKGSolver(BaseSolver):
             z = (z - ctx.xp.mean(z, axis=0, keepdims=True)) * math.sqrt(J / (J - 1))
         return self.sigma_max * z
 
-    def _correct(self, ctx: FitContext, x, i: int, sigma: float, noise_std, inflation: float, taper=None):
+    def _correct(self, ctx: FitContext, x, i, sigma, noise_std, tempering: _Tempering, left: int, taper=None):
         """One ensemble update at noise level ``sigma`` (a generator: it asks for forward values).
 
-        Returns the updated particles and the members' misfits.
+        ``left`` counts the updates still to come in the window, this one
+        included.  Returns the updated particles and the members' misfits
+        (before the update).
         """
         xp = ctx.xp
         x0 = solve_to_zero(
@@ -341,9 +397,14 @@ class EnKGSolver(BaseSolver):
         ok = ctx.handle_failures(failed)
         X = self._flat(x)
         G_ok = ctx.take_ok(G, ok)
+        misfit = ctx.misfit(G_ok)
+        inflation = None
+        if self.update != "paper":
+            inflation = tempering.inflation(misfit, int(ctx.y_flat.shape[0]), left)
+            if inflation is None:  # the likelihood is used up: nothing left to assimilate
+                return x, misfit
         X_ok = self._apply_update(ctx, ctx.take_ok(X, ok), G_ok, i, noise_std, inflation, taper)
         Xn = ctx.merge_successes(X, X_ok, ok)
-        misfit = ctx.misfit(G_ok)
         return xp.reshape(Xn, tuple(x.shape)), misfit
 
     def _apply_update(self, ctx: FitContext, X, G, i: int, noise_std, inflation: float, taper=None):
