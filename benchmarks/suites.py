@@ -25,6 +25,10 @@ Suites
     (paper and calibrated updates) and EKI.  Far more than one session of
     two cores: run it in slices with ``--problem`` / ``--solver`` and
     ``--resume``; :mod:`benchmarks.ns_study` tabulates whatever has finished.
+``enkg-updates``
+    EnKG's paper update against the calibrated ``kalman-sqrt`` update
+    (fixed and adaptive tempering) and EKI at J in {64, 256}, N in
+    {20, 40} on phase retrieval and the black hole (minutes each).
 ``gpu``
     The paper's sizes (Navier-Stokes 128x128 with J = 2048 and N = 80,
     interferometry 64x64 with J = 1024): CuPy particles, torch priors on
@@ -484,6 +488,45 @@ NS_STUDY = Suite(
     "noise 0 / 1 / 2; evolved truth + network prior and GRF truth + exact GRF prior.",
 )
 
+# --------------------------------------------------------------------------
+# which EnKG update: paper, calibrated (fixed or adaptive tempering), EKI beside them
+# --------------------------------------------------------------------------
+
+UPDATES_J = (64, 256)
+UPDATES_N = (20, 40)
+
+
+def _update_solvers() -> tuple:
+    out = []
+    for J in UPDATES_J:
+        for N in UPDATES_N:
+            base = {"n_particles": J, "n_steps": N}
+            out.append(_solver(study_label("EnKG paper", J, N), "EnKGSolver", **base))
+            out.append(
+                _solver(study_label("EnKG kalman-sqrt", J, N), "EnKGSolver", **base, update="kalman-sqrt")
+            )
+            out.append(
+                _solver(
+                    study_label("EnKG kalman-sqrt adaptive", J, N),
+                    "EnKGSolver",
+                    **base,
+                    update="kalman-sqrt",
+                    tempering="adaptive",
+                )
+            )
+        out.append(_solver(study_label("EKI", J), "EKISolver", n_particles=J, max_iter=100))
+    return tuple(out)
+
+
+ENKG_UPDATES = Suite(
+    "enkg-updates",
+    problems=(PR32, BH32),
+    solvers=_update_solvers(),
+    description="EnKG's updates side by side (paper, kalman-sqrt with fixed and adaptive tempering) "
+    "and EKI, error against J and N on the CPU suite's image problems; the Navier-Stokes "
+    "problems are the ns-study's.",
+)
+
 SMOKE = Suite(
     "smoke",
     problems=(
@@ -510,4 +553,4 @@ SMOKE = Suite(
     description="Seconds: the machinery only.",
 )
 
-SUITES = {s.name: s for s in (SMOKE, CPU, SPEED, NS_STUDY, GPU)}
+SUITES = {s.name: s for s in (SMOKE, CPU, SPEED, NS_STUDY, ENKG_UPDATES, GPU)}
