@@ -466,3 +466,16 @@ def test_adaptive_tempering_refuses_an_explicit_inflation():
     s = quiet(case["prior"], update="kalman", tempering="adaptive", kalman_inflation=10.0)
     with pytest.raises(ValueError, match="kalman_inflation"):
         s.fit(case["y"], linear(case["A"]), noise_std=0.2)
+
+
+def test_paper_mode_is_blind_to_a_scalar_noise_level_but_not_to_unequal_ones():
+    """The docstring's claim: a scalar Gamma cancels in C / ||C||_F (so the reference code's raw
+    residuals are reproduced with any scalar noise_std); unequal levels reweight the data."""
+    case = gaussian_case(6, 4, 0.1, seed=3)
+    kw = dict(n_particles=16, n_steps=12, random_state=5)
+
+    def run(noise_std):
+        return quiet(case["prior"], **kw).fit(case["y"], linear(case["A"]), noise_std=noise_std).particles_
+
+    np.testing.assert_allclose(run(0.1), run(7.0), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(run(0.1), run(np.array([0.1, 0.1, 1.0, 1.0])))
