@@ -33,7 +33,6 @@ class TinyEKI(BaseSolver):
     n_iter : int, default 4
     """
 
-    _uses_denoiser = False
     n_particles: int = 16
     n_iter: int = 4
     _param_constraints = {"n_iter": [POSITIVE_INT]}

@@ -56,7 +56,6 @@ def test_every_solver_has_expected_evaluations_with_the_same_first_argument():
 class _ToySolver(BaseSolver):
     """A derivative-free toy: the prior's samples, unchanged."""
 
-    _uses_denoiser = False
     n_particles: int = 4
     verbose: bool = False
 
@@ -113,3 +112,14 @@ def test_reference_settings_are_keyed_by_problem_name():
             assert spec.cls.defaults_for("black-hole") == spec.cls.defaults_for("interferometry")
     assert kd.EnKGSolver.defaults_for("deblur") == kd.EnKGSolver.defaults_for("images")
     assert not hasattr(kd.estimators.BaseSolver, "_FAMILY_ALIASES")
+
+
+def test_no_behaviour_flags_remain():
+    """What a solver needs follows from the step protocol (ask/tell, graphs, checkpointed tensors) or from
+    the registry (gradients), not from flags on the class (issue 14)."""
+    for flag in ("_supports_ask_tell", "_uses_denoiser", "_needs_graph", "_tensor_state"):
+        assert not hasattr(BaseSolver, flag), flag
+        for spec in registered_solvers():
+            # EKISolver._uses_denoiser is a leftover line that nothing reads (eki.py is another change's)
+            if (spec.name, flag) != ("eki", "_uses_denoiser"):
+                assert not hasattr(spec.cls, flag), (spec.name, flag)

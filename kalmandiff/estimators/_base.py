@@ -165,7 +165,8 @@ class FitContext:
     xp : namespace of the computation
     rng : RandomSource
     acct : Accounting
-    denoise : CountingDenoiser or None
+    denoise : CountingDenoiser
+        The prior's denoiser, counted and chunked (unused by EKI).
     forward : ForwardEvaluator
     """
 
@@ -418,8 +419,6 @@ class BaseSolver(BaseEstimator):
     verbose: Any = "auto"
     callbacks: list | None = None
 
-    #: whether the solver calls the prior's denoiser (False for EKI)
-    _uses_denoiser = True
     #: constructor settings per registered problem name (or family), from the reference scripts
     _FAMILY_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -814,7 +813,7 @@ class BaseSolver(BaseEstimator):
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
         params = self.get_params(deep=False)
-        denoise = CountingDenoiser(prior, params.get("batch_size"), acct) if self._uses_denoiser else None
+        denoise = CountingDenoiser(prior, params.get("batch_size"), acct)
         y_flat = xp.reshape(y_c, (-1,))
         ctx = FitContext(
             problem=problem,

@@ -61,7 +61,6 @@ class DPSSolver(GuidedSolver):
         counts.
     """
 
-    _needs_graph = True
     # DPS repository configs (VP/DDPM parametrisation); no reference setting exists
     # for Navier-Stokes or black-hole imaging (the EnKG code has no DPS), so those
     # families keep InverseBench's default scale.

@@ -170,7 +170,6 @@ class GSGSolver(GuidedSolver):
         As for :class:`~kalmandiff.estimators.dps.DPSSolver`.
     """
 
-    _needs_graph = True
     # enkg-pytorch scripts (scale per problem; 1024 queries, mu 0.01, query batch 512)
     _FAMILY_DEFAULTS = {
         "navier-stokes": {"guidance_scale": 0.1, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
