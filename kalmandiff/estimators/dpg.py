@@ -57,7 +57,7 @@ class DPGSolver(GuidedSolver):
     Attributes
     ----------
     particles_, stats_, history_
-        As for :class:`~kalmandiff.estimators.dps.DPSSolver`.
+        As for :class:`~kalmandiff.DPSSolver`.
     """
 
     # enkg-pytorch scripts: NS B=64, M=4000; black hole B=10 (M from the YAML);

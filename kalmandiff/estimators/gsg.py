@@ -167,7 +167,7 @@ class GSGSolver(GuidedSolver):
     Attributes
     ----------
     particles_, stats_, history_
-        As for :class:`~kalmandiff.estimators.dps.DPSSolver`.
+        As for :class:`~kalmandiff.DPSSolver`.
     """
 
     # enkg-pytorch scripts (scale per problem; 1024 queries, mu 0.01, query batch 512)
