@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # gallery scripts draw off-screen
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # the package from this checkout, even when not installed
+sys.path.insert(0, str(HERE / "_ext"))  # the project's own Sphinx extensions
 
 import kalmandiff  # noqa: E402  (after the path is set)
 
@@ -35,6 +36,7 @@ extensions = [
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
+    "registered_solvers",  # docs/_ext: the API page's solver tables, from the solver registry
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}

@@ -302,7 +302,7 @@ def test_dps_refuses_a_forward_it_cannot_differentiate(forward):
     assert prior.calls == 0, "the check must come before any work"
 
 
-def test_dps_accepts_a_torch_friendly_callable_and_refuses_ask_tell():
+def test_dps_accepts_a_torch_friendly_callable():
     A = torch.as_tensor(CASE["A"])
 
     def forward(X):
@@ -310,8 +310,6 @@ def test_dps_accepts_a_torch_friendly_callable_and_refuses_ask_tell():
 
     solver = DPSSolver(CASE["prior"], n_steps=5, guidance_scale=0.1, verbose=False, random_state=0)
     assert np.all(np.isfinite(solver.fit(CASE["y"], forward, noise_std=0.1).particles_))
-    with pytest.raises(NotImplementedError):
-        solver.start(CASE["y"], PROBLEM)
 
 
 class FlakyProblem(ForwardProblem):

@@ -9,9 +9,9 @@ broken variant is caught, and the report names the check that caught it.
 import numpy as np
 import pytest
 
-from kalmandiff.estimators import BaseSolver
-from kalmandiff.estimators._base import ForwardRequest, SafePoint
+from kalmandiff.estimators import BaseSolver, ForwardRequest, SafePoint, VJPRequest
 from kalmandiff.estimators._params import POSITIVE_INT, solver_parameters
+from kalmandiff.estimators._registry import register_solver, unregister_solver
 from kalmandiff.testing import (
     CheckReport,
     check_solver,
@@ -33,7 +33,6 @@ class TinyEKI(BaseSolver):
     n_iter : int, default 4
     """
 
-    _uses_denoiser = False
     n_particles: int = 16
     n_iter: int = 4
     _param_constraints = {"n_iter": [POSITIVE_INT]}
@@ -142,3 +141,67 @@ def test_select_and_exclude_checks_by_name():
 )
 def test_tiny_eki_with_parametrize_with_checks(check):
     check()
+
+
+# -- a gradient-based solver written outside the package ----------------------------------
+
+
+@solver_parameters
+class TinyGradientDescent(BaseSolver):
+    """Gradient descent on the data misfit from prior draws: a toy gradient-based solver in NumPy.
+
+    It asks for forward values with ``vjp=True`` and then for the vector-Jacobian products of the
+    weighted residuals: ``fit`` answers them (a linear problem's adjoint, torch autograd otherwise),
+    ask/tell leaves them to the user.
+
+    Parameters
+    ----------
+    prior : Prior
+    n_particles : int, default 8
+    n_iter : int, default 4
+    step : float, default 1e-3
+    """
+
+    n_particles: int = 8
+    n_iter: int = 4
+    step: float = 1e-3
+    _param_constraints = {"n_iter": [POSITIVE_INT]}
+
+    def _iterate(self, ctx, state):
+        xp, J, shape = ctx.xp, int(self.n_particles), (int(self.n_particles), *ctx.x_shape)
+        if state is not None and "final" in state:
+            return state["final"]
+        if state is None:
+            X, it = xp.asarray(self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())), 0
+            X = xp.astype(xp.reshape(X, shape), ctx.y.dtype)
+        else:
+            X, it = state["X"], state["it"]
+        w = xp.reshape(1.0 / ctx.positive_noise_std("gradient") ** 2, (1, -1))
+        while it < self.n_iter:
+            yield SafePoint(it, {"X": X, "it": it})
+            G, failed = yield ForwardRequest(X, vjp=True)
+            ok = ctx.handle_failures(failed)
+            R = w * ctx.flat_residual(G, xp.reshape(ctx.y_flat, (1, -1)))
+            grad = yield VJPRequest(X, xp.reshape(R, (J, *ctx.problem.y_shape)))
+            X = xp.reshape(ctx.resample_failed(self._flat(X - self.step * grad), ok), shape)
+            ctx.record(step=it, misfit=ctx.misfit(G), spread=ctx.spread(X))
+            it += 1
+        return X
+
+
+@pytest.fixture
+def tiny_gradient():
+    cls = register_solver("tiny-gradient", derivative_free=False)(TinyGradientDescent)
+    yield cls
+    unregister_solver("tiny-gradient")
+
+
+def test_a_gradient_based_solver_written_outside_the_package_passes_the_contract(tiny_gradient):
+    report = check_solver(factory(tiny_gradient, n_particles=8, n_iter=4), cases=(), raise_on_failure=False)
+    assert not report.failed, str(report)
+    assert {
+        "check_ask_tell",
+        "check_checkpoint_resume",
+        "check_plain_callable",
+        "check_failure_resample",
+    } <= set(report.passed)

@@ -186,14 +186,12 @@ def test_failure_policy(make):
 
 
 @pytest.mark.parametrize("make", [DiffPIRSolver, RMPSolver], ids=["DiffPIR", "RMP"])
-def test_seeded_runs_repeat_and_ask_tell_is_refused(make):
+def test_seeded_runs_repeat(make):
     pytest.importorskip("torch")
     case, problem, y = linear_case()
     a = make(case["prior"], n_particles=4, n_steps=8, random_state=7, verbose=False).fit(y, problem)
     b = make(case["prior"], n_particles=4, n_steps=8, random_state=7, verbose=False).fit(y, problem)
     np.testing.assert_array_equal(to_numpy(a.reconstruct()), to_numpy(b.reconstruct()))
-    with pytest.raises(NotImplementedError):
-        make(case["prior"], verbose=False).start(y, problem)
 
 
 @pytest.mark.parametrize(

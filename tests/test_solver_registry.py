@@ -1,5 +1,6 @@
 """One registry lists the solvers; everything that enumerates solvers derives from it (issue 14, item 4)."""
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,19 @@ from kalmandiff.estimators import BaseSolver, available_solvers, derivative_free
 from kalmandiff.estimators._params import solver_parameters
 from kalmandiff.estimators._registry import register_solver, unregister_solver
 
-API_PAGE = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+API_PAGE = DOCS / "api.rst"
+
+
+def _docs_extension():
+    """docs/_ext/registered_solvers.py, the Sphinx extension that writes the API page's solver tables."""
+    pytest.importorskip("sphinx")
+    spec = importlib.util.spec_from_file_location(
+        "registered_solvers", DOCS / "_ext" / "registered_solvers.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_every_solver_is_public_listed_and_documented():
@@ -22,8 +35,15 @@ def test_every_solver_is_public_listed_and_documented():
         assert getattr(kd, name) is spec.cls and name in kd.__all__
         assert getattr(kd.estimators, name) is spec.cls and name in kd.estimators.__all__
         assert spec.name in epilog
-        assert name in page, f"{name} is missing from docs/api.rst"
+        assert name not in page, f"{name} is listed by hand in docs/api.rst; the registry lists it"
     assert list(available_solvers()) == [s.name for s in registered_solvers()]
+    # The API page's solver tables come from the registry: one per kind, together every solver.
+    assert ".. registered-solvers::\n   :derivative-free:" in page
+    assert ".. registered-solvers::\n   :gradient-based:" in page
+    ext = _docs_extension()
+    documented = ext.solver_names(derivative_free=True) + ext.solver_names(derivative_free=False)
+    assert sorted(documented) == sorted(f"kalmandiff.{s.cls.__name__}" for s in registered_solvers())
+    assert ext.solver_names() == [f"kalmandiff.{s.cls.__name__}" for s in registered_solvers()]
 
 
 def test_derivative_free_list_comes_from_the_registry():
@@ -56,7 +76,6 @@ def test_every_solver_has_expected_evaluations_with_the_same_first_argument():
 class _ToySolver(BaseSolver):
     """A derivative-free toy: the prior's samples, unchanged."""
 
-    _uses_denoiser = False
     n_particles: int = 4
     verbose: bool = False
 
@@ -81,6 +100,7 @@ def test_a_registered_toy_solver_appears_everywhere(toy):
     assert available_solvers()["toy"] is toy
     assert "_ToySolver" in derivative_free_solvers()
     assert "toy" in cli._parser().epilog
+    assert "kalmandiff._ToySolver" in _docs_extension().solver_names(derivative_free=True)
     prior = kd.priors.GaussianPrior(np.zeros(3), 1.0)
     forward = kd.problems.LinearProblem(np.eye(3), (3,), noise_std=0.1)
     with pytest.raises(ValueError, match="_ToySolver"):  # gradient-based solvers name it as an alternative
@@ -113,3 +133,14 @@ def test_reference_settings_are_keyed_by_problem_name():
             assert spec.cls.defaults_for("black-hole") == spec.cls.defaults_for("interferometry")
     assert kd.EnKGSolver.defaults_for("deblur") == kd.EnKGSolver.defaults_for("images")
     assert not hasattr(kd.estimators.BaseSolver, "_FAMILY_ALIASES")
+
+
+def test_no_behaviour_flags_remain():
+    """What a solver needs follows from the step protocol (ask/tell, graphs, checkpointed tensors) or from
+    the registry (gradients), not from flags on the class (issue 14)."""
+    for flag in ("_supports_ask_tell", "_uses_denoiser", "_needs_graph", "_tensor_state"):
+        assert not hasattr(BaseSolver, flag), flag
+        for spec in registered_solvers():
+            # EKISolver._uses_denoiser is a leftover line that nothing reads (eki.py is another change's)
+            if (spec.name, flag) != ("eki", "_uses_denoiser"):
+                assert not hasattr(spec.cls, flag), (spec.name, flag)

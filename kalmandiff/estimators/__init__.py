@@ -9,7 +9,15 @@ command line and the derivative-free list all derive from that registry.
 import pkgutil
 from importlib import import_module
 
-from ._base import HISTORY_KEYS, BaseSolver, MemberFailureError, NotFittedError
+from ._base import (
+    HISTORY_KEYS,
+    BaseSolver,
+    ForwardRequest,
+    MemberFailureError,
+    NotFittedError,
+    SafePoint,
+    VJPRequest,
+)
 from ._evaluation import STATS_KEYS
 from ._registry import (
     SolverSpec,
@@ -35,6 +43,9 @@ globals().update(SOLVER_CLASSES)
 
 __all__ = [
     "BaseSolver",
+    "ForwardRequest",
+    "VJPRequest",
+    "SafePoint",
     "HISTORY_KEYS",
     "STATS_KEYS",
     *SOLVER_CLASSES,

@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -41,6 +41,7 @@ __all__ = [
     "FitContext",
     "HISTORY_KEYS",
     "ForwardRequest",
+    "VJPRequest",
     "SafePoint",
     "MemberFailureError",
     "NotFittedError",
@@ -84,9 +85,54 @@ class MemberFailureError(RuntimeError):
 
 @dataclass
 class ForwardRequest:
-    """Yielded by a solver's step generator: forward values of ``X`` (``(J, *x_shape)``) are needed."""
+    """Yielded by a solver's step generator: forward values of ``X`` are needed.
+
+    Attributes
+    ----------
+    X : array ``(J, *x_shape)``
+        The inputs, in any supported namespace (a solver that works in torch
+        sends torch tensors).
+    vjp : bool, default False
+        True when a :class:`VJPRequest` at this same ``X`` follows (so that
+        ``fit`` keeps what it needs to answer it: the autograd graph of the
+        forward evaluation, or nothing for a linear operator's adjoint).
+
+    The generator receives ``(G, failed)``: ``G`` the forward values
+    flattened to ``(J, m)`` in the namespace (and dtype) of ``X``, ``failed``
+    a NumPy bool mask ``(J,)`` of failed members (see
+    :class:`~kalmandiff.estimators._evaluation.ForwardEvaluator`).
+    """
 
     X: Any
+    vjp: bool = False
+
+
+class VJPRequest(NamedTuple):
+    """A vector-Jacobian product of the forward model is needed: ``J_G(X)^T cotangent``.
+
+    Yielded by a gradient-based solver's step generator right after the
+    :class:`ForwardRequest` of the same ``X`` (with ``vjp=True``), and
+    returned by :meth:`BaseSolver.ask` under ask/tell, so a black-box model
+    that can differentiate itself (an adjoint solver, ``jax.vjp``, torch
+    autograd) can answer it.
+
+    A named pair, so ``X, V = request`` works.
+
+    Attributes
+    ----------
+    X : array ``(J, *x_shape)``
+        The inputs of the forward evaluation just answered.
+    cotangent : array ``(J, *y_shape)``
+        One cotangent per member, ``V_j = dL/dG(x_j)`` for the solver's loss ``L``.
+
+    The answer is ``(J, *x_shape)``: row ``j`` is ``J_G(x_j)^T V_j``
+    (``A^T V_j`` for a linear ``G(x) = A x``), in the namespace of ``X``.
+    Rows of members whose forward value failed may hold anything (they
+    are not used).
+    """
+
+    X: Any
+    cotangent: Any
 
 
 @dataclass
@@ -119,7 +165,8 @@ class FitContext:
     xp : namespace of the computation
     rng : RandomSource
     acct : Accounting
-    denoise : CountingDenoiser or None
+    denoise : CountingDenoiser
+        The prior's denoiser, counted and chunked (unused by EKI).
     forward : ForwardEvaluator
     """
 
@@ -146,6 +193,19 @@ class FitContext:
     def like(self, dtype=None):
         """A zero-size array fixing namespace, device and dtype of new arrays."""
         return self.xp.zeros(1, dtype=self.y.dtype if dtype is None else dtype, device=array_device(self.y))
+
+    def evaluate(self, request):
+        """Answer a step-protocol request as ``fit`` does (ask/tell leaves it to the user).
+
+        A :class:`ForwardRequest` gets ``(G, failed)`` from :attr:`forward`
+        (kept linearised when ``vjp=True``), a :class:`VJPRequest` the
+        vector-Jacobian product ``(J, *x_shape)``.
+        """
+        if isinstance(request, VJPRequest):
+            return self.forward.vjp(request.X, request.cotangent)
+        if request.vjp:
+            return self.forward.for_vjp(request.X)
+        return self.forward(request.X)
 
     def misfit(self, G):
         """``Phi_j = 0.5 * ||Gamma^{-1/2} (G_j - y)||^2`` for flattened ``G`` ``(J, m)``, as NumPy.
@@ -359,8 +419,6 @@ class BaseSolver(BaseEstimator):
     verbose: Any = "auto"
     callbacks: list | None = None
 
-    #: whether the solver calls the prior's denoiser (False for EKI)
-    _uses_denoiser = True
     #: constructor settings per registered problem name (or family), from the reference scripts
     _FAMILY_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -432,7 +490,7 @@ class BaseSolver(BaseEstimator):
         self._begin(ctx, y, checkpoint, checkpoint_every)
         request = self._advance(None)
         while request is not None:
-            request = self._advance(ctx.forward(request.X))
+            request = self._advance(ctx.evaluate(request))
         return self
 
     def save(self, path):
@@ -451,22 +509,31 @@ class BaseSolver(BaseEstimator):
         ``forward`` may be omitted (then ``noise_std`` must be given and the
         forward values must have the shape of ``y``) or be a ForwardProblem
         that supplies ``noise_std``, residuals and weights; it is never
-        called.  Then alternate :meth:`ask` and :meth:`tell` until
-        :attr:`done_` is True.  The particles are exactly those ``fit`` gives
-        with the same seed.
+        called on particles (DiffPIR's closed-form data step reads a
+        :class:`~kalmandiff.problems.LinearOperatorProblem`'s matrix once).
+        Then alternate :meth:`ask` and :meth:`tell` until :attr:`done_` is
+        True.  Every solver runs this way: the derivative-free ones ask only
+        for forward values, the gradient-based ones (DPS, DiffPIR, RMP) also
+        for vector-Jacobian products (:class:`VJPRequest`).  The particles
+        are those ``fit`` gives with the same seed (exactly, when the answers
+        are computed as ``fit`` computes them).
 
         Returns
         -------
         self
-        """
-        from ._registry import derivative_free_solvers, is_derivative_free
 
-        if not is_derivative_free(type(self)):
-            raise NotImplementedError(
-                f"{type(self).__name__} differentiates the forward model with torch autograd, and ask/tell "
-                "only hands out inputs and takes forward values back. Use fit(), or a derivative-free "
-                f"solver: {', '.join(derivative_free_solvers())}."
-            )
+        Examples
+        --------
+        A gradient-based solver with a model that can differentiate itself
+        (``my_forward(X)`` and ``my_vjp(X, V)``, e.g. an adjoint solver)::
+
+            solver.start(y, noise_std=0.1)
+            while (request := solver.ask()) is not None:
+                if isinstance(request, kd.estimators.VJPRequest):
+                    solver.tell(my_vjp(request.X, request.cotangent))
+                else:
+                    solver.tell(my_forward(request))
+        """
         if forward is None:
             if noise_std is None:
                 raise ValueError(
@@ -486,24 +553,48 @@ class BaseSolver(BaseEstimator):
         return self
 
     def ask(self):
-        """The inputs ``X`` (``(J, *x_shape)``, namespace of ``y``) whose forward values are needed next.
+        """What must be evaluated next, in the namespace of ``y``; None once the run is complete.
 
-        Returns None once the run is complete.
+        Returns
+        -------
+        X : array ``(J, *x_shape)``
+            Inputs whose forward values ``G(X)`` (``(J, *y_shape)``) are needed.
+        request : VJPRequest
+            Only from the gradient-based solvers, right after the forward
+            values of the same ``X`` were told: ``request.X`` ``(J, *x_shape)``
+            and ``request.cotangent`` ``(J, *y_shape)``; the answer is the
+            vector-Jacobian products ``J_G(x_j)^T v_j``, ``(J, *x_shape)``.
         """
         if not hasattr(self, "_pending"):
             raise NotFittedError("call start(y, ...) before ask().")
-        if self._pending is None:
+        request = self._pending
+        if request is None:
             return None
         self._asked = True
-        return _move_like(self._pending.X, self._y_like)
+        if isinstance(request, VJPRequest):
+            V = request.cotangent
+            V = get_namespace(V).reshape(V, (V.shape[0], *self._ctx.problem.y_shape))
+            return VJPRequest(_move_like(request.X, self._y_like), _move_like(V, self._y_like))
+        return _move_like(request.X, self._y_like)
 
     def tell(self, values):
-        """Hand over ``G(X)`` for the inputs of the last :meth:`ask`, shape ``(J, *y_shape)``.
+        """Hand over the answer to the last :meth:`ask`.
 
-        Non-finite rows mark failed members (handled by ``on_failure``).
-        Returns ``self``; :attr:`done_` says whether the run is complete.
+        Parameters
+        ----------
+        values : array
+            For inputs ``X``: the forward values ``G(X)``, shape
+            ``(J, *y_shape)``; non-finite rows mark failed members (handled
+            by ``on_failure``).  For a :class:`VJPRequest`: the
+            vector-Jacobian products, shape ``(J, *x_shape)``.
+
+        Returns
+        -------
+        self
+            :attr:`done_` says whether the run is complete.
         """
-        if getattr(self, "_pending", None) is None:
+        request = getattr(self, "_pending", None)
+        if request is None:
             raise RuntimeError("nothing to tell: call start() and ask() first (or the run is complete).")
         if not getattr(self, "_asked", False):
             raise RuntimeError(
@@ -511,9 +602,13 @@ class BaseSolver(BaseEstimator):
             )
         ctx = self._ctx
         values = _move_like(values, ctx.y) if hasattr(values, "shape") else ctx.xp.asarray(np.asarray(values))
-        accepted = ctx.forward.accept(values, self._pending.X.shape[0])
+        if isinstance(request, VJPRequest):
+            answer = _move_like(ctx.forward.accept_vjp(values, request.X), request.X)
+        else:
+            G, failed = ctx.forward.accept(values, request.X.shape[0])
+            answer = (_move_like(G, request.X), failed)
         self._asked = False
-        self._pending = self._advance(accepted)
+        self._pending = self._advance(answer)
         return self
 
     @property
@@ -600,10 +695,15 @@ class BaseSolver(BaseEstimator):
         """The solver's loop as a generator: its update rule and schedule (override).
 
         It yields :class:`ForwardRequest` objects and receives
-        ``(G (J, m), failed mask)`` in return; it yields :class:`SafePoint`
-        objects at the start of each step, where its whole state can be
-        saved (checkpoints are written there); it returns the final
-        particles.  ``state`` is a saved SafePoint state to resume from
+        ``(G (J, m), failed mask)`` in return; a gradient-based solver
+        follows a ``ForwardRequest(X, vjp=True)`` with a
+        :class:`VJPRequest` at the same ``X`` and receives
+        ``J_G(X)^T cotangent`` (``(J, *x_shape)``); it yields
+        :class:`SafePoint` objects at the start of each step, where its
+        whole state can be saved (checkpoints are written there); it
+        returns the final particles.  Answers come in the namespace of
+        the request's ``X``, from ``fit`` (:meth:`FitContext.evaluate`) or
+        from the user (:meth:`tell`) alike.  ``state`` is a saved SafePoint state to resume from
         (``{"final": particles}`` once the run had finished).  The
         framework evaluates, applies the failure policy, counts, times,
         records and checkpoints.
@@ -655,6 +755,11 @@ class BaseSolver(BaseEstimator):
         """Rules that involve several parameters or other objects (override; call super)."""
 
     def _make_context(self, y, forward, noise_std, probe: bool = True) -> FitContext:
+        """Validate the parameters and the input; build the run's :class:`FitContext`.
+
+        ``probe=False`` (ask/tell, where the user evaluates): the forward is
+        neither called to check its output shape nor checked for autograd.
+        """
         self._check_parameters()
         prior = self.prior
         if prior is None:
@@ -699,7 +804,7 @@ class BaseSolver(BaseEstimator):
         if not np.all(np.isfinite(std)) or np.any(std < 0):
             raise ValueError("noise_std must be finite and non-negative.")
         acct = Accounting()
-        if self._differentiates_forward(problem):
+        if probe and self._differentiates_forward(problem):
             from ._gradients import require_gradient
 
             require_gradient(type(self).__name__, problem, "differentiates the forward model", acct)
@@ -708,7 +813,7 @@ class BaseSolver(BaseEstimator):
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
         params = self.get_params(deep=False)
-        denoise = CountingDenoiser(prior, params.get("batch_size"), acct) if self._uses_denoiser else None
+        denoise = CountingDenoiser(prior, params.get("batch_size"), acct)
         y_flat = xp.reshape(y_c, (-1,))
         ctx = FitContext(
             problem=problem,

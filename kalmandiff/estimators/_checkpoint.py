@@ -126,7 +126,10 @@ class CheckpointStore:
 
 
 def _host(value):
-    """Arrays go to NumPy (CuPy/torch/strict arrays are not portable pickles); scalars stay."""
+    """Arrays go to NumPy (CuPy/torch/strict arrays are not portable pickles), also inside dicts;
+    scalars stay."""
+    if isinstance(value, dict):
+        return {k: _host(v) for k, v in value.items()}
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         return np.array(to_numpy(value), copy=True)
     return value

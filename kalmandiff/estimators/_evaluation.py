@@ -6,7 +6,10 @@
 output into forward values plus a mask of failed members, following
 EnsembleKalmanProcesses.jl: a member fails when more than ``nan_tolerance``
 of its outputs are not finite, and isolated non-finite entries of the other
-members are imputed from the successful members' mean.
+members are imputed from the successful members' mean.  For the
+gradient-based solvers it also answers vector-Jacobian products
+(:meth:`ForwardEvaluator.for_vjp`, :meth:`ForwardEvaluator.vjp`): the one
+place where ``fit`` differentiates a forward model.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import asarray_like, get_namespace, to_numpy
+from .._backend import asarray_like, get_namespace, is_torch_array, to_numpy
 from ..problems._base import ForwardProblem
+from ..problems.linear import LinearOperatorProblem
 
 __all__ = ["Accounting", "CountingDenoiser", "ForwardEvaluator", "STATS_KEYS"]
 
@@ -203,6 +207,8 @@ class ForwardEvaluator:
         self.nan_tolerance = nan_tolerance
         #: the data, flattened; used where no successful member has a finite value
         self.y_flat = y_flat
+        #: ``(X, leaf, G)`` of the last :meth:`for_vjp` evaluation, until its :meth:`vjp`
+        self._linearization = None
 
     def __call__(self, X):
         """Run the forward model on ``X`` (``(J, *x_shape)``); return ``(G (J, m), failed mask)``."""
@@ -235,6 +241,83 @@ class ForwardEvaluator:
         if np.any((bad_fraction > 0) & ~failed):
             Y = self._impute(Y, finite, failed, self.y_flat)
         return Y, failed
+
+    # -- vector-Jacobian products --------------------------------------------------
+    def for_vjp(self, X):
+        """Evaluate ``X`` like :meth:`__call__` and keep what :meth:`vjp` at ``X`` needs.
+
+        * ``X`` a torch tensor: evaluated under autograd from a detached
+          copy, the graph kept until the VJP (a solver working in torch
+          gets torch values back);
+        * a :class:`~kalmandiff.problems.LinearOperatorProblem` outside
+          torch: evaluated plainly; the VJP is its exact ``adjoint``;
+        * otherwise: evaluated in torch float64 on the CPU (the forward must
+          be written so that torch autograd can follow it), the values
+          returned in the namespace and dtype of ``X``.
+
+        Returns ``(G (J, m), failed mask)`` as :meth:`__call__` does.
+        """
+        self._linearization = None
+        if not is_torch_array(X) and isinstance(self.problem, LinearOperatorProblem):
+            G, failed = self(X)
+            self._linearization = (X, None, None)
+            return G, failed
+        import torch
+
+        leaf = X.detach() if is_torch_array(X) else torch.from_numpy(np.array(to_numpy(X), dtype=np.float64))
+        leaf.requires_grad_(True)
+        with torch.enable_grad():
+            G, failed = self(leaf)
+        self._linearization = (X, leaf, G)
+        G = G.detach()
+        return (G, failed) if is_torch_array(X) else (asarray_like(G.numpy(), X), failed)
+
+    def vjp(self, X, cotangent):
+        """``J_G(X)^T cotangent`` (``(J, *x_shape)``, namespace of ``X``), counted and timed.
+
+        ``X`` must be the input of the last :meth:`for_vjp`; ``cotangent`` is
+        ``(J, *y_shape)`` or ``(J, m)``.  A forward model whose output does not
+        depend on ``X`` under autograd (every member failed to a constant)
+        gives zeros.
+        """
+        last, self._linearization = self._linearization, None
+        if last is None or last[0] is not X:
+            raise RuntimeError(
+                "a VJPRequest must follow the ForwardRequest(X, vjp=True) of the same X (nothing else between)."
+            )
+        _, leaf, G = last
+        J = int(X.shape[0])
+        t0 = time.perf_counter()
+        if leaf is None:
+            xp = get_namespace(X)
+            V = xp.reshape(asarray_like(cotangent, X), (J, *self.problem.y_shape))
+            out = self.problem.adjoint(V)
+        else:
+            import torch
+
+            V = cotangent if is_torch_array(cotangent) else asarray_like(to_numpy(cotangent), G)
+            V = V.reshape(G.shape).to(dtype=G.dtype, device=G.device)
+            if G.requires_grad:
+                (out,) = torch.autograd.grad(G, leaf, grad_outputs=V)
+            else:
+                out = torch.zeros_like(leaf)
+            if not is_torch_array(X):
+                out = asarray_like(out.detach().numpy(), X)
+        self.acct.count_vjps(J, forward=True, denoiser=False, seconds=time.perf_counter() - t0)
+        return out
+
+    def accept_vjp(self, values, X):
+        """Check a VJP computed elsewhere (ask/tell): shape ``(J, *x_shape)``; count it."""
+        J = int(X.shape[0])
+        expected = (J, *tuple(self.problem.x_shape))
+        if tuple(getattr(values, "shape", ())) != expected:
+            raise ValueError(
+                f"the vector-Jacobian products have shape {tuple(getattr(values, 'shape', ()))} for {J} "
+                f"particles; expected {expected} (one J_G(x_j)^T v_j per member, the shape of x)."
+            )
+        self._linearization = None
+        self.acct.count_vjps(J, forward=True, denoiser=False)
+        return values
 
     @staticmethod
     def _impute(Y, finite, failed: np.ndarray, y_flat=None):

@@ -4,7 +4,9 @@
 for (or probed for) torch-autograd differentiability, so every
 gradient-based solver accepts the same forwards; :func:`misfit_gradient`
 differentiates the data misfit through the forward model (and optionally a
-denoiser), with its backward pass counted by the framework.
+denoiser) on the step protocol: it asks for forward values and a
+vector-Jacobian product, which ``fit`` computes (and counts) and ask/tell
+leaves to the user.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import asarray_like, is_torch_array, to_numpy
-from ._base import FitContext
+from ._base import FitContext, ForwardRequest, VJPRequest
 from ._registry import derivative_free_solvers
 
 __all__ = ["require_gradient", "inverse_noise_variance", "GradientResult", "misfit_gradient"]
@@ -85,11 +87,17 @@ class GradientResult(NamedTuple):
 def misfit_gradient(ctx: FitContext, X, weights, through=None):
     """Gradient of each particle's misfit ``1/2 sum w (G(Z) - y)^2``, ``Z = through(X)`` or ``X``.
 
-    Differentiates with torch autograd (float64 on the CPU unless the data
-    already live in torch).  The forward call goes through ``ctx.forward``
-    (counted, timed, checked for failed members); the backward pass is
-    counted in ``ctx.acct`` (a forward VJP, and a denoiser VJP when
-    ``through`` is given) and timed as gradient time.
+    A generator (``res = yield from misfit_gradient(...)``) on the step
+    protocol: it asks for the forward values at ``Z``
+    (``ForwardRequest(Z, vjp=True)``), forms the cotangent ``w (G - y)`` of
+    each member (zero where its misfit is not finite), asks for the
+    forward model's vector-Jacobian product at ``Z`` (:class:`VJPRequest`),
+    and chains it back through ``through`` with torch autograd.  ``fit``
+    answers both requests (torch autograd through ``G``, or a linear
+    operator's adjoint), ask/tell hands them to the user.  The loss is
+    computed in torch: float64 on the CPU unless the data already live in
+    torch.  The denoiser's backward pass is counted here, the forward
+    model's by the framework.
 
     Parameters
     ----------
@@ -112,6 +120,7 @@ def misfit_gradient(ctx: FitContext, X, weights, through=None):
     import torch
 
     J = X.shape[0]
+    y_shape = tuple(ctx.problem.y_shape)
     on_torch = is_torch_array(ctx.y)
     if on_torch:
         Xt = X.detach().clone()
@@ -121,26 +130,32 @@ def misfit_gradient(ctx: FitContext, X, weights, through=None):
         Xt = torch.from_numpy(np.array(to_numpy(X), dtype=np.float64))
         yt = torch.from_numpy(np.array(to_numpy(ctx.y), dtype=np.float64))
         wt = torch.from_numpy(np.array(to_numpy(weights), dtype=np.float64))
-    Xt.requires_grad_(True)
-    with torch.enable_grad():
-        Z = through(Xt) if through is not None else Xt
-        if through is not None and not Z.requires_grad:
+    Z = Xt
+    if through is not None:
+        Xt.requires_grad_(True)
+        with torch.enable_grad():
+            Z = through(Xt)
+        if not Z.requires_grad:
             raise ValueError(
                 "the prior's denoiser returned a tensor without autograd history; this solver needs a "
                 "denoiser that torch can differentiate (not one run under torch.no_grad)."
             )
-        G, failed = ctx.forward(Z)
-        t0 = time.perf_counter()
-        r = ctx.problem.residual(G.reshape((J, *ctx.problem.y_shape)), yt).reshape((J, -1))
+    Z_in = Z.detach()
+    G, failed = yield ForwardRequest(Z_in, vjp=True)
+    # The cotangent dL/dG of L = sum_j 1/2 sum w r_j^2 over the members with a finite misfit.
+    G_leaf = G.detach().requires_grad_(True)
+    with torch.enable_grad():
+        r = ctx.problem.residual(G_leaf.reshape((J, *y_shape)), yt).reshape((J, -1))
         per = 0.5 * torch.sum(wt[None, :] * r**2, dim=1)
         finite = torch.isfinite(per)
         total = torch.sum(torch.where(finite, per, torch.zeros_like(per)))
-        if total.requires_grad:
-            (grad,) = torch.autograd.grad(total, Xt)
-        else:  # every member failed: the forward model returned constants; the caller's policy decides
-            grad = torch.zeros_like(Xt)
+        (cotangent,) = torch.autograd.grad(total, G_leaf)
+    grad = yield VJPRequest(Z_in, cotangent.reshape((J, *y_shape)))
+    if through is not None:
+        t0 = time.perf_counter()
+        (grad,) = torch.autograd.grad(Z, Xt, grad_outputs=grad)
+        ctx.acct.count_vjps(J, forward=False, denoiser=True, seconds=time.perf_counter() - t0)
     grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
-    ctx.acct.count_vjps(J, forward=True, denoiser=through is not None, seconds=time.perf_counter() - t0)
     if on_torch:
         back = lambda t: t.detach().to(X.dtype)  # noqa: E731
     else:

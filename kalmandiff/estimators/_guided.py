@@ -57,8 +57,8 @@ class GuidedStep:
     ----------
     i : int
     x : torch.Tensor ``(P, *x_shape)``
-        The scaled state at ``t_i``; it requires grad when the solver's rule
-        differentiates the denoiser (``_needs_graph``).
+        The scaled state at ``t_i``; it requires grad when the step takes a
+        denoiser VJP (``_per_step_counts(i)["vjp"] > 0``).
     denoised : torch.Tensor ``(P, *x_shape)``
         ``D(x / s_i, sigma_i)``, connected to ``x`` when it requires grad.
     score : torch.Tensor
@@ -96,10 +96,12 @@ class GuidedStep:
 class GuidedSolver(BaseSolver):
     """Base of the solvers that guide the reference VP-SDE sampler (DPS, GSG, DPG, SCG).
 
-    Subclasses set ``_needs_graph`` (whether their rule differentiates the
-    denoiser), implement ``_guided_step`` and ``_per_step_counts``, declare
-    ``_param_constraints`` for the rule's parameters, and list reference
-    settings in ``_FAMILY_DEFAULTS``.
+    Subclasses implement ``_guided_step`` and ``_per_step_counts`` (the cost
+    of step ``i``; a step whose count has a denoiser VJP is denoised with a
+    gradient graph), declare ``_param_constraints`` for the rule's
+    parameters, and list reference settings in ``_FAMILY_DEFAULTS``.  The
+    rule's state (``_initial_rule_state``) is checkpointed with it; torch
+    tensors in it come back as torch tensors on the samples' device.
 
     ``n_particles`` is the number of independent samples run side by side
     (the reference runs one); :meth:`reconstruct` returns their mean.
@@ -113,10 +115,7 @@ class GuidedSolver(BaseSolver):
     sigma_final: float = 0.01
     batch_size: int | None = 64
 
-    _needs_graph = False
     _COMMON_PARAMETERS_DOC: ClassVar[str] = ""  # set below, after COMMON_PARAMETERS
-    #: keys of the rule state that hold torch tensors (restored as such from a checkpoint)
-    _tensor_state: ClassVar[tuple[str, ...]] = ()
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {
@@ -176,6 +175,8 @@ class GuidedSolver(BaseSolver):
 
     # -- the loop ----------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
+        import torch
+
         if state is not None and "final" in state:
             return state["final"]
         sched = self.schedule()
@@ -186,21 +187,17 @@ class GuidedSolver(BaseSolver):
             x, start, rule_state = float(sched.sigma[0] * sched.scale[0]) * z, 0, self._initial_rule_state()
         else:
             x, start = to_torch(state["x"], device=like.device).to(like.dtype), int(state["i"])
-            rule_state = {
-                k: (
-                    to_torch(v, device=like.device).to(like.dtype)
-                    if k in self._tensor_state and v is not None
-                    else v
-                )
-                for k, v in state["rule"].items()
-            }
+            rule_state = {**state["rule"], **self._from_host(state.get("rule_tensors", {}), like)}
         for i in range(start, N):
+            tensors = {k for k, v in rule_state.items() if isinstance(v, torch.Tensor)}
             yield SafePoint(
                 i,
                 {
                     "i": i,
                     "x": from_torch(x, like=ctx.y),
-                    "rule": dict(rule_state),
+                    # torch tensors are saved as arrays of y's namespace and restored as tensors
+                    "rule": {k: v for k, v in rule_state.items() if k not in tensors},
+                    "rule_tensors": {k: from_torch(rule_state[k], like=ctx.y) for k in tensors},
                 },
             )
             step = self._prepare(ctx, x, i, sched)
@@ -210,6 +207,11 @@ class GuidedSolver(BaseSolver):
             if ctx.stopped_early:
                 break
         return from_torch(x / float(sched.scale[N]), like=ctx.y)
+
+    @staticmethod
+    def _from_host(arrays: dict, like) -> dict:
+        """Saved rule tensors (arrays of y's namespace) as torch tensors with the samples' device and dtype."""
+        return {k: to_torch(v, device=like.device).to(like.dtype) for k, v in arrays.items()}
 
     def _initial_rule_state(self) -> dict:
         """Rule state carried between steps (momentum, running averages); override."""
@@ -235,15 +237,16 @@ class GuidedSolver(BaseSolver):
         import torch
 
         s, sigma = float(sched.scale[i]), float(sched.sigma[i])
-        xg = x.detach().requires_grad_(self._needs_graph)
-        with torch.set_grad_enabled(self._needs_graph):
+        needs_graph = self._per_step_counts(i)["vjp"] > 0  # the rule chains a cotangent through D
+        xg = x.detach().requires_grad_(needs_graph)
+        with torch.set_grad_enabled(needs_graph):
             denoised = ctx.denoise(xg / s, sigma)
         if not isinstance(denoised, torch.Tensor):
             raise TypeError(
                 f"{type(self).__name__} runs its samples in torch; the prior's denoise must accept and "
                 f"return torch tensors (got {type(denoised).__name__})."
             )
-        if self._needs_graph and not denoised.requires_grad:
+        if needs_graph and not denoised.requires_grad:
             raise ValueError(
                 f"{type(self).__name__} differentiates the denoiser, but the prior's denoise returned a "
                 "tensor without a gradient graph; use a torch-differentiable prior (the analytic priors "

@@ -17,7 +17,6 @@ shared with the other gradient-based solvers (re-exported here).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from .._backend import array_device, asarray_like, get_namespace, to_numpy
 from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
-from ._base import BaseSolver, FitContext, SafePoint
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, VJPRequest
 from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
 from ._params import EDM_SCHEDULE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import derivative_free_solvers, register_solver
@@ -53,8 +52,10 @@ class _LinearProx:
 
     Dense (an eigendecomposition of ``A^T W A`` computed once, then two
     matrix products per step) when ``d <= dense_max``; otherwise conjugate
-    gradients with the problem's ``forward`` and ``adjoint`` (counted as
-    forward evaluations and forward VJPs).
+    gradients whose products with ``A`` and ``A^T`` are asked for on the step
+    protocol (forward values and VJPs: ``fit`` answers them with the
+    problem's ``forward`` and ``adjoint``, ask/tell hands them out).
+    Calling it is a generator: ``x0_hat = yield from prox(ctx, x0, rho)``.
     """
 
     def __init__(self, problem: LinearOperatorProblem, y, weights, dense_max: int, tol: float, max_iter: int):
@@ -77,7 +78,7 @@ class _LinearProx:
             Y = asarray_like(y64.reshape((1, *problem.y_shape)), like)
             self.b = xp.reshape(problem.adjoint(Y * xp.reshape(self.w, (1, *problem.y_shape))), (-1,))
 
-    def __call__(self, ctx: FitContext, x0, rho: float):
+    def __call__(self, x0, rho: float):
         xp = get_namespace(x0)
         J = x0.shape[0]
         X0 = xp.reshape(xp.astype(x0, xp.float64), (J, -1))
@@ -85,36 +86,31 @@ class _LinearProx:
         if self.dense:
             out = ((R @ self.V) / (self.evals + rho)[None, :]) @ self.V.T
         else:
-            out = self._cg(ctx, R, rho, X0)
+            out = yield from self._cg(R, rho, X0)
         return xp.astype(xp.reshape(out, tuple(x0.shape)), x0.dtype)
 
-    def _normal_op(self, ctx: FitContext, X, rho: float):
-        """``(A^T W A + rho I) X`` on rows, counted as one forward and one adjoint per row."""
+    def _normal_op(self, X, rho: float):
+        """``(A^T W A + rho I) X`` on rows: ``A X`` and ``A^T (W A X)`` asked for (a generator)."""
         xp = get_namespace(X)
         J = X.shape[0]
         p = self.problem
-        t0 = time.perf_counter()
-        AX = p(xp.reshape(X, (J, *p.x_shape)))
-        t1 = time.perf_counter()
-        out = p.adjoint(AX * xp.reshape(self.w, (1, *p.y_shape)))
-        ctx.acct.time_forward_s += t1 - t0
-        ctx.acct.n_forward_evals += J
-        ctx.acct.n_sequential_forward_evals += 1
-        ctx.acct.count_vjps(J, forward=True, denoiser=False, seconds=time.perf_counter() - t1)
+        Xs = xp.reshape(X, (J, *p.x_shape))
+        AX, _ = yield ForwardRequest(Xs, vjp=True)
+        out = yield VJPRequest(Xs, xp.reshape(AX * self.w[None, :], (J, *p.y_shape)))
         return xp.reshape(out, (J, -1)) + rho * X
 
-    def _cg(self, ctx: FitContext, R, rho: float, X0):
-        """Batched conjugate gradients from ``x0`` (every row is its own system)."""
+    def _cg(self, R, rho: float, X0):
+        """Batched conjugate gradients from ``x0`` (every row is its own system; a generator)."""
         xp = get_namespace(R)
         X = X0
-        res = R - self._normal_op(ctx, X, rho)
+        res = R - (yield from self._normal_op(X, rho))
         P = res
         rr = xp.sum(res * res, axis=1)
         stop = self.tol**2 * xp.sum(R * R, axis=1)
         for _ in range(self.max_iter):
             if bool(xp.all(rr <= stop)):
                 break
-            AP = self._normal_op(ctx, P, rho)
+            AP = yield from self._normal_op(P, rho)
             pap = xp.sum(P * AP, axis=1)
             alpha = xp.where(rr > stop, rr / xp.where(pap > 0, pap, xp.ones_like(pap)), xp.zeros_like(rr))
             X = X + alpha[:, None] * P
@@ -322,9 +318,9 @@ class DiffPIRSolver(BaseSolver):
             x0 = ctx.denoise(x, s)
             misfit = None
             if prox is not None:
-                x0_hat = prox(ctx, x0, rho)
+                x0_hat = yield from prox(x0, rho)
             else:
-                x0_hat, misfit = self._gradient_step(ctx, x0, rho, weights)
+                x0_hat, misfit = yield from self._gradient_step(ctx, x0, rho, weights)
             x = self._renoise(ctx, x, x0_hat, s, s_next)
             ctx.record(
                 step=i,
@@ -345,9 +341,10 @@ class DiffPIRSolver(BaseSolver):
         the Gauss-Newton curvature of the misfit along ``g`` by one forward
         difference: the exact minimiser along ``g`` of the linearised
         proximal objective, which stays bounded where ``rho`` is tiny.
+        A generator (forward values and VJPs are asked for).
         """
         xp = ctx.xp
-        res = misfit_gradient(ctx, x0, weights)
+        res = yield from misfit_gradient(ctx, x0, weights)
         failed = res.failed
         g = self._flat(res.grad)
         if self.grad_step == "paper":
@@ -358,7 +355,7 @@ class DiffPIRSolver(BaseSolver):
             safe = xp.where(gnorm > 0, gnorm, xp.ones_like(gnorm))
             delta = 1e-4 * (xp.sqrt(xp.sum(X0 * X0, axis=1)) + 1e-4)
             probe = X0 + (delta / safe)[:, None] * g
-            G1, failed1 = ctx.forward(xp.reshape(probe, tuple(x0.shape)))
+            G1, failed1 = yield ForwardRequest(xp.reshape(probe, tuple(x0.shape)))
             failed = failed | failed1
             w = asarray_like(weights, G1)
             dG = G1 - res.G

@@ -57,11 +57,9 @@ class DPGSolver(GuidedSolver):
     Attributes
     ----------
     particles_, stats_, history_
-        As for :class:`~kalmandiff.estimators.dps.DPSSolver`.
+        As for :class:`~kalmandiff.DPSSolver`.
     """
 
-    _needs_graph = True
-    _tensor_state = ("g_prev",)
     # enkg-pytorch scripts: NS B=64, M=4000; black hole B=10 (M from the YAML);
     # FFHQ B in {160, 200, 300}, M in {800, 1000} (200/1000 taken here).
     _FAMILY_DEFAULTS = {

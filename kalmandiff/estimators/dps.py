@@ -9,11 +9,10 @@ both the forward model and the denoiser with torch autograd (InverseBench
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from .._backend import from_torch, to_torch
+from ._base import ForwardRequest, VJPRequest
 from ._guided import GuidedSolver, GuidedStep
 from ._params import NON_NEGATIVE, solver_parameters
 from ._registry import register_solver
@@ -26,15 +25,17 @@ __all__ = ["DPSSolver"]
 class DPSSolver(GuidedSolver):
     """Diffusion Posterior Sampling with the true gradient of the forward model.
 
-    Needs a forward model that torch autograd can differentiate (a
+    ``fit`` needs a forward model that torch autograd can differentiate (a
     :class:`~kalmandiff.problems.ForwardProblem` with ``differentiable=True``,
-    or a plain callable that works on torch tensors) and a prior whose
-    ``denoise`` accepts torch tensors.  For a black-box forward model use a
-    derivative-free solver (EnKG, EKI, GSG, DPG or SCG).
+    or a plain callable that works on torch tensors); under ask/tell the
+    user answers its vector-Jacobian products instead
+    (:class:`~kalmandiff.estimators.VJPRequest`).  The prior's ``denoise``
+    must accept torch tensors.  For a black-box forward model without
+    gradients use a derivative-free solver (EnKG, EKI, GSG, DPG or SCG).
 
     Per step and sample: one denoiser call, one forward evaluation and one
-    backward pass through the forward model and the denoiser together
-    (counted as one forward VJP and one denoiser VJP).
+    backward pass, through the forward model (a VJP) and then the
+    denoiser (counted as one forward VJP and one denoiser VJP).
 
     Parameters
     ----------
@@ -60,7 +61,6 @@ class DPSSolver(GuidedSolver):
         counts.
     """
 
-    _needs_graph = True
     # DPS repository configs (VP/DDPM parametrisation); no reference setting exists
     # for Navier-Stokes or black-hole imaging (the EnKG code has no DPS), so those
     # families keep InverseBench's default scale.
@@ -92,28 +92,30 @@ class DPSSolver(GuidedSolver):
         import torch
 
         P = step.x.shape[0]
-        G, failed = ctx.forward(step.denoised)  # torch, with a graph back to the state
+        x0 = step.denoised.detach()
+        G, failed = yield ForwardRequest(x0, vjp=True)  # torch, like the samples
         ok = ctx.handle_failures(failed)
         problem = ctx.problem
+        G = G.detach().requires_grad_(True)
         y_t = to_torch(ctx.y).to(dtype=G.dtype, device=G.device)
         w = to_torch(problem.misfit_weights(like=ctx.y)).to(dtype=G.dtype, device=G.device)
         ok_t = torch.as_tensor(ok, device=G.device)
-        # Failed samples' rows are cut from the graph (zero cotangent), so no NaN enters the backward pass.
-        G_ok = torch.where(ok_t[:, None], G, torch.zeros_like(G))
-        r = problem.residual(G_ok.reshape((P, *problem.y_shape)), y_t)
-        loss = (w * r**2).reshape(P, -1).sum(dim=1)
-        loss = torch.where(ok_t, loss, torch.zeros_like(loss))
-
-        # grad ||r|| = grad l / (2 sqrt(l)), weighted per sample before the one backward pass through
-        # G and D together (the floor only guards an exact fit; failed samples have weight zero).
-        norm = torch.sqrt(torch.clamp(loss.detach(), min=torch.finfo(loss.dtype).tiny))
-        scale = torch.where(ok_t, 0.5 / norm, torch.zeros_like(norm))
-        t0 = time.perf_counter()
-        (ll_grad,) = torch.autograd.grad(torch.sum(scale * loss), step.x)
+        with torch.enable_grad():
+            # Failed samples' rows are cut off (zero cotangent), so no NaN enters the backward pass.
+            G_ok = torch.where(ok_t[:, None], G, torch.zeros_like(G))
+            r = problem.residual(G_ok.reshape((P, *problem.y_shape)), y_t)
+            loss = (w * r**2).reshape(P, -1).sum(dim=1)
+            loss = torch.where(ok_t, loss, torch.zeros_like(loss))
+            # grad ||r|| = grad l / (2 sqrt(l)), weighted per sample (the floor only guards an exact
+            # fit; failed samples have weight zero): the cotangent on G of one backward pass through
+            # G (the forward model's VJP) and then D (the denoiser's).
+            norm = torch.sqrt(torch.clamp(loss.detach(), min=torch.finfo(loss.dtype).tiny))
+            scale = torch.where(ok_t, 0.5 / norm, torch.zeros_like(norm))
+            (cotangent,) = torch.autograd.grad(torch.sum(scale * loss), G)
+        g0 = yield VJPRequest(x0, cotangent.reshape((P, *problem.y_shape)))
+        ll_grad = self._denoiser_vjp(ctx, step, g0)
         ll_grad = torch.where(self._per_sample(ok_t, ll_grad) > 0, ll_grad, torch.zeros_like(ll_grad))
-        ctx.acct.count_vjps(P, forward=True, denoiser=True, seconds=time.perf_counter() - t0)
         x_next = self._noise_step(ctx, step) - self.guidance_scale * ll_grad
         misfit = np.array(ctx.misfit(from_torch(G.detach(), like=ctx.y)), dtype=float, copy=True)
         misfit[~ok] = np.nan
         return x_next, {"misfit": misfit}
-        yield  # pragma: no cover - a generator like every rule, though DPS asks for nothing

@@ -167,10 +167,9 @@ class GSGSolver(GuidedSolver):
     Attributes
     ----------
     particles_, stats_, history_
-        As for :class:`~kalmandiff.estimators.dps.DPSSolver`.
+        As for :class:`~kalmandiff.DPSSolver`.
     """
 
-    _needs_graph = True
     # enkg-pytorch scripts (scale per problem; 1024 queries, mu 0.01, query batch 512)
     _FAMILY_DEFAULTS = {
         "navier-stokes": {"guidance_scale": 0.1, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},

@@ -201,12 +201,16 @@ class RMPSolver(BaseSolver):
             mu, direction, g_prev = m, None, None
             eps = self._draws(ctx, precision)  # common random numbers for the whole step
             for _ in range(int(self.n_inner)):
-                X, g, h_est, misfit = self._estimate(ctx, mu, eps, precision, m, s_next, delta, weights)
+                X, g, h_est, misfit = yield from self._estimate(
+                    ctx, mu, eps, precision, m, s_next, delta, weights
+                )
                 if self.mean_step == "natural":
                     mu = mu + (float(self.step_size) / precision) * g
                     continue
                 direction = g if direction is None else g + self._polak_ribiere(ctx, g, g_prev) * direction
-                t = self._line_step(ctx, mu, eps, g, direction, m, s_next, delta, weights, precision)
+                t = yield from self._line_step(
+                    ctx, mu, eps, g, direction, m, s_next, delta, weights, precision
+                )
                 mu = mu + t * direction
                 g_prev = g
             beta = float(self.step_size)
@@ -238,8 +242,11 @@ class RMPSolver(BaseSolver):
         return xp.concat(parts, axis=0) / math.sqrt(precision)
 
     def _scores(self, ctx: FitContext, X, m, sigma: float, delta: float, weights):
-        """Scores of the step's target at the draws ``X``: ``(transition, rest, ok mask, misfits)``."""
-        res = misfit_gradient(ctx, X, weights, through=lambda t: ctx.denoise(t, sigma))
+        """Scores of the step's target at the draws ``X``: ``(transition, rest, ok mask, misfits)``.
+
+        A generator: it asks for the forward values and the VJP at the draws' denoised points.
+        """
+        res = yield from misfit_gradient(ctx, X, weights, through=lambda t: ctx.denoise(t, sigma))
         ok = ctx.handle_failures(res.failed)
         rest = (res.Z - X) / sigma**2 - float(self.likelihood_weight) * res.grad
         return self._keep(ctx, X, ok), self._keep(ctx, rest, ok), ok, res.misfit
@@ -256,7 +263,7 @@ class RMPSolver(BaseSolver):
         """
         xp = ctx.xp
         X = mu + eps
-        X_ok, rest, _, misfit = self._scores(ctx, X, m, sigma, delta, weights)
+        X_ok, rest, _, misfit = yield from self._scores(ctx, X, m, sigma, delta, weights)
         mean_score = xp.mean((m - X_ok) / delta + rest, axis=0, keepdims=True)
         # Stein: E_q[-Hess f] = -E_q[P (x - mu) grad f(x)^T]; its mean diagonal for the isotropic family.
         h = -precision * float(xp.mean((X_ok - mu) * (rest - xp.mean(rest, axis=0, keepdims=True))))
@@ -285,7 +292,7 @@ class RMPSolver(BaseSolver):
             return 0.0
         r = 1e-3 * math.sqrt(delta)
         u = direction / dnorm
-        X_ok, rest, _, _ = self._scores(ctx, mu + r * u + eps, m, sigma, delta, weights)
+        X_ok, rest, _, _ = yield from self._scores(ctx, mu + r * u + eps, m, sigma, delta, weights)
         g2 = xp.mean((m - X_ok) / delta + rest, axis=0, keepdims=True)
         c = max(-float(xp.sum(u * (g2 - g))) / r, 0.5 / delta)
         t = float(xp.sum(g * u)) / (c * dnorm)

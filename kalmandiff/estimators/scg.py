@@ -48,7 +48,7 @@ class SCGSolver(GuidedSolver):
     Attributes
     ----------
     particles_, stats_, history_
-        As for :class:`~kalmandiff.estimators.dps.DPSSolver` (no VJPs).
+        As for :class:`~kalmandiff.DPSSolver` (no VJPs).
     """
 
     # enkg-pytorch scripts (network batch 64 throughout)

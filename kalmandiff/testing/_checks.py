@@ -34,7 +34,7 @@ _COUNT_KEYS = (
 
 
 class SkipCheck(Exception):
-    """Raised by a check that does not apply to the solver (e.g. ask/tell for a gradient-based one)."""
+    """Raised by a check that does not apply to the solver (e.g. ask/tell for a solver without ``start``)."""
 
 
 @dataclass
@@ -338,26 +338,44 @@ def check_checkpoint_resume(s: _Setting):
 
 
 def check_ask_tell(s: _Setting):
-    """Derivative-free solvers run under ask/tell to ``fit``'s particles; gradient-based ones refuse
-    ``start`` with ``NotImplementedError``."""
+    """Under ask/tell (``start``, then ``ask``/``tell`` until done), answering every request with the
+    forward model, and every :class:`~kalmandiff.estimators.VJPRequest` of a gradient-based solver with
+    its adjoint, gives ``fit``'s particles: exactly for a derivative-free solver, to rounding (relative
+    1e-8) for a gradient-based one, whose ``fit`` differentiates the forward model in torch; as many
+    requests of each kind as ``fit`` counted sequential evaluations and VJPs."""
+    from ..estimators import VJPRequest
+
     if not hasattr(s.make(), "start"):
         raise SkipCheck("no ask/tell interface")
-    if not s.derivative_free():
-        try:
-            s.make().start(s.y, s.forward)
-        except NotImplementedError:
-            return
-        raise AssertionError("a gradient-based solver accepted start() (ask/tell)")
     fitted = s.fit()
     solver = s.make().start(s.y, s.forward)
-    n = 0
-    while (X := solver.ask()) is not None:
-        solver.tell(s.forward(X))
-        n += 1
-        _assert(n <= 100_000, "ask() never returned None")
+    n_fwd = n_vjp = 0
+    while (request := solver.ask()) is not None:
+        if isinstance(request, VJPRequest):
+            J = request.X.shape[0]
+            _assert(
+                tuple(request.cotangent.shape) == (J, *s.forward.y_shape),
+                f"a VJPRequest's cotangent has shape {tuple(request.cotangent.shape)}",
+            )
+            solver.tell(s.forward.adjoint(request.cotangent))
+            n_vjp += 1
+        else:
+            solver.tell(s.forward(request))
+            n_fwd += 1
+        _assert(n_fwd + n_vjp <= 100_000, "ask() never returned None")
     _assert(bool(solver.done_), "done_ is false after the last ask()")
-    _assert(n == fitted.stats_["n_sequential_forward_evals"], "asks != n_sequential_forward_evals of fit")
-    _assert(_same(solver.particles_, fitted.particles_), "ask/tell gave other particles than fit")
+    _assert(n_fwd == fitted.stats_["n_sequential_forward_evals"], "asks != n_sequential_forward_evals of fit")
+    _assert(
+        n_vjp == fitted.stats_["n_sequential_forward_vjps"], "VJP asks != n_sequential_forward_vjps of fit"
+    )
+    a, b = np.asarray(solver.particles_), np.asarray(fitted.particles_)
+    if s.derivative_free():
+        _assert(_same(a, b), "ask/tell gave other particles than fit")
+    else:
+        _assert(
+            np.allclose(a, b, rtol=1e-8, atol=1e-8 * float(np.max(np.abs(b), initial=1.0))),
+            f"ask/tell gave other particles than fit (largest difference {np.max(np.abs(a - b)):.3g})",
+        )
 
 
 def check_plain_callable(s: _Setting):
@@ -581,8 +599,9 @@ def check_solver(factory: Callable, *, raise_on_failure: bool = True, **kwargs) 
     - ``check_stats_schema`` and ``check_history_schema``: the framework's
       :data:`~kalmandiff.estimators.STATS_KEYS` and
       :data:`~kalmandiff.estimators.HISTORY_KEYS`;
-    - ``check_checkpoint_resume`` and ``check_ask_tell`` (where supported;
-      gradient-based solvers must refuse ask/tell);
+    - ``check_checkpoint_resume`` and ``check_ask_tell`` (forward values,
+      and vector-Jacobian products for a gradient-based solver, answered
+      by the user reproduce ``fit``);
     - ``check_plain_callable``;
     - ``check_output_namespace``: results in the namespace of ``y``
       (array_api_strict and torch, where installed);
