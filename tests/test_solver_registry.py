@@ -141,6 +141,4 @@ def test_no_behaviour_flags_remain():
     for flag in ("_supports_ask_tell", "_uses_denoiser", "_needs_graph", "_tensor_state"):
         assert not hasattr(BaseSolver, flag), flag
         for spec in registered_solvers():
-            # EKISolver._uses_denoiser is a leftover line that nothing reads (eki.py is another change's)
-            if (spec.name, flag) != ("eki", "_uses_denoiser"):
-                assert not hasattr(spec.cls, flag), (spec.name, flag)
+            assert not hasattr(spec.cls, flag), (spec.name, flag)

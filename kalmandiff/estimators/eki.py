@@ -90,7 +90,6 @@ class EKISolver(BaseSolver):
         Iterations run.
     """
 
-    _uses_denoiser = False
     # The reference EKI baseline (enkg-pytorch algo/eki.py): the normalised update, h = 2,
     # 500 iterations, 512 members, used for Navier-Stokes; no other family has settings.
     _FAMILY_DEFAULTS = {
