@@ -1,6 +1,7 @@
 """Accuracy of EnKG (both modes) and EKI against exact linear-Gaussian and mixture posteriors.
 
-Run: ``python -m benchmarks.bench_posterior_accuracy [--seeds 4] [--particles 256]``.
+Run: ``python -m benchmarks.bench_posterior_accuracy [--seeds 4] [--particles 256 ...] [--steps 80 ...]
+[--solvers NAME ...]``.
 Prints a markdown table of the relative posterior-mean error
 ``||x_hat - m_post|| / ||m_post||`` (the prior mean's error alongside) and the
 spread ratio ``mean(ensemble std) / mean(exact posterior std)``, as medians
@@ -38,6 +39,9 @@ SOLVERS = {
     "EnKG kalman-sqrt": lambda prior, J, seed: kd.EnKGSolver(
         prior, n_particles=J, update="kalman-sqrt", random_state=seed
     ),
+    "EnKG kalman-sqrt adaptive": lambda prior, J, seed: kd.EnKGSolver(
+        prior, n_particles=J, update="kalman-sqrt", tempering="adaptive", random_state=seed
+    ),
     "EnKG kalman-sqrt, Heun": lambda prior, J, seed: kd.EnKGSolver(
         prior, n_particles=J, update="kalman-sqrt", ode_method="heun", random_state=seed
     ),
@@ -51,36 +55,50 @@ SOLVERS = {
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--particles", type=int, default=256)
+    parser.add_argument("--particles", type=int, nargs="+", default=[256])
+    parser.add_argument("--steps", type=int, nargs="+", default=[80], help="EnKG's n_steps (EKI has none)")
+    parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS), metavar="NAME")
     args = parser.parse_args(argv)
     print(
         f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
     )
     print(
-        f"command: python -m benchmarks.bench_posterior_accuracy --seeds {args.seeds} --particles {args.particles}"
+        "command: python -m benchmarks.bench_posterior_accuracy "
+        + " ".join(["--seeds", str(args.seeds), "--particles", *map(str, args.particles)])
+        + " ".join(["", "--steps", *map(str, args.steps), "--solvers", *(repr(n) for n in args.solvers)])
     )
     print()
     print(
-        "| prior | d | m | noise | solver | error (median) | error range | prior-mean error | spread ratio | s/fit |"
+        "| prior | d | m | noise | J | N | solver | error (median) | error range | prior-mean error | "
+        "spread ratio | s/fit |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for label, make, d, m, noise in CASES:
-        for name, build in SOLVERS.items():
-            res, t0 = [], time.perf_counter()
-            for seed in range(args.seeds):
-                case = make(d, m, noise, seed=seed)
-                solver = build(case["prior"], args.particles, seed).set_params(verbose=False)
-                res.append(
-                    scores(solver.fit(case["y"], lambda X, A=case["A"]: X @ A.T, noise_std=noise), case)
-                )
-            r = np.array(res)
-            secs = (time.perf_counter() - t0) / args.seeds
-            print(
-                f"| {label} | {d} | {m} | {noise} | {name} | {np.median(r[:, 0]):.3f} | "
-                f"{r[:, 0].min():.3f}-{r[:, 0].max():.3f} | {np.median(r[:, 1]):.2f} | {np.median(r[:, 2]):.2f} | "
-                f"{secs:.1f} |",
-                flush=True,
-            )
+        for J in args.particles:
+            for N in args.steps:
+                for name in args.solvers:
+                    if name.startswith("EKI") and N != args.steps[0]:
+                        continue  # EKI has no steps: once per J
+                    _row(label, make, d, m, noise, J, N, name, args.seeds)
+
+
+def _row(label, make, d, m, noise, J, N, name, n_seeds) -> None:
+    res, t0 = [], time.perf_counter()
+    for seed in range(n_seeds):
+        case = make(d, m, noise, seed=seed)
+        solver = SOLVERS[name](case["prior"], J, seed).set_params(verbose=False)
+        if "n_steps" in solver.get_params():
+            solver.set_params(n_steps=N)
+        res.append(scores(solver.fit(case["y"], lambda X, A=case["A"]: X @ A.T, noise_std=noise), case))
+    r = np.array(res)
+    secs = (time.perf_counter() - t0) / n_seeds
+    steps = N if name.startswith("EnKG") else "-"
+    print(
+        f"| {label} | {d} | {m} | {noise} | {J} | {steps} | {name} | {np.median(r[:, 0]):.3f} | "
+        f"{r[:, 0].min():.3f}-{r[:, 0].max():.3f} | {np.median(r[:, 1]):.2f} | {np.median(r[:, 2]):.2f} | "
+        f"{secs:.1f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
