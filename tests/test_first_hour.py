@@ -83,9 +83,11 @@ def test_prior_fit_does_not_touch_the_instance_streams():
 
 
 def test_large_unknowns_get_a_cheap_prior():
+    # a fitted low-rank plus ridge Gaussian: O(d k) memory, never a dense d x d covariance
     prior = kd.problems.smooth_image_prior((1, 64, 64))
-    assert isinstance(prior, kd.priors.GaussianRandomFieldPrior)
+    assert isinstance(prior, kd.priors.LowRankGaussianPrior)
     assert tuple(prior.event_shape) == (1, 64, 64)
+    assert prior.components.shape == (prior.n_components, 64 * 64) and prior.n_components < 400
 
 
 def test_fitted_gaussian_prior_rejects_a_single_image():

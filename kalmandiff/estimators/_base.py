@@ -19,9 +19,6 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.validation import check_is_fitted
 
 from .._backend import (
     RandomSource,
@@ -33,6 +30,7 @@ from .._backend import (
     to_numpy,
 )
 from ..problems._base import CallableProblem, ForwardProblem, as_problem
+from ._estimator import BaseEstimator, NotFittedError, check_is_fitted
 from ._evaluation import Accounting, CountingDenoiser, ForwardEvaluator
 from ._params import FRACTION, POSITIVE_INT, Interval, Options, check_parameters
 

@@ -11,6 +11,7 @@ from importlib import import_module
 from ._base import Prior
 from .gaussian import GaussianPrior
 from .grf import GaussianRandomFieldPrior
+from .lowrank import LowRankGaussianPrior
 from .mixture import GaussianMixturePrior
 
 # Public torch-based names -> the module that defines them (imported lazily: torch is optional).
@@ -29,7 +30,14 @@ _TORCH_NAMES = {
     "load_navier_stokes_prior": "pretrained",
 }
 
-__all__ = ["Prior", "GaussianPrior", "GaussianMixturePrior", "GaussianRandomFieldPrior", *_TORCH_NAMES]
+__all__ = [
+    "Prior",
+    "GaussianPrior",
+    "GaussianMixturePrior",
+    "GaussianRandomFieldPrior",
+    "LowRankGaussianPrior",
+    *_TORCH_NAMES,
+]
 
 
 def __getattr__(name: str):

@@ -24,7 +24,6 @@ import numbers
 from typing import Any
 
 import numpy as np
-from scipy import linalg as sla
 
 from .._backend import RandomSource, array_device, asarray_like, get_namespace, to_numpy
 from ._base import Prior, sigma_column
@@ -172,6 +171,8 @@ def _gaussian_condition(mean, cov, A, y, noise):
     ``(I - K A) cov (I - K A)^T + K noise K^T``, which stays symmetric
     positive semi-definite under rounding.
     """
+    from scipy import linalg as sla  # here, not at module level: keeps `import kalmandiff` light
+
     m, d = A.shape
     a_cov = A @ cov
     innov = a_cov @ A.T + noise

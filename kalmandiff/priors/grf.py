@@ -248,3 +248,26 @@ class GaussianRandomFieldPrior(Prior):
     def posterior(self, A: Any, y: Any, noise_cov: Any) -> GaussianPrior:
         """Exact posterior for ``y = A @ x.ravel() + eta`` (small grids), see :meth:`GaussianPrior.posterior`."""
         return self.as_gaussian().posterior(A, y, noise_cov)
+
+    def posterior_mean(self, A: Any, y: Any, noise_cov: Any = None, tol: float = 1e-10, maxiter=None):
+        """Exact posterior mean for ``y = A x + eta`` on any grid, matrix-free (conjugate gradients).
+
+        ``A`` is an ``(m, d)`` matrix or a linear forward problem (applied through
+        its ``forward`` / ``adjoint``); see
+        :meth:`LowRankGaussianPrior.posterior_mean <kalmandiff.priors.LowRankGaussianPrior.posterior_mean>`
+        for the parameters.  Returns a NumPy array of shape ``event_shape``.
+        """
+        from .lowrank import whitened_posterior_mean
+
+        sqrt_mu = self._consts.get(np.zeros(1))["sqrt_mu"]
+        hw = self.shape[1:]
+
+        def cov_sqrt(w):
+            field = np.fft.irfftn(
+                np.fft.rfftn(w.reshape(self.shape), axes=(-2, -1)) * sqrt_mu, s=hw, axes=(-2, -1)
+            )
+            return field.reshape(-1)
+
+        return whitened_posterior_mean(
+            self._mean.reshape(-1), cov_sqrt, A, y, noise_cov, self.event_shape, tol=tol, maxiter=maxiter
+        )

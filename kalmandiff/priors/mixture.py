@@ -20,7 +20,6 @@ import numbers
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from .._backend import RandomSource, asarray_like, get_namespace
 from ._base import Prior, sigma_column
@@ -328,6 +327,8 @@ class GaussianMixturePrior(Prior):
             log_w.append(np.log(self._weights[i]) if self._weights[i] > 0 else -np.inf)
             log_w[-1] += ev_i
         log_w = np.asarray(log_w)
+        from scipy.special import logsumexp  # here, not at module level: keeps `import kalmandiff` light
+
         weights = np.exp(log_w - logsumexp(log_w))
         means = np.stack(means).reshape(self.n_components, *self.event_shape)
         return GaussianMixturePrior(weights, means, np.stack(covs))

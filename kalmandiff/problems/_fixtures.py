@@ -7,8 +7,10 @@ linear-Gaussian case, the Gaussian-random-field preset for Navier-Stokes, and
 for the image and interferometry problems a Gaussian fitted to a few hundred
 images drawn the way the truths are drawn (:func:`smooth_image_prior`,
 :func:`crescent_prior`), from a fixed stream of their own, so the fit never
-consumes or correlates with an instance's ``random_state``.  A forward model
-never needs a prior.
+consumes or correlates with an instance's ``random_state``: a dense
+covariance up to :data:`DENSE_PRIOR_MAX_DIM` pixels, a low-rank plus ridge
+one (:class:`~kalmandiff.priors.LowRankGaussianPrior`, memory ``O(d k)``)
+beyond.  A forward model never needs a prior.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from .._backend import spawn_streams, stream_seed
 from ..priors.gaussian import GaussianPrior
+from ..priors.lowrank import LowRankGaussianPrior
 from ._registry import ProblemInstance, register
 from .imaging import (
     _IMAGE_SIZES,
@@ -40,11 +43,15 @@ __all__ = ["smooth_image_prior", "crescent_prior", "fitted_gaussian_prior", "def
 PRIOR_FIT_SEED = 20261201
 #: how many images a built-in prior is fitted to (a fraction of a second at 32x32)
 PRIOR_FIT_SIZE = 400
-#: the largest unknown (pixels) that gets a dense fitted Gaussian; larger ones get a GRF
-#: (a dense eigendecomposition of a 4096 x 4096 covariance alone takes ~15 s on one core)
+#: the largest unknown (pixels) that gets a dense fitted Gaussian; larger ones get a low-rank
+#: plus ridge Gaussian (a dense eigendecomposition of a 4096 x 4096 covariance alone takes ~15 s
+#: on one core, and d**2 memory)
 DENSE_PRIOR_MAX_DIM = 1024
-#: images drawn for the GRF of a larger unknown (its mean level and pixel spread only)
-_GRF_FIT_SIZE = 16
+#: fraction of the training images' variance that a low-rank prior's components keep
+LOW_RANK_VARIANCE = 0.9999
+#: bytes the training images of a low-rank fit may take: fewer images for larger unknowns
+#: (400 at 64 x 64, 85 at 3 x 256 x 256)
+_LOW_RANK_FIT_BYTES = 128 * 2**20
 
 
 # --------------------------------------------------------------------------
@@ -85,7 +92,7 @@ def fitted_gaussian_prior(images: Any, ridge: float | None = None) -> GaussianPr
 
 
 def _grf_fallback(images: np.ndarray):
-    """A GRF with the images' mean level and pixel spread, for unknowns too large for a dense fit."""
+    """A GRF with the images' mean level and pixel spread (for instances without an image generator)."""
     from ..priors import GaussianRandomFieldPrior
 
     shape = images.shape[1:]
@@ -96,10 +103,19 @@ def _grf_fallback(images: np.ndarray):
     return GaussianRandomFieldPrior(shape=shape, alpha=2.0, tau=3.0, scale=spread, mean=level)
 
 
+def _n_fit_images(n: int, shape) -> int:
+    """How many training images to draw: ``n``, fewer where the unknown is large."""
+    d = int(np.prod(shape))
+    if d <= DENSE_PRIOR_MAX_DIM:
+        return int(n)
+    return max(2, min(int(n), _LOW_RANK_FIT_BYTES // (8 * d)))
+
+
 def _prior_from_images(images: np.ndarray):
+    """Dense fitted Gaussian for small unknowns, low-rank plus ridge (same mean and ridge) beyond."""
     if int(np.prod(images.shape[1:])) <= DENSE_PRIOR_MAX_DIM:
         return fitted_gaussian_prior(images)
-    return _grf_fallback(images)
+    return LowRankGaussianPrior.from_samples(images, n_components=LOW_RANK_VARIANCE)
 
 
 @functools.lru_cache(maxsize=8)
@@ -109,8 +125,12 @@ def smooth_image_prior(shape: tuple[int, int, int] = (1, 32, 32), n: int = PRIOR
     A Gaussian fitted to ``n`` :func:`~kalmandiff.problems.smooth_test_image`
     draws (how those problems draw their truths), taken from a fixed stream of
     their own (:data:`PRIOR_FIT_SEED`, ``"prior-fit"``).  Unknowns larger than
-    :data:`DENSE_PRIOR_MAX_DIM` pixels get a Gaussian random field with the
-    images' mean and spread instead of a dense covariance.  Cached per shape.
+    :data:`DENSE_PRIOR_MAX_DIM` pixels get a
+    :class:`~kalmandiff.priors.LowRankGaussianPrior` instead of a dense
+    covariance: the principal components holding :data:`LOW_RANK_VARIANCE`
+    of the images' variance, the rest spread evenly over the other
+    directions, the same 1% ridge (fitted to fewer images where one image
+    is large: at most 128 MiB of them).  Cached per shape.
 
     Parameters
     ----------
@@ -120,13 +140,11 @@ def smooth_image_prior(shape: tuple[int, int, int] = (1, 32, 32), n: int = PRIOR
 
     Returns
     -------
-    GaussianPrior or GaussianRandomFieldPrior
+    GaussianPrior or LowRankGaussianPrior
     """
     shape = _check_image_shape(shape)
     rng = _fit_rng()
-    if int(np.prod(shape)) > DENSE_PRIOR_MAX_DIM:
-        n = min(int(n), _GRF_FIT_SIZE)  # a GRF needs only the level and spread: a few images suffice
-    images = np.stack([smooth_test_image(shape, rng) for _ in range(int(n))])
+    images = np.stack([smooth_test_image(shape, rng) for _ in range(_n_fit_images(n, shape))])
     return _prior_from_images(images)
 
 
@@ -148,8 +166,8 @@ def crescent_prior(npix: int = 32, fov_uas: float = 160.0, n: int = PRIOR_FIT_SI
     (diameter 38-42 uas, width 5-7 uas, asymmetry 0.4-0.7, position angle
     150-210 deg, 0.6 Jy) on an ``npix`` grid, from the fixed ``"prior-fit"``
     stream; the ridge is 1% of the mean pixel variance.  Grids larger than
-    :data:`DENSE_PRIOR_MAX_DIM` pixels get a Gaussian random field around the
-    mean brightness instead.  Cached per grid.
+    :data:`DENSE_PRIOR_MAX_DIM` pixels get a low-rank plus ridge Gaussian
+    instead, as in :func:`smooth_image_prior`.  Cached per grid.
 
     Parameters
     ----------
@@ -160,11 +178,9 @@ def crescent_prior(npix: int = 32, fov_uas: float = 160.0, n: int = PRIOR_FIT_SI
 
     Returns
     -------
-    GaussianPrior or GaussianRandomFieldPrior
+    GaussianPrior or LowRankGaussianPrior
     """
-    if int(npix) ** 2 > DENSE_PRIOR_MAX_DIM:
-        n = min(int(n), _GRF_FIT_SIZE)
-    u = _fit_rng().random((int(n), 4))
+    u = _fit_rng().random((_n_fit_images(n, (int(npix), int(npix))), 4))
     images = np.stack(
         [crescent_image(int(npix), float(fov_uas), flux_jy=0.6, **_crescent_shape(row)) for row in u]
     )
