@@ -71,153 +71,159 @@ class _Tempering:
 class EnKGSolver(BaseSolver):
     """Ensemble Kalman Diffusion Guidance; ``update="kalman"`` or ``"kalman-sqrt"`` for a calibrated ensemble.
 
-      ``update="paper"`` (the default) is the paper's normalised-gradient step, a
-      MAP-like optimiser whose ensemble collapses; ``"kalman"`` (perturbed
-      observations) and ``"kalman-sqrt"`` (deterministic square-root update)
-      temper a Kalman gain so that the ensemble approximates the posterior
-      (spread within 10% of the exact one on Gaussian priors, docs/benchmarks.md).
+    ``update="paper"`` (the default) is the paper's normalised-gradient step, a
+    MAP-like optimiser whose ensemble collapses; ``"kalman"`` (perturbed
+    observations) and ``"kalman-sqrt"`` (deterministic square-root update)
+    temper a Kalman gain so that the ensemble approximates the posterior
+    (spread within 10% of the exact one on Gaussian priors, docs/benchmarks.md).
 
-      The defaults reproduce the paper's algorithm and its public code for the
-      Navier-Stokes experiments: 80 Euler steps of the EDM schedule
-      (``sigma`` from 80 to 0.002, ``rho = 7``), a correction window that
-      skips the first and last 5% of the steps, two ensemble updates per step
-      with guidance scale ``h = 2``, and a likelihood map ``phi`` that solves
-      the ODE to zero in ``k_i = min(1 + (N - i) // phi_factor, phi_max_steps)``
-      Euler steps.
+    The defaults reproduce the paper's algorithm and its public code for the
+    Navier-Stokes experiments: 80 Euler steps of the EDM schedule
+    (``sigma`` from 80 to 0.002, ``rho = 7``), a correction window that
+    skips the first and last 5% of the steps, two ensemble updates per step
+    with guidance scale ``h = 2``, and a likelihood map ``phi`` that solves
+    the ODE to zero in ``k_i = min(1 + (N - i) // phi_factor, phi_max_steps)``
+    Euler steps.
 
-      Parameters
-      ----------
-      prior : Prior
-          Diffusion prior with ``denoise(x, sigma)`` and ``event_shape``.
-      n_particles : int, default 1024
-          Ensemble size ``J`` (the reference code's default; the paper uses
-          2048 for Navier-Stokes).
-      n_steps : int, default 80
-          Number ``N`` of noise levels of the sampling schedule.
-      guidance_scale : float, default 2.0
-          ``h``: the step of the normalised update (``update="paper"``).
-      n_updates : int, default 2
-          Ensemble updates per correction step; ``phi`` and the forward model
-          are re-evaluated before each.
-      threshold_start, threshold_end : float, default 0.05
-          The correction runs at steps ``threshold_start*N < i < N - int(threshold_end*N)``.
-      lr_min_ratio : float, default 0.0
-          If positive, ``h`` decays linearly with the step index as in the
-          reference code: ``h_i = h (1 - r) (N - i) / N + r``.
-      sigma_min, sigma_max, rho : float
-          The EDM schedule (0.002, 80, 7).
-      phi_factor : int, default 4
-          Divisor in ``k_i``; the public EnKG code uses 4, InverseBench 8.
-      phi_max_steps : int, default 20
-          Cap of ``k_i``.
-      ode_method : {"euler", "heun"}, default "euler"
-          Integrator of the prediction step (and of ``phi``).  Heun costs a
-          second denoiser call per step.
-      update : {"paper", "kalman"}, default "paper"
-          ``"paper"``: the paper's normalised-gradient update
-          ``x <- x - h/||C||_F C (x - mean x)``, which drives the ensemble to a
-          MAP-like point and collapses it.  ``C`` weights the residuals by
-          ``Gamma^{-1}`` (``1 / noise_std**2``), whereas the authors' code
-          uses the raw ``G - y``; with one noise level for every datum the
-          two agree exactly (the scalar cancels in ``C / ||C||_F``), so the
-          claim that this mode reproduces the reference code holds for a
-          scalar ``noise_std`` only.  For the raw weighting with unequal
-          noise, pass any scalar ``noise_std`` (in this mode it then changes
-          only the recorded misfits, never the particles).
-    ``"kalman"``: a calibrated
-          ensemble Kalman update with perturbed observations, tempered over the
-          correction window as in ES-MDA, so that the ensemble approximates the
-          posterior (exact for linear-Gaussian problems as ``J`` grows).
-          ``"kalman-sqrt"``: the same tempering with a deterministic
-          square-root (ETKF) update, which adds no perturbation noise.  Both
-          Kalman modes need a positive ``noise_std``.
-      kalman_inflation : float or None, default None
-          Inflation ``a`` of the noise covariance in each Kalman update; None
-          uses the number of updates in the window, so that the inverses add
-          up to one.
-      tempering : {"fixed", "adaptive"}, default "fixed"
-          How the calibrated updates share the likelihood.  ``"fixed"``: the
-          same inflation ``a`` at every update (ES-MDA).  ``"adaptive"``: the
-          data-misfit controller of Iglesias and Yang (as in
-          :class:`EKISolver`) chooses each ``dt = 1 / a`` from the members'
-          misfits, at least ``(1 - t) / (updates left)`` so that the steps
-          add up to one by the end of the window whatever its length; once
-          they do, the remaining updates leave the ensemble unchanged (their
-          forward evaluations still run and are recorded).
-          Measured worse than ``"fixed"`` on exact linear-Gaussian posteriors
-          and on the CPU suite's image problems (it takes small steps while
-          the misfit is large, at high noise levels, and must assimilate the
-          rest late; docs/benchmarks.md, "EnKG updates"), hence not the
-          default.  Needs ``kalman_inflation=None``.
+    Parameters
+    ----------
+    prior : Prior
+        Diffusion prior with ``denoise(x, sigma)`` and ``event_shape``.
+    n_particles : int, default 1024
+        Ensemble size ``J`` (the reference code's default; the paper uses
+        2048 for Navier-Stokes).
+    n_steps : int, default 80
+        Number ``N`` of noise levels of the sampling schedule.
+    guidance_scale : float, default 2.0
+        ``h``: the step of the normalised update (``update="paper"``).
+    n_updates : int, default 2
+        Ensemble updates per correction step; ``phi`` and the forward model
+        are re-evaluated before each.
+    threshold_start, threshold_end : float, default 0.05
+        The correction runs at steps ``threshold_start*N < i < N - int(threshold_end*N)``.
+    lr_min_ratio : float, default 0.0
+        If positive, ``h`` decays linearly with the step index as in the
+        reference code: ``h_i = h (1 - r) (N - i) / N + r``.
+    sigma_min, sigma_max, rho : float
+        The EDM schedule (0.002, 80, 7).
+    phi_factor : int, default 4
+        Divisor in ``k_i``; the public EnKG code uses 4, InverseBench 8.
+    phi_max_steps : int, default 20
+        Cap of ``k_i``.
+    ode_method : {"euler", "heun"}, default "euler"
+        Integrator of the prediction step (and of ``phi``).  Heun costs a
+        second denoiser call per step.
+    update : {"paper", "kalman", "kalman-sqrt"}, default "paper"
+        ``"paper"``: the paper's normalised-gradient update
+        ``x <- x - h/||C||_F C (x - mean x)``, which drives the ensemble to a
+        MAP-like point and collapses it.  ``C`` weights the residuals by
+        ``Gamma^{-1}`` (``1 / noise_std**2``), whereas the authors' code
+        uses the raw ``G - y``; with one noise level for every datum the
+        two agree exactly (the scalar cancels in ``C / ||C||_F``), so the
+        claim that this mode reproduces the reference code holds for a
+        scalar ``noise_std`` only.  For the raw weighting with unequal
+        noise, pass any scalar ``noise_std`` (in this mode it then changes
+        only the recorded misfits, never the particles).  ``"kalman"``: a
+        calibrated ensemble Kalman update with perturbed observations, tempered over the
+        correction window as in ES-MDA, so that the ensemble approximates the
+        posterior (exact for linear-Gaussian problems as ``J`` grows).
+        ``"kalman-sqrt"``: the same tempering with a deterministic
+        square-root (ETKF) update, which adds no perturbation noise.  Both
+        Kalman modes need a positive ``noise_std``.  Measured
+        (docs/benchmarks.md, "EnKG updates"): ``"kalman-sqrt"`` is the
+        recommended choice when the noise level is known (better than the
+        prior mean on exact posteriors where ``"paper"`` is worse, at least
+        as accurate on Navier-Stokes and phase retrieval, improving with
+        ``J``); ``"paper"`` stays the default because it is the published
+        algorithm, and is slightly ahead on closure phases, where
+        :class:`EKISolver` beats both.
+    kalman_inflation : float or None, default None
+        Inflation ``a`` of the noise covariance in each Kalman update; None
+        uses the number of updates in the window, so that the inverses add
+        up to one.
+    tempering : {"fixed", "adaptive"}, default "fixed"
+        How the calibrated updates share the likelihood.  ``"fixed"``: the
+        same inflation ``a`` at every update (ES-MDA).  ``"adaptive"``: the
+        data-misfit controller of Iglesias and Yang (as in
+        :class:`EKISolver`) chooses each ``dt = 1 / a`` from the members'
+        misfits, at least ``(1 - t) / (updates left)`` so that the steps
+        add up to one by the end of the window whatever its length; once
+        they do, the remaining updates leave the ensemble unchanged (their
+        forward evaluations still run and are recorded).
+        Measured worse than ``"fixed"`` on exact linear-Gaussian posteriors
+        and on the CPU suite's image problems (it takes small steps while
+        the misfit is large, at high noise levels, and must assimilate the
+        rest late; docs/benchmarks.md, "EnKG updates"), hence not the
+        default.  Needs ``kalman_inflation=None``.
 
-      localization : None, "auto", float or callable, default None
-          Covariance localisation of the calibrated updates (``"kalman"``,
-          ``"kalman-sqrt"``; refused with ``"paper"``): the gain becomes
-          ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, Schur products
-          of the ensemble covariances with Gaspari-Cohn tapers, which removes
-          the spurious long-range sample correlations of a small ensemble
-          (``J << d``) and lets the update leave the ``J``-dimensional span
-          of the ensemble.  Unknowns and data must lie on 2-D grids of one
-          periodic domain (the last two axes of ``x_shape`` and ``y_shape``,
-          mapped to cell centres in ``[0, 1)^2``; a data grid of another
-          resolution must keep the aspect ratio); flat data are refused with
-          a ValueError at ``fit`` unless their positions are given.
-          ``None``: off (the unlocalised updates, unchanged).  A float ``c``:
-          the Gaspari-Cohn half-width in units of the domain side,
-          ``0 < c <= 0.25`` (support ``2c``), or ``math.inf`` (all-ones
-          tapers: the unlocalised gain).  ``"auto"``: ``c = max(l, 1.5 h)``,
-          ``l`` the prior's correlation length when it has a stationary
-          ``spectrum`` (:class:`~kalmandiff.priors.GaussianRandomFieldPrior`;
-          else 0), ``h`` the spacing of the coarser of the two grids, capped
-          at 0.25 (:func:`~kalmandiff.estimators.localization.auto_radius`).
-          A callable ``f(x_shape, y_shape) -> (taper_xy, taper_yy)`` gives
-          the tapers (NumPy, ``(d, m)`` and ``(m, m)``, the latter symmetric
-          positive semi-definite), e.g.
-          :class:`~kalmandiff.estimators.localization.GaspariCohnTaper` with
-          explicit positions.  Memory ``O(d m + m^2)`` (refused beyond
-          ``d m + m^2 = 2**24`` entries) and an ``m x m`` solve
-          (``"kalman"``) or eigendecomposition (``"kalman-sqrt"``) per update.
-          Measured on a 32 x 32 Gaussian random field (``d = 1024``) seen
-          through a blur and 2x subsampling (``m = 256``) with ``J = 64``
-          (``tests/test_localization.py``): ``"auto"`` gives posterior-mean
-          errors 0.08-0.10 and spreads 0.89-0.98 times the exact posterior's,
-          against 0.60-0.62 and 0.18-0.28 unlocalised.
-      init : {"random", "centred"}, default "random"
-          Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
-          ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
-          to keep their variance): a variance reduction that removes the
-          Monte Carlo error of the initial draw from the ensemble mean.
-      batch_size : int or None, default 64
-          Denoiser chunk size (every particle is covered; None: all at once).
-      on_failure : {"raise", "resample"}, default "raise"
-          Policy for failed members (an exception or timeout inside
-          :class:`~kalmandiff.problems.BlackBox`, or non-finite output):
-          ``"raise"`` stops with :class:`MemberFailureError` naming them;
-          ``"resample"`` updates with the successful members and redraws the
-          failed ones from a Gaussian fitted to them (never re-running them
-          inside the update).
-      %(shared)s
+    localization : None, "auto", float or callable, default None
+        Covariance localisation of the calibrated updates (``"kalman"``,
+        ``"kalman-sqrt"``; refused with ``"paper"``): the gain becomes
+        ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, Schur products
+        of the ensemble covariances with Gaspari-Cohn tapers, which removes
+        the spurious long-range sample correlations of a small ensemble
+        (``J << d``) and lets the update leave the ``J``-dimensional span
+        of the ensemble.  Unknowns and data must lie on 2-D grids of one
+        periodic domain (the last two axes of ``x_shape`` and ``y_shape``,
+        mapped to cell centres in ``[0, 1)^2``; a data grid of another
+        resolution must keep the aspect ratio); flat data are refused with
+        a ValueError at ``fit`` unless their positions are given.
+        ``None``: off (the unlocalised updates, unchanged).  A float ``c``:
+        the Gaspari-Cohn half-width in units of the domain side,
+        ``0 < c <= 0.25`` (support ``2c``), or ``math.inf`` (all-ones
+        tapers: the unlocalised gain).  ``"auto"``: ``c = max(l, 1.5 h)``,
+        ``l`` the prior's correlation length when it has a stationary
+        ``spectrum`` (:class:`~kalmandiff.priors.GaussianRandomFieldPrior`;
+        else 0), ``h`` the spacing of the coarser of the two grids, capped
+        at 0.25 (:func:`~kalmandiff.estimators.localization.auto_radius`).
+        A callable ``f(x_shape, y_shape) -> (taper_xy, taper_yy)`` gives
+        the tapers (NumPy, ``(d, m)`` and ``(m, m)``, the latter symmetric
+        positive semi-definite), e.g.
+        :class:`~kalmandiff.estimators.localization.GaspariCohnTaper` with
+        explicit positions.  Memory ``O(d m + m^2)`` (refused beyond
+        ``d m + m^2 = 2**24`` entries) and an ``m x m`` solve
+        (``"kalman"``) or eigendecomposition (``"kalman-sqrt"``) per update.
+        Measured on a 32 x 32 Gaussian random field (``d = 1024``) seen
+        through a blur and 2x subsampling (``m = 256``) with ``J = 64``
+        (``tests/test_localization.py``): ``"auto"`` gives posterior-mean
+        errors 0.08-0.10 and spreads 0.89-0.98 times the exact posterior's,
+        against 0.60-0.62 and 0.18-0.28 unlocalised.
+    init : {"random", "centred"}, default "random"
+        Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
+        ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
+        to keep their variance): a variance reduction that removes the
+        Monte Carlo error of the initial draw from the ensemble mean.
+    batch_size : int or None, default 64
+        Denoiser chunk size (every particle is covered; None: all at once).
+    on_failure : {"raise", "resample"}, default "raise"
+        Policy for failed members (an exception or timeout inside
+        :class:`~kalmandiff.problems.BlackBox`, or non-finite output):
+        ``"raise"`` stops with :class:`MemberFailureError` naming them;
+        ``"resample"`` updates with the successful members and redraws the
+        failed ones from a Gaussian fitted to them (never re-running them
+        inside the update).
+    %(shared)s
 
-      Notes
-      -----
-      Cost: ``expected_evaluations()`` gives the counts by formula; at the
-      defaults each particle takes 1,588 sequential denoiser and 142 forward
-      evaluations; ``n_steps=20`` costs 12.6x fewer denoiser and 4.2x fewer
-      forward evaluations.  What accuracy each setting buys is measured in
-      ``docs/benchmarks.md`` (speed suite, and error against ensemble size and
-      steps on Navier-Stokes); an earlier claim that ``n_steps=20`` matched the
-      defaults came from a run whose solver shared the truth's random stream
-      and is withdrawn.  The solver's own work is under 1% of a run; the time
-      is the denoiser's and the forward model's.
+    Notes
+    -----
+    Cost: ``expected_evaluations()`` gives the counts by formula; at the
+    defaults each particle takes 1,588 sequential denoiser and 142 forward
+    evaluations; ``n_steps=20`` costs 12.6x fewer denoiser and 4.2x fewer
+    forward evaluations.  What accuracy each setting buys is measured in
+    ``docs/benchmarks.md`` (speed suite, and error against ensemble size and
+    steps on Navier-Stokes); an earlier claim that ``n_steps=20`` matched the
+    defaults came from a run whose solver shared the truth's random stream
+    and is withdrawn.  The solver's own work is under 1% of a run; the time
+    is the denoiser's and the forward model's.
 
-      Attributes
-      ----------
-      particles_ : array ``(J, *event_shape)``
-          Final ensemble at ``sigma = 0``.
-      stats_ : dict
-          Evaluation counts (total and sequential), times, failures.
-      history_ : list of dict
-          One record per step: step, sigma, misfit statistics, spread, counts.
+    Attributes
+    ----------
+    particles_ : array ``(J, *event_shape)``
+        Final ensemble at ``sigma = 0``.
+    stats_ : dict
+        Evaluation counts (total and sequential), times, failures.
+    history_ : list of dict
+        One record per step: step, sigma, misfit statistics, spread, counts.
     """
 
     # enkg-pytorch scripts/*.sh (research notes, section 1 table); denoiser batch 64 throughout.
