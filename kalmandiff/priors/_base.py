@@ -68,3 +68,9 @@ class Prior:
                 f"{type(self).__name__} expects a batch of shape (n, {', '.join(map(str, self.event_shape))}); "
                 f"got {tuple(x.shape)}."
             )
+
+    def _flat(self, x):
+        """The checked batch as ``(namespace, rows (n, d))`` for priors that work on flat vectors."""
+        self._check_batch(x)
+        xp = get_namespace(x)
+        return xp, xp.reshape(x, (x.shape[0], -1))

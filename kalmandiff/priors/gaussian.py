@@ -297,11 +297,6 @@ class GaussianPrior(Prior):
         return f"GaussianPrior(event_shape={self.event_shape}, cov_kind={self.cov_kind!r})"
 
     # ------------------------------------------------------------ denoising
-    def _flat(self, x):
-        self._check_batch(x)
-        xp = get_namespace(x)
-        return xp, xp.reshape(x, (x.shape[0], self.dim))
-
     def denoise(self, x, sigma):
         """Exact posterior mean ``E[x_0 | x_sigma = x]``.
 

@@ -253,11 +253,6 @@ class LowRankGaussianPrior(Prior):
             out = out + ((xc @ c["Ut"]) * (gain_comp - gain_res)) @ c["U"]
         return out
 
-    def _flat(self, x):
-        self._check_batch(x)
-        xp = get_namespace(x)
-        return xp, xp.reshape(x, (x.shape[0], self.dim))
-
     def denoise(self, x, sigma):
         """Exact posterior mean ``E[x_0 | x_sigma = x]``.
 
