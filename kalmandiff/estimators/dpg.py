@@ -97,8 +97,6 @@ class DPGSolver(GuidedSolver):
         return {"Z": None, "g_prev": None}
 
     def _guided_step(self, ctx, step: GuidedStep, state: dict):
-        import torch
-
         x0 = step.denoised.detach()
         P, M = x0.shape[0], int(self.n_samples)
         d = math.prod(x0.shape[1:])
@@ -123,10 +121,25 @@ class DPGSolver(GuidedSolver):
         if state["g_prev"] is not None:
             g = beta * state["g_prev"] + (1 - beta) * g
         state["g_prev"] = g
-        norm = torch.linalg.vector_norm(g.reshape(P, -1), dim=1)
-        direction = g / self._per_sample(torch.clamp(norm, min=torch.finfo(g.dtype).tiny), g)
+        direction = self._unit_direction(g)
         x_next = self._noise_step(ctx, step, step.score - self.guidance_scale * direction)
         return x_next, {"misfit": phi}
+
+    @classmethod
+    def _unit_direction(cls, g):
+        """``g / ||g||`` per sample (0 where ``g`` is 0), safe for tiny ``g``.
+
+        The squares of a tiny ``g`` underflow in float32 (rewards
+        ``exp(-(l_m - l_0) / Z)`` of draws far from the data are ~1e-40), and
+        ``g / max(||g||, tiny)`` then blew the state up; dividing by the
+        largest entry first keeps the norm representable.
+        """
+        import torch
+
+        P, tiny = g.shape[0], torch.finfo(g.dtype).tiny
+        g = g / cls._per_sample(torch.clamp(g.reshape(P, -1).abs().amax(dim=1), min=tiny), g)
+        norm = torch.linalg.vector_norm(g.reshape(P, -1), dim=1)
+        return g / cls._per_sample(torch.clamp(norm, min=tiny), g)
 
     @staticmethod
     def _advantages(losses: np.ndarray, ref: np.ndarray, Z: np.ndarray, ok: np.ndarray) -> np.ndarray:
