@@ -185,3 +185,22 @@ def test_dpg_direction_survives_float32_underflow():
     norms = torch.linalg.vector_norm(unit.reshape(3, -1), dim=1)
     np.testing.assert_allclose(norms.numpy(), [1.0, 1.0, 0.0], rtol=1e-6)
     np.testing.assert_allclose((unit[0] / unit[0].abs().max()).numpy(), (g[0] / g[0].abs().max()).numpy())
+
+
+def test_committed_table_matches_its_records():
+    # docs/benchmarks.md quotes benchmarks/results/guided_defaults/summary.md, made from its records.
+    import json
+    from pathlib import Path
+
+    from benchmarks.guided_defaults import run_one, summary
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "guided_defaults"
+    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    assert summary(records) == (folder / "summary.md").read_text()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    for line in summary(records).splitlines():
+        if line.startswith("| DPS") or line.startswith("| prior mean"):
+            assert line in docs, line
+    # and the script still runs (the cheapest row: DPS on lg80, about a second)
+    row = run_one("lg80", 1, "DPS", "after")
+    assert row["finite"] and row["error_vs_posterior_mean"] < 0.3

@@ -57,9 +57,10 @@ class DPGSolver(GuidedSolver):
         one); tying ``B`` to the prior score gives the guidance a fixed
         share of the drift at every noise level, and rescaling ``x`` by ``c``
         (prior and ``data_scale`` with it) scales the reconstruction by
-        ``c``.  The share 1 was measured best of 0.5, 1 and 2 on the CPU
-        suite's problems (``docs/benchmarks.md``, "Scale-aware defaults of
-        the guided baselines").
+        ``c``.  The share 1 was chosen from 0.5, 1 and 2 (best on the
+        linear-Gaussian and phase-retrieval problems; on the black hole each
+        fit the data on most runs), ``docs/benchmarks.md``, "Scale-aware
+        defaults of the guided baselines".
     n_samples : int, default 5000
         ``M``, Monte Carlo draws per step and sample (reference ``dpg.yaml``).
     ema : float, default 0.9
