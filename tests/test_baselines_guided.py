@@ -360,6 +360,7 @@ def test_defaults_for_problem_families():
         "guidance_scale": 64.0,
         "n_samples": 4000,
         "forward_batch_size": 500,
+        "data_scale": 1.0,  # the reference's unit schedule
     }
     assert GSGSolver.defaults_for("blackhole")["guidance_scale"] == 0.01
     assert DPSSolver.defaults_for("phase-retrieval")["guidance_scale"] == 1.0

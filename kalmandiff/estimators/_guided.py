@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,9 +40,49 @@ import numpy as np
 from .._backend import from_torch, to_numpy, to_torch
 from ..diffusion import VPSchedule, vp_schedule
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, fill_docstring
-from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, solver_parameters
+from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 
-__all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver"]
+__all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver", "prior_scale"]
+
+
+#: prior_scale's results, per prior object (the steps of a run ask for it again)
+_PRIOR_SCALES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def prior_scale(prior) -> float | None:
+    """The prior's pointwise standard deviation, ``sqrt(mean_k Var x_k)``, where its moments are known.
+
+    Read from ``marginal_std()`` (:class:`~kalmandiff.priors.GaussianPrior`),
+    ``pointwise_std`` (:class:`~kalmandiff.priors.GaussianRandomFieldPrior`)
+    or ``cov`` (:class:`~kalmandiff.priors.GaussianMixturePrior`); None for a
+    prior that states none of them (a network prior).
+    """
+    try:
+        return _PRIOR_SCALES[prior]
+    except (KeyError, TypeError):
+        pass
+    value = _prior_scale(prior)
+    try:
+        _PRIOR_SCALES[prior] = value
+    except TypeError:  # not weakly referenceable: no cache
+        pass
+    return value
+
+
+def _prior_scale(prior) -> float | None:
+    try:
+        if callable(getattr(prior, "marginal_std", None)):
+            var = np.asarray(prior.marginal_std(), dtype=float) ** 2
+        elif getattr(prior, "pointwise_std", None) is not None:
+            var = np.asarray(float(prior.pointwise_std)) ** 2
+        elif getattr(prior, "cov", None) is not None:
+            var = np.diag(np.asarray(prior.cov, dtype=float))
+        else:
+            return None
+    except (TypeError, ValueError, AttributeError, NotImplementedError):
+        return None
+    value = float(np.sqrt(np.mean(var)))
+    return value if math.isfinite(value) and value > 0 else None
 
 
 # --------------------------------------------------------------------------
@@ -113,6 +154,7 @@ class GuidedSolver(BaseSolver):
     beta_min: float = 0.1
     t_min: float = 1e-3
     sigma_final: float = 0.01
+    data_scale: float | str = "auto"
     batch_size: int | None = 64
 
     _COMMON_PARAMETERS_DOC: ClassVar[str] = ""  # set below, after COMMON_PARAMETERS
@@ -125,7 +167,11 @@ class GuidedSolver(BaseSolver):
         "beta_min": [POSITIVE],
         "t_min": [Interval("real", 0, 1, closed="neither")],
         "sigma_final": [NON_NEGATIVE],
+        "data_scale": [POSITIVE, Options("auto")],
     }
+    #: parameters whose numbers were calibrated on the unit schedule: when one of them is a
+    #: number, ``data_scale="auto"`` resolves to 1 (the reference's schedule), so it keeps its meaning
+    _UNIT_SCALE_PARAMETERS: ClassVar[tuple[str, ...]] = ("guidance_scale",)
 
     def _check_more(self) -> None:
         super()._check_more()
@@ -137,9 +183,22 @@ class GuidedSolver(BaseSolver):
             )
 
     # -- the schedule and the cost formula --------------------------------------
+    def resolved_data_scale(self) -> float:
+        """The unit ``c`` of the noise schedule that ``data_scale`` stands for (see the parameter)."""
+        if not isinstance(self.data_scale, str):
+            return float(self.data_scale)
+        if any(not isinstance(getattr(self, name, "auto"), str) for name in self._UNIT_SCALE_PARAMETERS):
+            return 1.0
+        return prior_scale(self.prior) or 1.0
+
     def schedule(self) -> VPSchedule:
-        """The VP-SDE schedule this solver walks."""
-        return vp_schedule(self.n_steps, self.beta_d, self.beta_min, self.t_min, self.sigma_final)
+        """The VP-SDE schedule this solver walks (noise levels in units of ``x``)."""
+        sched = vp_schedule(self.n_steps, self.beta_d, self.beta_min, self.t_min, self.sigma_final)
+        c = self.resolved_data_scale()
+        if c == 1.0:
+            return sched
+        # The reference sampler run on x / c: noise levels times c, noise variances times c**2.
+        return replace(sched, sigma=sched.sigma * c, factor=sched.factor * c**2)
 
     def _per_step_counts(self, i: int) -> dict[str, int]:
         """Per-particle evaluations at step ``i`` (override): keys as in :meth:`expected_evaluations`."""
@@ -305,6 +364,44 @@ class GuidedSolver(BaseSolver):
         )
         return grad
 
+    # -- the scale-aware guidance weights ("auto") ------------------------------
+    #: DPG's ``guidance_scale="auto"``: the guidance direction's weight as a fraction of ``||score||``
+    _AUTO_SCORE_FRACTION: ClassVar[float] = 1.0
+
+    @staticmethod
+    def _noise_loss(ctx: FitContext) -> float:
+        """``l_noise = sum_k w_k noise_std_k**2``: the expected guidance loss at the truth (0 if noiseless)."""
+        problem = ctx.problem
+        std = np.broadcast_to(np.asarray(to_numpy(problem.noise_std), dtype=float), tuple(problem.y_shape))
+        w = np.asarray(to_numpy(problem.misfit_weights(like=ctx.y)), dtype=float)
+        return float(np.sum(w * std**2))
+
+    def _likelihood_weight(self, ctx: FitContext, step: GuidedStep, losses, ll_grad) -> np.ndarray:
+        """Per-sample ``zeta_i`` of ``guidance_scale="auto"`` (derived in the DPS docstring).
+
+        ``min(f_i m sqrt(l) / max(l, l_noise), (sqrt(l) - sqrt(l_noise))_+ / ||ll_grad||**2)``:
+        the likelihood step with the data variance estimated from the
+        residual, capped where the linearised ``||r||`` would reach the noise
+        level.  ``losses`` are the guidance losses ``l`` (NaN counts as 0),
+        ``ll_grad`` is ``grad_x sqrt(l)`` (torch ``(P, ...)``).
+        """
+        loss = np.nan_to_num(np.asarray(to_numpy(losses), dtype=float).reshape(-1), nan=0.0)
+        m, P = int(ctx.y_flat.shape[0]), loss.size
+        l_noise = self._noise_loss(ctx)
+        tiny = np.finfo(float).tiny
+        likelihood = step.factor * m * np.sqrt(loss) / np.maximum(np.maximum(loss, l_noise), tiny)
+        g2 = np.asarray(to_numpy((ll_grad.detach().reshape(P, -1) ** 2).sum(dim=1)), dtype=float)
+        excess = np.maximum(np.sqrt(loss) - math.sqrt(l_noise), 0.0)
+        trust = np.where(g2 > 0, excess / np.maximum(g2, tiny), np.inf)
+        return np.nan_to_num(np.minimum(likelihood, trust), nan=0.0, posinf=0.0)
+
+    def _dps_scale(self, ctx: FitContext, step: GuidedStep, losses, ll_grad):
+        """The step ``zeta`` on ``grad_x ||r||`` (DPS, GSG): the number ``guidance_scale``, or the
+        per-sample ``"auto"`` weight broadcast against ``ll_grad``."""
+        if not isinstance(self.guidance_scale, str):
+            return self.guidance_scale
+        return self._per_sample(self._likelihood_weight(ctx, step, losses, ll_grad), ll_grad)
+
     @staticmethod
     def _spread(x) -> float:
         if x.shape[0] < 2:
@@ -330,7 +427,22 @@ COMMON_PARAMETERS = """n_particles : int, default 1
     t_min : float, default 1e-3
         Last grid time (times run linearly from 1 to ``t_min``).
     sigma_final : float, default 0.01
-        Noise level reached by the last step.
+        Noise level reached by the last step, in units of ``data_scale``.
+    data_scale : float or "auto", default "auto"
+        Unit ``c`` of the noise schedule: the sampler walks the reference's
+        schedule on ``x / c`` (noise levels ``c sigma(t)``, injected noise
+        variances times ``c**2``).  The reference assumes ``c = 1``, data of
+        unit scale (images in [-1, 1]); on data of another scale it ends at
+        the wrong noise level (a black hole in Jy per pixel: the last noise
+        level 0.01 is 15 times the prior's pixel standard deviation, so a
+        sample is mostly noise, whatever the guidance).  ``"auto"``: the
+        prior's pointwise standard deviation ``sqrt(mean_k Var x_k)`` where
+        the prior states its moments (Gaussian, Gaussian-mixture and
+        Gaussian-random-field priors), else 1 (give a network prior the
+        standard deviation of its training data); and 1 whenever a
+        scale-carrying parameter (``guidance_scale``, GSG's ``mu``) is a
+        number, so that a number keeps its reference meaning exactly.
+        :meth:`resolved_data_scale` says which ``c`` a configuration uses.
     batch_size : int or None, default 64
         Denoiser chunk size (None: all at once).
     on_failure : {"raise", "resample"}, default "raise"

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._backend import asarray_like
 from ._guided import GuidedSolver, GuidedStep
-from ._params import FRACTION, NON_NEGATIVE, Interval, solver_parameters
+from ._params import FRACTION, NON_NEGATIVE, Interval, Options, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["DPGSolver"]
@@ -37,10 +37,30 @@ class DPGSolver(GuidedSolver):
     ----------
     prior : Prior
         Diffusion prior with ``denoise(x, sigma)`` (torch-differentiable).
-    guidance_scale : float, default 200.0
-        ``B``, the weight of the normalised guidance direction in the score
-        (reference ``dpg.yaml``).  It is a score magnitude, so it scales
-        with ``sqrt(d)``: tune it to the dimension.
+    guidance_scale : float or "auto", default "auto"
+        ``B``, the weight of the normalised guidance direction in the score.
+        A number is the reference's fixed weight (``dpg.yaml``: 200, the
+        default before issue 13) with the reference's Monte Carlo radius
+        ``r = sqrt(Z / d) / 2``; both carry units (``B`` is a score, ``1 /
+        [x]``, sized for 256 x 256 x 3 images in [-1, 1]; ``r`` reads a
+        misfit, ``[y]**2``, as a variance of ``x``), so they must be tuned to
+        the dimension and the scales of ``x`` and ``y``: the reference
+        values diverge on Navier-Stokes and on images in Jy per pixel.
+        ``"auto"`` removes both units: ``B_i = ||s_i||``, the norm of the
+        sample's prior score at step ``i``, and
+        ``r_i = sigma_i c / (2 sqrt(sigma_i**2 + c**2))`` with ``c`` the
+        resolved ``data_scale``, half the posterior standard deviation of
+        ``x0`` given ``x_i`` under a Gaussian prior of that scale (the
+        uncertainty of the clean estimate that the Monte Carlo policy
+        explores).  DPG's direction is normalised, so it carries no
+        magnitude to calibrate against the likelihood (DPS's ``"auto"`` has
+        one); tying ``B`` to the prior score gives the guidance a fixed
+        share of the drift at every noise level, and rescaling ``x`` by ``c``
+        (prior and ``data_scale`` with it) scales the reconstruction by
+        ``c``.  The share 1 was chosen from 0.5, 1 and 2 (best on the
+        linear-Gaussian and phase-retrieval problems; on the black hole each
+        fit the data on most runs), ``docs/benchmarks.md``, "Scale-aware
+        defaults of the guided baselines".
     n_samples : int, default 5000
         ``M``, Monte Carlo draws per step and sample (reference ``dpg.yaml``).
     ema : float, default 0.9
@@ -50,8 +70,8 @@ class DPGSolver(GuidedSolver):
         ``beta``: ``g <- beta beta_3 g_prev + (1 - beta beta_3) g`` with
         ``beta_3 = (N - i - 1) / N``.
     r_min : float, default 0.0
-        Floor of the Monte Carlo radius ``r = sqrt(Z / d) / 2`` (the
-        reference leaves its ``clamp_r`` unused).
+        Floor of the Monte Carlo radius ``r`` (the reference leaves its
+        ``clamp_r`` unused).
     %(common)s
 
     Attributes
@@ -63,19 +83,29 @@ class DPGSolver(GuidedSolver):
     # enkg-pytorch scripts: NS B=64, M=4000; black hole B=10 (M from the YAML);
     # FFHQ B in {160, 200, 300}, M in {800, 1000} (200/1000 taken here).
     _FAMILY_DEFAULTS = {
-        "navier-stokes": {"guidance_scale": 64.0, "n_samples": 4000, "forward_batch_size": 500},
-        "interferometry": {"guidance_scale": 10.0, "n_samples": 5000, "forward_batch_size": 500},
-        "images": {"guidance_scale": 200.0, "n_samples": 1000, "forward_batch_size": 500},
+        "navier-stokes": {
+            "guidance_scale": 64.0,
+            "n_samples": 4000,
+            "forward_batch_size": 500,
+            "data_scale": 1.0,
+        },
+        "interferometry": {
+            "guidance_scale": 10.0,
+            "n_samples": 5000,
+            "forward_batch_size": 500,
+            "data_scale": 1.0,
+        },
+        "images": {"guidance_scale": 200.0, "n_samples": 1000, "forward_batch_size": 500, "data_scale": 1.0},
     }
 
-    guidance_scale: float = 200.0
+    guidance_scale: float | str = "auto"
     n_samples: int = 5000
     ema: float = 0.9
     momentum: float = 0.1
     r_min: float = 0.0
 
     _param_constraints = {
-        "guidance_scale": [NON_NEGATIVE],
+        "guidance_scale": [NON_NEGATIVE, Options("auto")],
         "n_samples": [Interval("int", 2, None)],
         "ema": [FRACTION],
         "momentum": [FRACTION],
@@ -104,7 +134,13 @@ class DPGSolver(GuidedSolver):
         Z = np.nan_to_num(ref) if state["Z"] is None else self.ema * state["Z"] + (1 - self.ema) * ref
         Z = np.where(ok0, Z, state["Z"] if state["Z"] is not None else 0.0)
         state["Z"] = Z
-        r = np.maximum(np.maximum(np.sqrt(np.maximum(Z, 0.0) / d) / 2, self.r_min), 1e-12)
+        if isinstance(self.guidance_scale, str):
+            # "auto": half the denoiser's own uncertainty at this level, sigma c / sqrt(sigma**2 + c**2)
+            c = self.resolved_data_scale()
+            r = np.full(P, 0.5 * step.sigma * c / math.sqrt(step.sigma**2 + c**2))
+        else:
+            r = np.sqrt(np.maximum(Z, 0.0) / d) / 2
+        r = np.maximum(np.maximum(r, self.r_min), 1e-12)
 
         eps = ctx.rng.normal((P, M, *x0.shape[1:]), like=x0)
         r_t = asarray_like(r, x0).reshape((P, 1) + (1,) * (x0.ndim - 1))
@@ -121,10 +157,30 @@ class DPGSolver(GuidedSolver):
         if state["g_prev"] is not None:
             g = beta * state["g_prev"] + (1 - beta) * g
         state["g_prev"] = g
-        norm = torch.linalg.vector_norm(g.reshape(P, -1), dim=1)
-        direction = g / self._per_sample(torch.clamp(norm, min=torch.finfo(g.dtype).tiny), g)
-        x_next = self._noise_step(ctx, step, step.score - self.guidance_scale * direction)
+        direction = self._unit_direction(g)
+        B = self.guidance_scale
+        if isinstance(B, str):  # "auto": a fixed fraction of the prior score's norm, per sample
+            B = self._per_sample(
+                self._AUTO_SCORE_FRACTION * torch.linalg.vector_norm(step.score.reshape(P, -1), dim=1), g
+            )
+        x_next = self._noise_step(ctx, step, step.score - B * direction)
         return x_next, {"misfit": phi}
+
+    @classmethod
+    def _unit_direction(cls, g):
+        """``g / ||g||`` per sample (0 where ``g`` is 0), safe for tiny ``g``.
+
+        The squares of a tiny ``g`` underflow in float32 (rewards
+        ``exp(-(l_m - l_0) / Z)`` of draws far from the data are ~1e-40), and
+        ``g / max(||g||, tiny)`` then blew the state up; dividing by the
+        largest entry first keeps the norm representable.
+        """
+        import torch
+
+        P, tiny = g.shape[0], torch.finfo(g.dtype).tiny
+        g = g / cls._per_sample(torch.clamp(g.reshape(P, -1).abs().amax(dim=1), min=tiny), g)
+        norm = torch.linalg.vector_norm(g.reshape(P, -1), dim=1)
+        return g / cls._per_sample(torch.clamp(norm, min=tiny), g)
 
     @staticmethod
     def _advantages(losses: np.ndarray, ref: np.ndarray, Z: np.ndarray, ok: np.ndarray) -> np.ndarray:

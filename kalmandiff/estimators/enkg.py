@@ -117,16 +117,20 @@ class EnKGSolver(BaseSolver):
         ``"paper"``: the paper's normalised-gradient update
         ``x <- x - h/||C||_F C (x - mean x)``, which drives the ensemble to a
         MAP-like point and collapses it.  ``C`` weights the residuals by
-        ``Gamma^{-1}`` (``1 / noise_std**2``), whereas the authors' code
-        uses the raw ``G - y``; with one noise level for every datum the
-        two agree exactly (the scalar cancels in ``C / ||C||_F``), so the
-        claim that this mode reproduces the reference code holds for a
-        scalar ``noise_std`` only.  For the raw weighting with unequal
-        noise, pass any scalar ``noise_std`` (in this mode it then changes
-        only the recorded misfits, never the particles).  ``"kalman"``: a
-        calibrated ensemble Kalman update with perturbed observations, tempered over the
-        correction window as in ES-MDA, so that the ensemble approximates the
-        posterior (exact for linear-Gaussian problems as ``J`` grows).
+        ``Gamma^{-1}`` (``1 / noise_std**2``), the paper's inner product
+        (Algorithm 1).  The public code's Navier-Stokes and image operators
+        use the plain residual ``G - y``, the same update only because their
+        noise level is a scalar (a scalar weight cancels in ``C / ||C||_F``);
+        its black-hole loss weights by ``1 / sigma**2`` as here (plus a
+        total-flux term this package's interferometry problem does not
+        have).  So "reproduces the public code exactly" holds for a scalar
+        ``noise_std``; with unequal levels it reproduces the paper.  For the
+        plain residual with unequal noise, pass any scalar ``noise_std`` (in
+        this mode it then changes only the recorded misfits, never the
+        particles).  ``"kalman"``: a calibrated ensemble Kalman update with
+        perturbed observations, tempered over the correction window as in
+        ES-MDA, so that the ensemble approximates the posterior (exact for
+        linear-Gaussian problems as ``J`` grows).
         ``"kalman-sqrt"``: the same tempering with a deterministic
         square-root (ETKF) update, which adds no perturbation noise.  Both
         Kalman modes need a positive ``noise_std``.  Measured

@@ -157,11 +157,24 @@ class GSGSolver(GuidedSolver):
         Forward-GSG).
     n_queries : int, default 1024
         ``Q``, loss evaluations per step and sample (reference ``num_queries``).
-    mu : float, default 0.01
-        Smoothing radius, in the units of the clean estimate (reference).
-    guidance_scale : float, default 0.1
-        DPS step ``zeta`` on the estimated ``grad ||r||`` (reference value
-        for Navier-Stokes and InverseBench's default).
+    mu : float or "auto", default "auto"
+        Smoothing radius, in the units of the clean estimate.  A number is
+        fixed (the reference's 0.01, the default before issue 13, suits data
+        of unit scale: on images in Jy per pixel it is 15 times the prior's
+        pixel standard deviation); ``"auto"`` is the reference's 0.01 in
+        units of the resolved ``data_scale``, ``mu = 0.01 c``.
+    guidance_scale : float or "auto", default "auto"
+        DPS step ``zeta`` on the estimated ``grad ||r||``.  A number is the
+        reference's fixed step (0.1 for Navier-Stokes and InverseBench's
+        default, the default before issue 13); ``"auto"`` is DPS's
+        scale-free rule (a likelihood step with the data variance estimated
+        from the residual, capped by a trust region), derived in
+        :class:`~kalmandiff.estimators.dps.DPSSolver`, with the estimate in
+        place of the gradient.  Its trust region also damps
+        the estimate's noise: with ``n`` directions in ``d`` dimensions the
+        estimate's norm is about ``sqrt(1 + d / n)`` times the gradient's,
+        so the cap shrinks accordingly (without the cap, 64 queries in
+        ``d = 1024`` left two of three black-hole runs far from the data).
     %(common)s
 
     Attributes
@@ -172,21 +185,39 @@ class GSGSolver(GuidedSolver):
 
     # enkg-pytorch scripts (scale per problem; 1024 queries, mu 0.01, query batch 512)
     _FAMILY_DEFAULTS = {
-        "navier-stokes": {"guidance_scale": 0.1, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
-        "interferometry": {"guidance_scale": 0.01, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
-        "images": {"guidance_scale": 1.0, "n_queries": 1024, "mu": 0.01, "forward_batch_size": 512},
+        "navier-stokes": {
+            "guidance_scale": 0.1,
+            "n_queries": 1024,
+            "mu": 0.01,
+            "forward_batch_size": 512,
+            "data_scale": 1.0,
+        },
+        "interferometry": {
+            "guidance_scale": 0.01,
+            "n_queries": 1024,
+            "mu": 0.01,
+            "forward_batch_size": 512,
+            "data_scale": 1.0,
+        },
+        "images": {
+            "guidance_scale": 1.0,
+            "n_queries": 1024,
+            "mu": 0.01,
+            "forward_batch_size": 512,
+            "data_scale": 1.0,
+        },
     }
 
     variant: str = "central"
     n_queries: int = 1024
-    mu: float = 0.01
-    guidance_scale: float = 0.1
+    mu: float | str = "auto"
+    guidance_scale: float | str = "auto"
 
     _param_constraints = {
         "variant": [Options(*_VARIANTS)],
         "n_queries": [POSITIVE_INT],
-        "mu": [POSITIVE],
-        "guidance_scale": [NON_NEGATIVE],
+        "mu": [POSITIVE, Options("auto")],
+        "guidance_scale": [NON_NEGATIVE, Options("auto")],
     }
 
     def _check_more(self) -> None:
@@ -195,6 +226,14 @@ class GSGSolver(GuidedSolver):
             raise ValueError(
                 f"n_queries must be an int >= 2 with variant='central' (got {self.n_queries!r})."
             )
+
+    _UNIT_SCALE_PARAMETERS = ("guidance_scale", "mu")
+
+    def _smoothing_radius(self, step: GuidedStep) -> float:
+        """``mu``, or the reference's 0.01 in units of the data scale for ``mu="auto"``."""
+        if isinstance(self.mu, str):
+            return 0.01 * self.resolved_data_scale()
+        return self.mu
 
     def _per_step_counts(self, i: int) -> dict[str, int]:
         n = n_directions(self.n_queries, self.variant)
@@ -209,7 +248,8 @@ class GSGSolver(GuidedSolver):
         flat = x0.reshape(P, -1)
         n = n_directions(self.n_queries, self.variant)
         U = ctx.rng.normal((P, n, flat.shape[1]), like=flat)
-        pts = smoothing_points(flat, U, self.mu, self.variant)
+        mu = self._smoothing_radius(step)
+        pts = smoothing_points(flat, U, mu, self.variant)
         queries = torch.cat([flat[:, None, :], pts], dim=1).reshape(-1, *x0.shape[1:])
         losses, ok, phi = yield from self._losses(ctx, queries)
         losses, ok = losses.reshape(P, -1), ok.reshape(P, -1)
@@ -220,12 +260,13 @@ class GSGSolver(GuidedSolver):
             asarray_like(np.nan_to_num(values), flat),
             asarray_like(np.nan_to_num(base), flat),
             U,
-            self.mu,
+            mu,
             self.variant,
             valid=asarray_like(valid, flat, dtype=torch.bool),
         )
         scale = np.where(ok[:, 0], 0.5 / np.sqrt(np.maximum(np.nan_to_num(base), np.finfo(float).tiny)), 0.0)
         cotangent = g.reshape(x0.shape) * self._per_sample(scale, x0)
         ll_grad = self._denoiser_vjp(ctx, step, cotangent)
-        x_next = self._noise_step(ctx, step) - self.guidance_scale * ll_grad
+        zeta = self._dps_scale(ctx, step, base, ll_grad)
+        x_next = self._noise_step(ctx, step) - zeta * ll_grad
         return x_next, {"misfit": phi.reshape(P, -1)[:, 0]}

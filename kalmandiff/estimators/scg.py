@@ -43,6 +43,9 @@ class SCGSolver(GuidedSolver):
         ``K`` (reference: 512 for Navier-Stokes, 1024 black hole, 256 FFHQ).
     threshold : float, default 0.25
         Fraction of the steps run without guidance (reference ``threshold``).
+        SCG has no step size: keeping the best of ``K`` candidates is
+        invariant to the scales of ``x`` and ``y``, so its only unit is the
+        schedule's (``data_scale``; ``defaults_for`` gives the reference's 1).
     %(common)s
 
     Attributes
@@ -53,9 +56,9 @@ class SCGSolver(GuidedSolver):
 
     # enkg-pytorch scripts (network batch 64 throughout)
     _FAMILY_DEFAULTS = {
-        "navier-stokes": {"n_candidates": 512},
-        "interferometry": {"n_candidates": 1024},
-        "images": {"n_candidates": 256},
+        "navier-stokes": {"n_candidates": 512, "data_scale": 1.0},
+        "interferometry": {"n_candidates": 1024, "data_scale": 1.0},
+        "images": {"n_candidates": 256, "data_scale": 1.0},
     }
 
     n_candidates: int = 512
