@@ -136,11 +136,15 @@ def figure(records: list[dict], path: Path, references: dict | None = None) -> N
     problems = sorted(data)
     if not problems:
         return
-    fig, axes = plt.subplots(1, len(problems), figsize=(4.2 * len(problems), 3.6), squeeze=False)
+    ncols = min(3, len(problems))
+    nrows = -(-len(problems) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 4.0 * nrows), squeeze=False)
+    for ax in axes.flat[len(problems) :]:
+        ax.set_visible(False)
     # one colour per (method, N) across every panel
     keys = sorted({k for p in problems for k in data[p]}, key=lambda t: (t[0], t[1] or 0))
     colour = {k: f"C{i % 7}" for i, k in enumerate(keys)}
-    for ax, problem in zip(axes[0], problems):
+    for ax, problem in zip(axes.flat, problems):
         for (m, N), series in sorted(data[problem].items(), key=lambda t: (t[0][0], t[0][1] or 0)):
             Js = sorted(series)
             means = [np.mean(series[J]) for J in Js]
