@@ -378,9 +378,9 @@ def grf_sqrt_operator(prior):
     return stationary_sqrt(prior.mean, prior.spectrum)
 
 
-def grf_map_objective(lik: Likelihood, prior):
-    """``z -> (f, grad)`` of ``misfit(C^(1/2) z) + ||z||^2 / 2`` and the map ``z -> x``."""
-    sqrt_c = grf_sqrt_operator(prior)
+def whitened_map_objective(lik: Likelihood, sqrt_c):
+    """``z -> (f, grad)`` of ``misfit(C^(1/2) z) + ||z||^2 / 2``: MAP under ``N(mean, C)`` in whitened
+    coordinates, for any square root ``sqrt_c: z -> x``."""
 
     def fn(z):
         z = z.detach().requires_grad_(True)
@@ -389,7 +389,13 @@ def grf_map_objective(lik: Likelihood, prior):
         lik.n_vjp += 1
         return f.detach(), g
 
-    return fn, sqrt_c
+    return fn
+
+
+def grf_map_objective(lik: Likelihood, prior):
+    """``z -> (f, grad)`` of ``misfit(C^(1/2) z) + ||z||^2 / 2`` and the map ``z -> x``."""
+    sqrt_c = grf_sqrt_operator(prior)
+    return whitened_map_objective(lik, sqrt_c), sqrt_c
 
 
 def grf_map(lik: Likelihood, prior, x_true, max_evals: int = 300) -> dict:
@@ -442,14 +448,8 @@ def gaussian_map(lik: Likelihood, fields: np.ndarray, x_true, max_evals: int = 4
     most 1, the discrepancy principle; the converged one if none is).
     """
     sqrt_c = stationary_gaussian_sqrt(fields)
+    fn = whitened_map_objective(lik, sqrt_c)
     early: dict = {}
-
-    def fn(z):
-        z = z.detach().requires_grad_(True)
-        f = lik.value(sqrt_c(z)) + 0.5 * torch.sum(z * z)
-        (g,) = torch.autograd.grad(f, z)
-        lik.n_vjp += 1
-        return f.detach(), g
 
     def watch(k, z, f):
         if "x" not in early:
