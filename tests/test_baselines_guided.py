@@ -18,16 +18,6 @@ from kalmandiff.problems._base import ForwardProblem
 from kalmandiff.testing import gaussian_case
 from kalmandiff.testing import posterior_scores as scores
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # The samples here are tiny (d = 6); torch's thread pool only adds contention.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 CASE = gaussian_case(6, 4, 0.1, seed=1)
 PROBLEM = kd.problems.LinearProblem(CASE["A"], 6, noise_std=0.1)
 

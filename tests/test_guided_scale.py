@@ -21,15 +21,6 @@ from kalmandiff.estimators.gsg import GSGSolver
 from kalmandiff.estimators.scg import SCGSolver
 from kalmandiff.testing import gaussian_case
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 #: budgets for d = 6 (the defaults' other settings, guidance included, untouched)
 BUDGET = {
     DPSSolver: {},
