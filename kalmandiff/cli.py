@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import inspect
 import os
 import sys
@@ -160,6 +161,11 @@ def _check_outputs(args, names: list[str]) -> None:
         if os.path.isdir(figure):
             raise ValueError(f"--figure: {figure!r} is a directory; give a file name such as out.png.")
         _writable_dir(os.path.dirname(figure) or ".", "--figure")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ValueError(
+                "--figure needs matplotlib, which is not installed: pip install 'kalmandiff[plot]' "
+                "(or pass --figure none)."
+            )
     if getattr(args, "save", None):
         args.save_targets = _save_targets(args.save, names)
 

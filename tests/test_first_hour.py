@@ -153,6 +153,22 @@ def test_demo_writes_its_figure_by_default(tmp_path, monkeypatch):
     assert written["figure"] is None
 
 
+def test_a_figure_without_matplotlib_is_refused_before_fitting(tmp_path, monkeypatch, capsys):
+    """matplotlib is the 'plot' extra: a base install must say so before fitting, not lose the run."""
+    import importlib.util
+
+    from kalmandiff import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a))
+    monkeypatch.setattr(cli, "DEMO_SOLVERS", {"eki": {"max_iter": 2}})
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--problem", "linear-gaussian", "--particles", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "kalmandiff[plot]" in err and "fitting" not in err
+    assert cli.main(["demo", "--problem", "linear-gaussian", "--particles", "8", "--figure", "none"]) == 0
+
+
 # --------------------------------------------------------------------------
 # item 3: a missing noise level is an error, not a silent zero
 # --------------------------------------------------------------------------
