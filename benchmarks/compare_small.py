@@ -80,8 +80,8 @@ def ns_solvers(prior) -> dict:
             {
                 "DPSSolver": {"n_steps": 20},
                 "GSGSolver": {"n_steps": 12, "n_queries": 32},
-                "DPGSolver": {"n_steps": 12, "n_samples": 32},
-                "SCGSolver": {"n_steps": 12, "n_candidates": 16},
+                "DPGSolver": {"n_steps": 12, "n_queries": 32},
+                "SCGSolver": {"n_steps": 12, "n_queries": 16},
             },
         )
     )
@@ -101,8 +101,8 @@ def pr_solvers(prior) -> dict:
             {
                 "DPSSolver": {"n_steps": 100},
                 "GSGSolver": {"n_steps": 100, "n_queries": 64},
-                "DPGSolver": {"n_steps": 100, "n_samples": 64},
-                "SCGSolver": {"n_steps": 100, "n_candidates": 16},
+                "DPGSolver": {"n_steps": 100, "n_queries": 64},
+                "SCGSolver": {"n_steps": 100, "n_queries": 16},
             },
         )
     )

@@ -52,7 +52,7 @@ BEFORE = {
 }
 CLASSES = {"DPS": "DPSSolver", "DPG": "DPGSolver", "GSG": "GSGSolver", "SCG": "SCGSolver"}
 #: draws per step of the Monte Carlo baselines (DPG samples, GSG queries, SCG candidates)
-DRAWS = {"DPG": ("n_samples", 64), "GSG": ("n_queries", 64), "SCG": ("n_candidates", 64)}
+DRAWS = {"DPG": ("n_queries", 64), "GSG": ("n_queries", 64), "SCG": ("n_queries", 64)}
 #: problem -> (steps, samples): budgets that run in minutes on two cores.  On lg80 one exact
 #: posterior sample is no better than the prior mean (half the directions are unobserved, and a
 #: sample doubles their error), so there the solvers' 16-sample means are scored.

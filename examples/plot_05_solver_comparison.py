@@ -43,8 +43,8 @@ budgets = {
     "eki": dict(n_particles=64, max_iter=30),
     "dps": dict(n_steps=60),
     "gsg": dict(n_steps=60, n_queries=32),
-    "dpg": dict(n_steps=60, n_samples=32),
-    "scg": dict(n_steps=60, n_candidates=16),
+    "dpg": dict(n_steps=60, n_queries=32),
+    "scg": dict(n_steps=60, n_queries=16),
     "diffpir": dict(n_particles=4, n_steps=30),
     "rmp": dict(n_particles=2, n_steps=10, n_inner=2),
 }

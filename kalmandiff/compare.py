@@ -1,7 +1,15 @@
 """Compare solvers on one problem in one line: a table of accuracy, evaluation counts and times.
 
 >>> table = kd.compare([kd.EnKGSolver(prior), kd.EKISolver(prior)], problem, y, x_true)  # doctest: +SKIP
->>> print(table.to_markdown())                                                          # doctest: +SKIP
+>>> print(table)                                                                        # doctest: +SKIP
+>>> print(kd.ComparisonTable.from_frame(table).to_markdown())   # Markdown, no tabulate  # doctest: +SKIP
+>>> kd.compare([...], problem, y, x_true, budget=100_000)      # at equal forward cost  # doctest: +SKIP
+
+``print(table)`` works whatever :func:`compare` returned (a pandas
+DataFrame when pandas is installed, else a :class:`ComparisonTable`);
+:meth:`ComparisonTable.to_markdown` renders Markdown without optional
+packages (a DataFrame's own ``to_markdown`` needs ``tabulate``), and
+:meth:`ComparisonTable.from_frame` turns a DataFrame into one.
 
 :func:`compare` fits every solver on the same data and collects what
 the paper's tables report; :func:`plot_comparison` shows the
@@ -70,6 +78,21 @@ class ComparisonTable:
             return [r.get(key) for r in self._records]
         return dict(self._records[key])
 
+    @classmethod
+    def from_frame(cls, table) -> ComparisonTable:
+        """A ComparisonTable from :func:`compare`'s pandas DataFrame (or a ComparisonTable, returned as is).
+
+        For the dependency-free renderings (``str``, :meth:`to_markdown`) of a
+        DataFrame; its fitted solvers (``attrs["solvers"]``) come along.
+        """
+        if isinstance(table, ComparisonTable):
+            return table
+        columns = [str(c) for c in table.columns]
+        records = [
+            {c: _python_scalar(v) for c, v in zip(columns, row)} for row in table.itertuples(index=False)
+        ]
+        return cls(records, columns, dict(getattr(table, "attrs", {}).get("solvers", {}) or {}))
+
     def to_records(self) -> list[dict]:
         """The rows as a list of dicts (copies), columns in order."""
         return [{c: r.get(c) for c in self.columns} for r in self._records]
@@ -108,6 +131,22 @@ class ComparisonTable:
     def _is_numeric(self, column: str) -> bool:
         values = [r.get(column) for r in self._records if r.get(column) is not None]
         return bool(values) and all(isinstance(v, numbers.Number) for v in values)
+
+
+def _python_scalar(value):
+    """A DataFrame cell as a plain Python value (NumPy scalars unwrapped; pandas' missing values None)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return value
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (ImportError, TypeError, ValueError):
+        pass
+    return value
 
 
 def _format(value, floatfmt: str) -> str:
@@ -157,6 +196,7 @@ def compare(
     clone: bool = True,
     errors: str = "record",
     as_frame: Any = "auto",
+    budget: int | None = None,
     **fit_kwargs,
 ):
     """Fit each solver on ``(y, problem)`` and tabulate accuracy, evaluation counts and times.
@@ -184,7 +224,27 @@ def compare(
     as_frame : {"auto", True, False}, default "auto"
         Return a pandas DataFrame (``"auto"``: when pandas is importable),
         with the fitted solvers in ``df.attrs["solvers"]``; otherwise a
-        :class:`ComparisonTable`.
+        :class:`ComparisonTable`.  Either prints with ``print``; for
+        Markdown without optional packages use
+        ``ComparisonTable.from_frame(table).to_markdown()``.
+    budget : int, optional
+        Forward evaluations each solver may spend: every solver is replaced
+        by ``type(solver).for_budget(solver.prior, budget, problem=problem,
+        **params)``, where ``params`` are its parameters except the budget
+        parameters left at their defaults (``_BUDGET_PARAMETERS``: e.g.
+        EnKG's ``n_particles`` and ``n_steps``, DPG's ``n_queries`` and
+        ``n_steps``), which ``for_budget`` chooses.  So
+        ``kd.EnKGSolver(prior, n_steps=20)`` keeps its 20 steps and gets the
+        ensemble the budget buys.  Every solver then plans at most
+        ``budget`` forward evaluations, and a non-adaptive one nearly that
+        many (within 10% below it wherever one step of its budget parameter
+        is under a tenth of the budget); an adaptive one (EKI's data-misfit
+        controller) may stop earlier, and DiffPIR's closed-form data step on
+        a linear problem makes none.  The table gains the columns
+        ``planned_forward_evals`` (from ``expected_evaluations(problem)``),
+        ``planned_upper_bound`` (True where the plan is "up to": the run may
+        stop earlier) and ``budget_params`` (the chosen values).  A solver
+        that cannot fit the budget gets an error row (``errors="record"``).
     **fit_kwargs
         Passed to every ``fit`` (``noise_std`` for a plain callable, say).
 
@@ -202,18 +262,56 @@ def compare(
     named = _named(solvers)
     if not named:
         raise ValueError("solvers is empty: give at least one solver.")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 0
+    ):
+        raise ValueError(f"budget must be a non-negative int of forward evaluations (got {budget!r}).")
     records, fitted, metric_names = [], {}, []
     for name, solver in named:
-        record, est = _run_one(name, solver, problem, y, x_true, clone, errors, fit_kwargs)
+        planned = {}
+        if budget is not None:
+            solver, planned = _at_budget(solver, problem, int(budget), errors)
+        if "error" in planned:
+            record, est = {"solver": name, "error": planned.pop("error")}, None
+            record.update(dict.fromkeys(COUNT_COLUMNS + TIME_COLUMNS))
+        else:
+            record, est = _run_one(name, solver, problem, y, x_true, clone, errors, fit_kwargs)
+        record.update(planned)
         fitted[name] = est
         metric_names += [k for k in record.get("_metrics", ()) if k not in metric_names]
         records.append(record)
-    columns = ["solver", *metric_names, *COUNT_COLUMNS, *TIME_COLUMNS, "error"]
+    budget_columns = (
+        ["planned_forward_evals", "planned_upper_bound", "budget_params"] if budget is not None else []
+    )
+    columns = ["solver", *metric_names, *COUNT_COLUMNS, *budget_columns, *TIME_COLUMNS, "error"]
     for r in records:
         metrics = r.pop("_metrics", {})
         for k in metric_names:
             r[k] = metrics.get(k, math.nan)
     return _as_output(records, columns, fitted, as_frame)
+
+
+def _at_budget(solver, problem, budget: int, errors: str):
+    """``(solver for the budget, its table entries)``; the entries hold ``"error"`` when none fits."""
+    from .estimators._planning import budget_parameters
+
+    cls = type(solver)
+    try:
+        changed = solver._changed_params()
+        free = {k for k in budget_parameters(solver) if k not in changed}
+        params = {k: v for k, v in solver.get_params(deep=False).items() if k != "prior" and k not in free}
+        est = cls.for_budget(solver.prior, budget, problem=problem, **params)
+        plan = est.expected_evaluations(problem)
+    except Exception as exc:  # noqa: BLE001 - reported in the row, by design
+        if errors == "raise":
+            raise
+        return solver, {"error": f"{type(exc).__name__}: {exc}"}
+    chosen = ", ".join(f"{k}={v}" for k, v in budget_parameters(est).items())
+    return est, {
+        "planned_forward_evals": int(plan["n_forward_evals"]),
+        "planned_upper_bound": bool(plan.upper_bound),
+        "budget_params": chosen,
+    }
 
 
 def _run_one(name, solver, problem, y, x_true, clone, errors, fit_kwargs):

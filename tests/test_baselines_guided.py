@@ -26,8 +26,8 @@ SOLVERS = {
     "dps": (DPSSolver, {"guidance_scale": 0.3}),
     "gsg-central": (GSGSolver, {"variant": "central", "n_queries": 64, "guidance_scale": 0.3}),
     "gsg-forward": (GSGSolver, {"variant": "forward", "n_queries": 64, "guidance_scale": 0.3}),
-    "dpg": (DPGSolver, {"guidance_scale": 5.0, "n_samples": 64}),
-    "scg": (SCGSolver, {"n_candidates": 16}),
+    "dpg": (DPGSolver, {"guidance_scale": 5.0, "n_queries": 64}),
+    "scg": (SCGSolver, {"n_queries": 16}),
 }
 
 
@@ -63,7 +63,7 @@ def test_vp_schedule_follows_its_definition():
 def test_unguided_sampler_draws_from_the_prior():
     # One candidate per step is no selection at all: the plain VP-SDE sampler.
     solver = SCGSolver(
-        CASE["prior"], n_candidates=1, threshold=0.0, n_particles=3000, n_steps=100, random_state=0
+        CASE["prior"], n_queries=1, threshold=0.0, n_particles=3000, n_steps=100, random_state=0
     )
     X = to_numpy(solver.set_params(verbose=False).fit(CASE["y"], PROBLEM).particles_)
     mu, S = CASE["prior_mean"], np.asarray(CASE["prior"].cov)
@@ -179,9 +179,9 @@ def hand_counts(name, P, N, Q=7, M=5, K=4, thr=0.25):
 @pytest.mark.parametrize("name", SOLVERS)
 def test_evaluation_counts_equal_the_formula(name):
     P, N = 3, 20
-    extra = {"n_queries": 7} if name.startswith("gsg") else {"n_samples": 5} if name == "dpg" else {}
+    extra = {"n_queries": 7} if name.startswith("gsg") else {"n_queries": 5} if name == "dpg" else {}
     if name == "scg":
-        extra = {"n_candidates": 4}
+        extra = {"n_queries": 4}
     solver = make(name, n_particles=P, n_steps=N, random_state=0, batch_size=5, forward_batch_size=4, **extra)
     solver.fit(CASE["y"], PROBLEM)
     want = hand_counts(name, P, N)
@@ -328,9 +328,9 @@ def test_failure_policy(name):
         (GSGSolver, {"variant": "backward"}, "variant"),
         (GSGSolver, {"n_queries": 1}, "n_queries"),
         (GSGSolver, {"mu": 0.0}, "mu"),
-        (DPGSolver, {"n_samples": 1}, "n_samples"),
+        (DPGSolver, {"n_queries": 1}, "n_queries"),
         (DPGSolver, {"ema": 1.0}, "ema"),
-        (SCGSolver, {"n_candidates": 0}, "n_candidates"),
+        (SCGSolver, {"n_queries": 0}, "n_queries"),
         (SCGSolver, {"threshold": 1.0}, "threshold"),
         (DPSSolver, {"guidance_scale": -1.0}, "guidance_scale"),
         (DPSSolver, {"n_steps": 0}, "n_steps"),
@@ -344,11 +344,11 @@ def test_bad_arguments_are_named(cls, kwargs, match):
 
 def test_defaults_for_problem_families():
     # Values from the reference scripts as recorded in the research notes (section 2).
-    assert SCGSolver.defaults_for("navier-stokes")["n_candidates"] == 512
-    assert SCGSolver.defaults_for("black-hole")["n_candidates"] == 1024
+    assert SCGSolver.defaults_for("navier-stokes")["n_queries"] == 512
+    assert SCGSolver.defaults_for("black-hole")["n_queries"] == 1024
     assert DPGSolver.defaults_for("ns") == {
         "guidance_scale": 64.0,
-        "n_samples": 4000,
+        "n_queries": 4000,
         "forward_batch_size": 500,
         "data_scale": 1.0,  # the reference's unit schedule
     }

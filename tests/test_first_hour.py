@@ -15,8 +15,6 @@ TINY = {
     "n_steps": 3,
     "n_updates": 1,
     "max_iter": 2,
-    "n_candidates": 2,
-    "n_samples": 2,
     "n_queries": 2,
 }
 
@@ -281,7 +279,7 @@ def test_scg_at_its_default_ensemble_size_warns():
 
 def test_progress_bar_states_the_plan_stays_and_counts_the_guided_steps(capsys):
     inst = kd.problems.make("linear-gaussian")
-    solver = kd.SCGSolver(inst.prior, n_particles=2, n_steps=10, n_candidates=3, verbose=True, random_state=0)
+    solver = kd.SCGSolver(inst.prior, n_particles=2, n_steps=10, n_queries=3, verbose=True, random_state=0)
     planned = solver.expected_evaluations()
     label = solver._progress_label(planned)
     assert "forward" in label and "denoiser" in label and "SCG" in label

@@ -25,8 +25,8 @@ from kalmandiff.testing import gaussian_case
 BUDGET = {
     DPSSolver: {},
     GSGSolver: {"n_queries": 64},
-    DPGSolver: {"n_samples": 64},
-    SCGSolver: {"n_candidates": 16},
+    DPGSolver: {"n_queries": 64},
+    SCGSolver: {"n_queries": 16},
 }
 SOLVERS = list(BUDGET)
 

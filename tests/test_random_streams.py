@@ -90,7 +90,7 @@ def _first_step(solver_cls, inst, seed):
     solver = solver_cls(_prior_for(inst), random_state=seed, verbose=False, callbacks=[_stop])
     # the first draws, not the run, are checked: keep the first step cheap
     fewest = merged_constraints(solver_cls)["n_particles"][0].left
-    cheap = {"n_particles": fewest, "n_samples": 8, "n_queries": 8}
+    cheap = {"n_particles": fewest, "n_queries": 8}
     solver.set_params(**{k: v for k, v in cheap.items() if k in solver.get_params()})
     try:
         solver.fit(inst.y, inst.problem)

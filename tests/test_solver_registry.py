@@ -55,10 +55,10 @@ def test_derivative_free_list_comes_from_the_registry():
     assert diffpir.DERIVATIVE_FREE_SOLVERS == free
 
 
-def test_every_solver_has_expected_evaluations_with_the_same_first_argument():
+def test_every_solver_has_expected_evaluations_with_the_same_signature():
     for spec in registered_solvers():
         solver = spec.cls(None, **spec.quick)
-        counts = solver.expected_evaluations(3)
+        counts = solver.expected_evaluations(None, n_particles=3)
         assert set(counts) == {
             "n_denoiser_evals",
             "n_sequential_denoiser_evals",
@@ -67,7 +67,7 @@ def test_every_solver_has_expected_evaluations_with_the_same_first_argument():
             "n_forward_vjps",
             "n_denoiser_vjps",
         }
-        double = solver.expected_evaluations(6)
+        double = solver.expected_evaluations(n_particles=6)
         assert double["n_forward_evals"] == 2 * counts["n_forward_evals"]
         assert double["n_sequential_forward_evals"] == counts["n_sequential_forward_evals"]
 

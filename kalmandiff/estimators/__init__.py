@@ -19,6 +19,7 @@ from ._base import (
     VJPRequest,
 )
 from ._evaluation import STATS_KEYS
+from ._planning import BudgetError, PlannedEvaluations
 from ._registry import (
     SolverSpec,
     available_solvers,
@@ -54,6 +55,8 @@ __all__ = [
     "gaspari_cohn",
     "MemberFailureError",
     "NotFittedError",
+    "BudgetError",
+    "PlannedEvaluations",
     "SolverSpec",
     "available_solvers",
     "derivative_free_solvers",

@@ -806,7 +806,7 @@ class BaseSolver(BaseEstimator):
             from ._gradients import require_gradient
 
             require_gradient(type(self).__name__, problem, "differentiates the forward model", acct)
-        planned = self._planned_evaluations()
+        planned = self._planned_evaluations(problem)
         self._warn_if_costly(planned)
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
@@ -837,11 +837,121 @@ class BaseSolver(BaseEstimator):
             ctx.progress = tqdm(total=total, desc=self._progress_label(planned), leave=True, unit=unit)
         return ctx
 
-    def _planned_evaluations(self) -> dict | None:
-        """``expected_evaluations()``, or None where a configuration cannot be costed in advance."""
+    # -- cost planning ---------------------------------------------------------
+    #: the parameters ``for_budget`` may choose, most natural first (the forward evaluations grow with each)
+    _BUDGET_PARAMETERS: ClassVar[tuple[str, ...]] = ("n_particles",)
+    #: old parameter name -> new name (still accepted, with a DeprecationWarning)
+    _RENAMED_PARAMETERS: ClassVar[dict[str, str]] = {}
+    #: what this solver has in place of another solver's budget parameter (by
+    #: :data:`~kalmandiff.estimators._params.PARAMETER_CONCEPTS`), for the unknown-parameter error
+    _EQUIVALENT_PARAMETERS: ClassVar[dict[str, str]] = {
+        "steps": "its number of noise levels is n_steps",
+        "updates": "it makes one data step per noise level (n_steps sets how many)",
+        "queries": "it has no per-step query budget (n_particles sets how many members are evaluated)",
+    }
+
+    def expected_evaluations(self, problem=None, *, n_particles: int | None = None, **options):
+        """The evaluations a run of this configuration makes, by formula, before any compute.
+
+        Parameters
+        ----------
+        problem : ForwardProblem or callable, optional
+            The forward model the run will use.  Given it, the counts are
+            exact (or an upper bound, flagged, where the run stops on a
+            data-dependent criterion); without it a solver whose cost depends
+            on the problem (DiffPIR: a linear problem's closed-form data step
+            makes no forward evaluations) plans for a nonlinear one and says
+            so (``exact`` False).  A ``kd.problems.make`` instance works too.
+        n_particles : int, optional
+            Count for this many particles instead of ``n_particles``.
+        **options
+            Solver-specific (DiffPIR's ``data_step``).
+
+        Returns
+        -------
+        PlannedEvaluations
+            A dict with ``n_denoiser_evals``, ``n_sequential_denoiser_evals``,
+            ``n_forward_evals``, ``n_sequential_forward_evals``,
+            ``n_forward_vjps`` and ``n_denoiser_vjps`` (the keys of
+            ``stats_`` that a run reaches: totals over particles, and
+            sequential calls), and ``upper_bound`` / ``exact`` / ``note``
+            saying how certain they are.
+        """
+        from ._planning import PlannedEvaluations, planning_arguments
+
+        problem, n_particles = planning_arguments(type(self), problem, n_particles)
+        J = int(self.n_particles if n_particles is None else n_particles)
+        counts = self._planned_counts(problem, J, **options)
+        upper, exact, note = self._plan_certainty(problem, **options)
+        return PlannedEvaluations(counts, upper_bound=upper, exact=exact, note=note)
+
+    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:  # pragma: no cover - abstract
+        """The counts of :meth:`expected_evaluations` for ``n_particles`` particles (override)."""
+        raise NotImplementedError(f"{type(self).__name__} does not plan its evaluations.")
+
+    def _plan_certainty(self, problem) -> tuple[bool, bool, str]:
+        """``(upper_bound, exact, note)`` of the plan for ``problem`` (override; default exact)."""
+        upper = self._planned_is_bound()
+        return upper, not upper, ""
+
+    @classmethod
+    def for_budget(cls, prior, n_forward_evals: int, *, problem=None, **params):
+        """A solver whose planned forward evaluations fit ``n_forward_evals``, for comparisons at equal cost.
+
+        The parameters in ``cls._BUDGET_PARAMETERS`` that ``params`` leaves
+        free are chosen (the first one as large as the budget allows; the
+        next one lowered below its default only where the first at its
+        smallest does not fit, or where that fills the budget better); the
+        rest are ``params`` and the defaults.  A non-adaptive solver then
+        spends the budget to within 10% below it wherever one step of its
+        budget parameters is under a tenth of the budget; an adaptive one
+        (EKI's data-misfit controller) spends at most the budget.
+
+        Parameters
+        ----------
+        prior : Prior
+        n_forward_evals : int
+            The budget: forward-model evaluations, as ``stats_["n_forward_evals"]`` counts them.
+        problem : ForwardProblem or callable, optional
+            The forward model (DiffPIR's cost depends on it; see :meth:`expected_evaluations`).
+        **params
+            Other constructor parameters; budget parameters given here are kept.
+
+        Returns
+        -------
+        solver
+            Unfitted; ``solver.expected_evaluations(problem)["n_forward_evals"] <= n_forward_evals``.
+
+        Raises
+        ------
+        kalmandiff.estimators.BudgetError
+            A ValueError when no configuration fits (it names the smallest budget that does).
+        """
+        from ._planning import solver_for_budget
+
+        return solver_for_budget(cls, prior, n_forward_evals, problem=problem, **params)
+
+    def set_params(self, **params):
+        """Set parameters, as scikit-learn's ``set_params``; old names work with a DeprecationWarning."""
+        from ._params import resolve_parameter_names
+
+        known = set(self._get_param_names())
+        if not known.issuperset(k.partition("__")[0] for k in params):
+            top = {k: v for k, v in params.items() if "__" not in k}
+            nested = {k: v for k, v in params.items() if "__" in k}
+            params = {**resolve_parameter_names(type(self), top, known), **nested}
+        return super().set_params(**params)
+
+    def _planned_evaluations(self, problem=None) -> dict | None:
+        """``expected_evaluations(problem)``, or None where a configuration cannot be costed in advance."""
         try:
-            return self.expected_evaluations()
-        except (AttributeError, NotImplementedError, TypeError, ValueError):
+            return self.expected_evaluations(problem)
+        except TypeError:  # a solver written outside the package, with the old signature
+            try:
+                return self.expected_evaluations()
+            except (AttributeError, NotImplementedError, TypeError, ValueError):
+                return None
+        except (AttributeError, NotImplementedError, ValueError):
             return None
 
     def _warn_if_costly(self, planned: dict | None) -> None:
@@ -854,11 +964,12 @@ class BaseSolver(BaseEstimator):
         n_fwd = int(planned.get("n_forward_evals", 0))
         if n_fwd > limit:
             warnings.warn(
-                f"{type(self).__name__} plans {n_fwd:,} forward evaluations "
+                f"{type(self).__name__} plans {_qualifier(planned, self)}{n_fwd:,} forward evaluations "
                 f"({int(planned.get('n_sequential_forward_evals', 0)):,} sequential) and "
                 f"{int(planned.get('n_denoiser_evals', 0)):,} denoiser evaluations, more than "
-                f"max_forward_evals={limit:,.0f}. Lower n_particles / n_steps (see expected_evaluations()), "
-                "or raise the limit with kd.set_config(max_forward_evals=...) (None: never warn).",
+                f"max_forward_evals={limit:,.0f}. Lower {' / '.join(self._BUDGET_PARAMETERS)} (see "
+                f"expected_evaluations(); {type(self).__name__}.for_budget(prior, n_forward_evals) chooses them "
+                "for a budget), or raise the limit with kd.set_config(max_forward_evals=...) (None: never warn).",
                 CostWarning,
                 stacklevel=4,
             )
@@ -868,7 +979,7 @@ class BaseSolver(BaseEstimator):
         name = type(self).__name__.removesuffix("Solver")
         if planned is None:
             return name
-        bound = "up to " if self._planned_is_bound() else ""
+        bound = _qualifier(planned, self)
         return (
             f"{name} [{bound}{_short_count(planned.get('n_forward_evals', 0))} forward, "
             f"{_short_count(planned.get('n_denoiser_evals', 0))} denoiser evals planned]"
@@ -929,6 +1040,14 @@ class BaseSolver(BaseEstimator):
     def _flat(X):
         xp = get_namespace(X)
         return xp.reshape(X, (X.shape[0], -1))
+
+
+def _qualifier(planned, solver) -> str:
+    """``"up to "`` for an upper bound, ``"about "`` for a plan that depends on the problem, else ``""``."""
+    qualifier = getattr(planned, "qualifier", None)
+    if qualifier is not None:
+        return qualifier
+    return "up to " if solver._planned_is_bound() else ""
 
 
 def _move_like(arr, like):

@@ -148,6 +148,15 @@ class GuidedSolver(BaseSolver):
     (the reference runs one); :meth:`reconstruct` returns their mean.
     """
 
+    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
+    _EQUIVALENT_PARAMETERS = {
+        "steps": "its number of reverse-SDE steps is n_steps",
+        "updates": "it makes one guided correction per step (n_steps sets how many)",
+        "queries": "it evaluates the forward model once per step and sample (n_particles samples)",
+    }
+    #: the per-step forward-query budget's phrase, for the solvers that have one (DPG, GSG, SCG)
+    _QUERIES = "its forward-model queries per step and sample are n_queries"
+
     n_particles: int = 1
     n_steps: int = 1000
     beta_d: float = 19.9
@@ -211,14 +220,14 @@ class GuidedSolver(BaseSolver):
             for i in range(self.n_steps)
         ]
 
-    def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
-        """Denoiser, forward and VJP evaluations this configuration makes, by formula.
+    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
+        """Denoiser, forward and VJP evaluations by formula (exact; the problem does not change them).
 
         Totals count single-sample evaluations (``P`` samples); sequential
         counts are the number of batched calls (the depth when every sample
         and query runs in parallel).
         """
-        P = self.n_particles if n_particles is None else n_particles
+        P = n_particles
         tot = {"denoiser": 0, "denoiser_calls": 0, "forward": 0, "forward_calls": 0, "vjp": 0}
         for i in range(self.n_steps):
             for k, v in self._per_step_counts(i).items():

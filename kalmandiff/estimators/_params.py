@@ -14,8 +14,12 @@ allowed) or ``callable`` (any callable).  scikit-learn's own
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,8 @@ __all__ = [
     "check_parameters",
     "merged_constraints",
     "solver_parameters",
+    "resolve_parameter_names",
+    "unknown_parameter_message",
     "POSITIVE",
     "NON_NEGATIVE",
     "POSITIVE_INT",
@@ -32,11 +38,117 @@ __all__ = [
     "EDM_SCHEDULE",
 ]
 
-#: Class decorator: the annotated class attributes of a solver are its parameters.  It writes the
-#: store-only, keyword-only ``__init__`` that scikit-learn's ``get_params`` reads (a dataclass
-#: without generated ``__eq__`` / ``__repr__``; BaseEstimator's repr is kept), so a solver
-#: declares each parameter once, with its default, and inherits the common ones.
-solver_parameters = dataclass(eq=False, repr=False, kw_only=True)
+
+def solver_parameters(cls):
+    """Class decorator: the annotated class attributes of a solver are its parameters.
+
+    It writes the store-only, keyword-only ``__init__`` that scikit-learn's
+    ``get_params`` reads (a dataclass without generated ``__eq__`` /
+    ``__repr__``; BaseEstimator's repr is kept), so a solver declares each
+    parameter once, with its default, and inherits the common ones.  The
+    ``__init__`` also accepts the deprecated names of
+    ``_RENAMED_PARAMETERS`` (with a DeprecationWarning) and answers a
+    parameter the solver lacks with a TypeError naming its equivalent
+    (:func:`resolve_parameter_names`).
+    """
+    cls = dataclass(eq=False, repr=False, kw_only=True)(cls)
+    cls.__init__ = _checked_init(cls.__init__)
+    return cls
+
+
+def _checked_init(init):
+    names = frozenset(inspect.signature(init).parameters) - {"self"}
+
+    @functools.wraps(init)  # inspect.signature (and so get_params) still sees the dataclass's signature
+    def __init__(self, *args, **kwargs):
+        if not names.issuperset(kwargs):
+            kwargs = resolve_parameter_names(type(self), kwargs, names)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _merged_class_dict(cls, attribute: str) -> dict:
+    """A dict class attribute merged over the MRO (the most derived class wins)."""
+    out: dict = {}
+    for klass in reversed(cls.__mro__):
+        out.update(getattr(klass, "__dict__", {}).get(attribute, {}))
+    return out
+
+
+def resolve_parameter_names(cls, kwargs: dict, known) -> dict:
+    """Map deprecated parameter names to their new ones; a TypeError for a name ``cls`` lacks.
+
+    Parameters
+    ----------
+    cls : type
+        The solver class being constructed.
+    kwargs : dict
+        The keyword arguments given.
+    known : set of str
+        The parameter names of ``cls``.
+
+    Returns
+    -------
+    dict
+        ``kwargs`` with every deprecated name replaced by its new one.
+    """
+    renamed = _merged_class_dict(cls, "_RENAMED_PARAMETERS")
+    out = dict(kwargs)
+    for name in kwargs:
+        if name in known:
+            continue
+        new = renamed.get(name)
+        if new is None:
+            raise TypeError(unknown_parameter_message(cls, name, known))
+        if new in kwargs:
+            raise TypeError(f"{cls.__name__} got both {name}= and {new}=; {name} is the old name of {new}.")
+        warnings.warn(
+            f"{cls.__name__}({name}=...) is now {new}=..., the name every solver uses for the same budget.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        out[new] = out.pop(name)
+    return out
+
+
+#: what a budget parameter of one solver means, by name: the key of ``_EQUIVALENT_PARAMETERS``
+PARAMETER_CONCEPTS = {
+    "n_steps": "steps",
+    "max_iter": "steps",
+    "n_updates": "updates",
+    "n_inner": "updates",
+    "n_queries": "queries",
+    "n_samples": "queries",
+    "n_candidates": "queries",
+}
+
+
+def unknown_parameter_message(cls, name: str, known) -> str:
+    """The error for ``cls(name=...)`` when ``cls`` has no such parameter: what it has instead."""
+    head = f"{cls.__name__} has no parameter {name!r}"
+    concept = PARAMETER_CONCEPTS.get(name)
+    equivalent = _merged_class_dict(cls, "_EQUIVALENT_PARAMETERS").get(concept) if concept else None
+    if equivalent:
+        head = f"{cls.__name__} has no {name}; {equivalent}"
+    else:
+        owners = _solvers_with_parameter(name)
+        close = difflib.get_close_matches(name, sorted(known), n=3)
+        if close:
+            head += f"; did you mean {' or '.join(close)}?"
+        elif owners:
+            head += f" (it is a parameter of {', '.join(owners)})"
+    return f"{head}{'' if head.endswith('?') else '.'} Its parameters: {', '.join(sorted(known))}."
+
+
+def _solvers_with_parameter(name: str) -> list[str]:
+    from ._registry import registered_solvers
+
+    out = []
+    for spec in registered_solvers():
+        if name in inspect.signature(spec.cls.__init__).parameters:
+            out.append(spec.cls.__name__)
+    return out
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,12 @@ class DiffPIRSolver(BaseSolver):
         statistics (gradient step only), spread, counts.
     """
 
+    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
+    _EQUIVALENT_PARAMETERS = {
+        "queries": "its data step evaluates the forward model once or twice per chain and step "
+        "(none in the dense closed form of a linear problem; n_particles chains)"
+    }
+
     n_particles: int = 4
     n_steps: int = 100
     lam: float = 1.0
@@ -260,28 +266,59 @@ class DiffPIRSolver(BaseSolver):
     def _differentiates_forward(self, problem) -> bool:
         return self.resolve_data_step(problem) == "gradient"
 
-    def expected_evaluations(self, n_particles: int | None = None, *, data_step: str = "closed-form-dense"):
-        """Denoiser, forward and VJP evaluations by formula (CG counts depend on convergence).
+    def expected_evaluations(self, problem=None, *, n_particles: int | None = None, data_step=None):
+        """Denoiser, forward and VJP evaluations by formula; see :meth:`BaseSolver.expected_evaluations`.
 
         Parameters
         ----------
+        problem : ForwardProblem or callable, optional
+            Decides the data step under ``data_step="auto"``: a
+            :class:`~kalmandiff.problems.LinearOperatorProblem` gets the
+            closed form (no forward evaluations when dense; conjugate
+            gradients, counted as an upper bound, beyond ``dense_max``),
+            anything else the gradient step.  Without it, ``"auto"`` plans
+            the gradient step and says so (``exact`` False).
         n_particles : int, optional
-            Defaults to the solver's ``n_particles`` (the first argument, as on every solver).
-        data_step : {"closed-form-dense", "gradient"}
-            Which data step to count (keyword only; it depends on the problem).
+            Defaults to the solver's ``n_particles``.
+        data_step : {"closed-form-dense", "closed-form-cg", "gradient"}, optional
+            Count this data step instead of the one the problem resolves to.
         """
-        if isinstance(n_particles, str):  # the old signature, expected_evaluations(data_step, n_particles)
+        if isinstance(problem, str):  # the old signature, expected_evaluations(data_step)
             warnings.warn(
                 "expected_evaluations(data_step) is deprecated: pass data_step=... as a keyword "
-                "(the first argument is n_particles, as on every solver).",
+                "(the first argument is the problem, as on every solver).",
                 DeprecationWarning,
                 stacklevel=2,
             )
-            n_particles, data_step = None, n_particles
-        J = self.n_particles if n_particles is None else n_particles
-        N = int(self.n_steps)
-        vjp = N if data_step == "gradient" else 0
-        fwd = vjp * (2 if self.grad_step == "line" else 1)
+            problem, data_step = None, problem
+        return super().expected_evaluations(problem, n_particles=n_particles, data_step=data_step)
+
+    def planned_data_step(self, problem=None, data_step=None) -> str | None:
+        """The data step a run on ``problem`` takes: ``"closed-form-dense"``, ``"closed-form-cg"``,
+        ``"gradient"``, or None when ``data_step="auto"`` and no problem is given."""
+        if data_step is not None:
+            return data_step
+        if problem is None:
+            if self.data_step == "auto":
+                return None
+            mode, shape = self.data_step, getattr(self.prior, "event_shape", None)
+        else:
+            mode, shape = self.resolve_data_step(problem), problem.x_shape
+        if mode == "gradient":
+            return "gradient"
+        dense = shape is None or math.prod(shape) <= int(self.dense_max)
+        return "closed-form-dense" if dense else "closed-form-cg"
+
+    def _planned_counts(self, problem, n_particles: int, data_step=None) -> dict[str, int]:
+        mode = self.planned_data_step(problem, data_step) or "gradient"
+        J, N = n_particles, int(self.n_steps)
+        if mode == "gradient":
+            vjp = N
+            fwd = vjp * (2 if self.grad_step == "line" else 1)
+        elif mode == "closed-form-cg":  # one normal-equation product to start, then up to cg_max_iter
+            vjp = fwd = N * (1 + int(self.cg_max_iter))
+        else:
+            vjp = fwd = 0
         return {
             "n_denoiser_evals": J * N,
             "n_sequential_denoiser_evals": N,
@@ -290,6 +327,20 @@ class DiffPIRSolver(BaseSolver):
             "n_forward_vjps": J * vjp,
             "n_denoiser_vjps": 0,
         }
+
+    def _plan_certainty(self, problem, data_step=None) -> tuple[bool, bool, str]:
+        mode = self.planned_data_step(problem, data_step)
+        if mode is None:
+            return (
+                False,
+                False,
+                "data_step='auto' without the problem: planned for the gradient data step (a nonlinear "
+                "problem); a linear one takes the closed form, which makes no forward evaluations when "
+                "dense. Pass the problem: expected_evaluations(problem).",
+            )
+        if mode == "closed-form-cg":
+            return True, False, "conjugate gradients stop when converged: at most cg_max_iter per step."
+        return False, True, ""
 
     # -- the loop --------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):

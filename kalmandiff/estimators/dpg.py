@@ -24,7 +24,7 @@ from ._registry import register_solver
 __all__ = ["DPGSolver"]
 
 
-@register_solver("dpg", derivative_free=True, rank=20, quick={"n_steps": 6, "n_samples": 8})
+@register_solver("dpg", derivative_free=True, rank=20, quick={"n_steps": 6, "n_queries": 8})
 @solver_parameters
 class DPGSolver(GuidedSolver):
     """Policy-gradient guidance of the VP-SDE sampler.
@@ -61,8 +61,11 @@ class DPGSolver(GuidedSolver):
         linear-Gaussian and phase-retrieval problems; on the black hole each
         fit the data on most runs), ``docs/benchmarks.md``, "Scale-aware
         defaults of the guided baselines".
-    n_samples : int, default 5000
-        ``M``, Monte Carlo draws per step and sample (reference ``dpg.yaml``).
+    n_queries : int, default 5000
+        ``M``, Monte Carlo draws per step and sample, each one forward
+        evaluation (reference ``dpg.yaml``); the name GSG and SCG use for
+        their per-step forward queries.  Formerly ``n_samples``, which still
+        works with a DeprecationWarning.
     ema : float, default 0.9
         Decay of the running loss ``Z <- ema Z + (1 - ema) l(x0)``;
         ``Z`` starts at the first step's loss (our choice).
@@ -85,28 +88,32 @@ class DPGSolver(GuidedSolver):
     _FAMILY_DEFAULTS = {
         "navier-stokes": {
             "guidance_scale": 64.0,
-            "n_samples": 4000,
+            "n_queries": 4000,
             "forward_batch_size": 500,
             "data_scale": 1.0,
         },
         "interferometry": {
             "guidance_scale": 10.0,
-            "n_samples": 5000,
+            "n_queries": 5000,
             "forward_batch_size": 500,
             "data_scale": 1.0,
         },
-        "images": {"guidance_scale": 200.0, "n_samples": 1000, "forward_batch_size": 500, "data_scale": 1.0},
+        "images": {"guidance_scale": 200.0, "n_queries": 1000, "forward_batch_size": 500, "data_scale": 1.0},
     }
 
+    _BUDGET_PARAMETERS = ("n_queries", "n_steps")
+    _RENAMED_PARAMETERS = {"n_samples": "n_queries"}
+    _EQUIVALENT_PARAMETERS = {"queries": GuidedSolver._QUERIES}
+
     guidance_scale: float | str = "auto"
-    n_samples: int = 5000
+    n_queries: int = 5000
     ema: float = 0.9
     momentum: float = 0.1
     r_min: float = 0.0
 
     _param_constraints = {
         "guidance_scale": [NON_NEGATIVE, Options("auto")],
-        "n_samples": [Interval("int", 2, None)],
+        "n_queries": [Interval("int", 2, None)],
         "ema": [FRACTION],
         "momentum": [FRACTION],
         "r_min": [NON_NEGATIVE],
@@ -116,7 +123,7 @@ class DPGSolver(GuidedSolver):
         return {
             "denoiser": 1,
             "denoiser_calls": 1,
-            "forward": 1 + self.n_samples,
+            "forward": 1 + self.n_queries,
             "forward_calls": 2,
             "vjp": 1,
         }
@@ -128,7 +135,7 @@ class DPGSolver(GuidedSolver):
         import torch
 
         x0 = step.denoised.detach()
-        P, M = x0.shape[0], int(self.n_samples)
+        P, M = x0.shape[0], int(self.n_queries)
         d = math.prod(x0.shape[1:])
         ref, ok0, phi = yield from self._losses(ctx, x0)
         Z = np.nan_to_num(ref) if state["Z"] is None else self.ema * state["Z"] + (1 - self.ema) * ref

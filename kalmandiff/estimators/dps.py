@@ -120,8 +120,8 @@ class DPSSolver(GuidedSolver):
     def _per_step_counts(self, i: int) -> dict[str, int]:
         return {"denoiser": 1, "denoiser_calls": 1, "forward": 1, "forward_calls": 1, "vjp": 1}
 
-    def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
-        out = super().expected_evaluations(n_particles)
+    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
+        out = super()._planned_counts(problem, n_particles)
         out["n_forward_vjps"] = out["n_forward_evals"]
         return out
 

@@ -96,6 +96,13 @@ class EKISolver(BaseSolver):
         "navier-stokes": dict(n_particles=512, update="paper", guidance_scale=2.0, max_iter=500),
     }
 
+    _BUDGET_PARAMETERS = ("n_particles", "max_iter")
+    _EQUIVALENT_PARAMETERS = {
+        "steps": "its iteration count is max_iter (a cap under the data-misfit controller, dt=None)",
+        "updates": "every iteration is one ensemble update (max_iter sets how many)",
+        "queries": "each iteration evaluates the forward model once per member (n_particles)",
+    }
+
     n_particles: int = 512
     update: str = "kalman"
     dt: float | None = None
@@ -136,16 +143,16 @@ class EKISolver(BaseSolver):
         """``h`` of the normalised update (the deprecated ``step`` wins when given)."""
         return float(self.guidance_scale if self.step is None else self.step)
 
-    def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
+    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
         """Forward evaluations by formula (EKI calls no denoiser).
 
         The number of iterations is ``max_iter`` for ``"paper"`` and
         the number of pseudo-time steps ``dt`` that add up to one for a fixed
         ``dt``.  With the data-misfit controller (``dt=None``) it depends on
         the data: the counts are then an upper bound (``max_iter``
-        iterations); the controller typically needs 5-15.
+        iterations, flagged ``upper_bound``); the controller typically needs 5-15.
         """
-        J = self.n_particles if n_particles is None else n_particles
+        J = n_particles
         n_iter = int(self.max_iter)
         if not self._normalised and self.dt is not None:
             t, n_iter = 0.0, 0
@@ -169,7 +176,7 @@ class EKISolver(BaseSolver):
     def _n_progress_steps(self) -> int | None:
         # an upper bound where the data-misfit controller may stop earlier; the bar is
         # set to the true total when the run ends
-        return int(self.expected_evaluations()["n_sequential_forward_evals"])
+        return int(self._planned_counts(None, int(self.n_particles))["n_sequential_forward_evals"])
 
     def _iterate(self, ctx: FitContext, state: dict | None):
         xp = ctx.xp

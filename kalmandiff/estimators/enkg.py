@@ -264,6 +264,13 @@ class EnKGSolver(BaseSolver):
         ),
     }
 
+    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
+    _EQUIVALENT_PARAMETERS = {
+        "steps": "its number of noise levels is n_steps",
+        "updates": "its ensemble updates per corrected noise level are n_updates",
+        "queries": "each ensemble update evaluates the forward model once per member (n_particles)",
+    }
+
     n_particles: int = 1024
     n_steps: int = 80
     guidance_scale: float = 2.0
@@ -327,13 +334,13 @@ class EnKGSolver(BaseSolver):
             return self.guidance_scale * (1 - r) * (self.n_steps - i) / self.n_steps + r
         return float(self.guidance_scale)
 
-    def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
-        """Denoiser and forward evaluations this configuration makes, by formula.
+    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
+        """Denoiser and forward evaluations by formula (exact; the problem does not change them).
 
         Sequential counts are per particle (the depth if every particle ran
         in parallel); totals multiply by ``J``.
         """
-        J = self.n_particles if n_particles is None else n_particles
+        J = n_particles
         per_call = 2 if self.ode_method == "heun" else 1
         seq_den = 0
         for i in range(self.n_steps):

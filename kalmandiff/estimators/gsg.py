@@ -156,7 +156,9 @@ class GSGSolver(GuidedSolver):
         Central or forward differences (the paper's Central-GSG and
         Forward-GSG).
     n_queries : int, default 1024
-        ``Q``, loss evaluations per step and sample (reference ``num_queries``).
+        ``Q``, loss evaluations per step and sample (reference
+        ``num_queries``), the name DPG and SCG use for their per-step
+        forward queries too.
     mu : float or "auto", default "auto"
         Smoothing radius, in the units of the clean estimate.  A number is
         fixed (the reference's 0.01, the default before issue 13, suits data
@@ -207,6 +209,9 @@ class GSGSolver(GuidedSolver):
             "data_scale": 1.0,
         },
     }
+
+    _BUDGET_PARAMETERS = ("n_queries", "n_steps")
+    _EQUIVALENT_PARAMETERS = {"queries": GuidedSolver._QUERIES}
 
     variant: str = "central"
     n_queries: int = 1024

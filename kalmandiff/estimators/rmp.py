@@ -137,6 +137,13 @@ class RMPSolver(BaseSolver):
         curvature ``h``, misfit statistics, counts.
     """
 
+    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
+    _EQUIVALENT_PARAMETERS = {
+        "steps": "its number of noise levels is n_steps",
+        "updates": "its inner iterations per reverse step are n_inner",
+        "queries": "each inner iteration evaluates the forward model once or twice per draw (n_particles)",
+    }
+
     n_steps: int = 30
     n_inner: int = 5
     step_size: float = 0.5
@@ -161,9 +168,13 @@ class RMPSolver(BaseSolver):
         **EDM_SCHEDULE,
     }
 
-    def expected_evaluations(self, n_particles: int | None = None) -> dict[str, int]:
-        """Denoiser, forward and backward evaluations by formula."""
-        J = self.n_particles if n_particles is None else n_particles
+    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
+        """Denoiser, forward and backward evaluations by formula (the problem does not change them).
+
+        Exact, except where the mean score vanishes exactly (a zero search
+        direction): the line step's probe is then skipped.
+        """
+        J = n_particles
         per_iter = 2 if self.mean_step == "cg" else 1
         seq = (int(self.n_steps) - 1) * int(self.n_inner) * per_iter
         return {

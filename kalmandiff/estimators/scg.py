@@ -24,7 +24,7 @@ from ._registry import register_solver
 __all__ = ["SCGSolver"]
 
 
-@register_solver("scg", derivative_free=True, rank=30, quick={"n_steps": 6, "n_candidates": 8})
+@register_solver("scg", derivative_free=True, rank=30, quick={"n_steps": 6, "n_queries": 8})
 @solver_parameters
 class SCGSolver(GuidedSolver):
     """Best-of-K candidate selection along the VP-SDE sampler.
@@ -39,8 +39,12 @@ class SCGSolver(GuidedSolver):
     prior : Prior
         Diffusion prior with ``denoise(x, sigma)`` accepting torch tensors
         (no gradient is taken).
-    n_candidates : int, default 512
-        ``K`` (reference: 512 for Navier-Stokes, 1024 black hole, 256 FFHQ).
+    n_queries : int, default 512
+        ``K``, candidates per guided step and sample, each one forward
+        evaluation (reference ``n_candidates``: 512 for Navier-Stokes, 1024
+        black hole, 256 FFHQ); the name DPG and GSG use for their per-step
+        forward queries.  Formerly ``n_candidates``, which still works with
+        a DeprecationWarning.
     threshold : float, default 0.25
         Fraction of the steps run without guidance (reference ``threshold``).
         SCG has no step size: keeping the best of ``K`` candidates is
@@ -56,16 +60,20 @@ class SCGSolver(GuidedSolver):
 
     # enkg-pytorch scripts (network batch 64 throughout)
     _FAMILY_DEFAULTS = {
-        "navier-stokes": {"n_candidates": 512, "data_scale": 1.0},
-        "interferometry": {"n_candidates": 1024, "data_scale": 1.0},
-        "images": {"n_candidates": 256, "data_scale": 1.0},
+        "navier-stokes": {"n_queries": 512, "data_scale": 1.0},
+        "interferometry": {"n_queries": 1024, "data_scale": 1.0},
+        "images": {"n_queries": 256, "data_scale": 1.0},
     }
 
-    n_candidates: int = 512
+    _BUDGET_PARAMETERS = ("n_queries", "n_steps")
+    _RENAMED_PARAMETERS = {"n_candidates": "n_queries"}
+    _EQUIVALENT_PARAMETERS = {"queries": GuidedSolver._QUERIES}
+
+    n_queries: int = 512
     threshold: float = 0.25
 
     _param_constraints = {
-        "n_candidates": [POSITIVE_INT],
+        "n_queries": [POSITIVE_INT],
         "threshold": [FRACTION],
     }
 
@@ -75,7 +83,7 @@ class SCGSolver(GuidedSolver):
 
     def _per_step_counts(self, i: int) -> dict[str, int]:
         if i in self.guided_steps():
-            K = self.n_candidates
+            K = self.n_queries
             return {"denoiser": 1 + K, "denoiser_calls": 2, "forward": K, "forward_calls": 1, "vjp": 0}
         return {"denoiser": 1, "denoiser_calls": 1, "forward": 0, "forward_calls": 0, "vjp": 0}
 
@@ -88,7 +96,7 @@ class SCGSolver(GuidedSolver):
         if step.i not in self.guided_steps():
             return self._noise_step(ctx, step), {"misfit": None}
         mean = step.mean()
-        P, K = mean.shape[0], int(self.n_candidates)
+        P, K = mean.shape[0], int(self.n_queries)
         noise = ctx.rng.normal((P, K, *mean.shape[1:]), like=mean)
         candidates = (mean[:, None] + math.sqrt(step.factor) * noise).reshape(P * K, *mean.shape[1:])
         x0 = ctx.denoise(candidates / step.scale_next, step.sigma_next)
