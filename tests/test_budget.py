@@ -185,6 +185,8 @@ def test_the_issue_example_and_the_readme_arguments():
             assert "has no" in first and any(p in first for p in spec.cls._get_param_names()), first
     with pytest.raises(TypeError, match="did you mean n_particles"):
         kd.EnKGSolver(prior, n_partciles=8)
+    with pytest.raises(ValueError, match="EnKGSolver has no max_iter; its number of noise levels is n_steps"):
+        kd.EnKGSolver(prior).set_params(max_iter=8)  # set_params raises scikit-learn's ValueError
 
 
 @pytest.mark.parametrize(("cls", "old"), [(kd.DPGSolver, "n_samples"), (kd.SCGSolver, "n_candidates")])
@@ -258,6 +260,10 @@ def test_for_budget_keeps_the_given_parameters_and_refuses_an_impossible_budget(
     # a budget parameter at its minimum: the next one is lowered (DPG's 2 draws, fewer steps)
     small = kd.DPGSolver.for_budget(prior, 300)
     assert small.n_queries == 2 and small.expected_evaluations()["n_forward_evals"] == 300
+    # one more sample at its 1000 steps would overspend and one leaves a third unspent: two samples
+    # with the steps lowered to fit spend it all
+    dps = kd.DPSSolver.for_budget(prior, 1500)
+    assert (dps.n_particles, dps.n_steps) == (2, 750)
 
 
 def test_compare_at_a_budget_spends_at_most_it_and_prints_without_optional_packages(monkeypatch):

@@ -31,6 +31,7 @@ __all__ = [
     "solver_parameters",
     "resolve_parameter_names",
     "unknown_parameter_message",
+    "UnknownParameterError",
     "POSITIVE",
     "NON_NEGATIVE",
     "POSITIVE_INT",
@@ -76,6 +77,11 @@ def _merged_class_dict(cls, attribute: str) -> dict:
     return out
 
 
+class UnknownParameterError(TypeError, ValueError):
+    """A parameter a solver does not have: a TypeError from the constructor (as Python's own), and a
+    ValueError from ``set_params`` (as scikit-learn's)."""
+
+
 def resolve_parameter_names(cls, kwargs: dict, known) -> dict:
     """Map deprecated parameter names to their new ones; a TypeError for a name ``cls`` lacks.
 
@@ -100,9 +106,11 @@ def resolve_parameter_names(cls, kwargs: dict, known) -> dict:
             continue
         new = renamed.get(name)
         if new is None:
-            raise TypeError(unknown_parameter_message(cls, name, known))
+            raise UnknownParameterError(unknown_parameter_message(cls, name, known))
         if new in kwargs:
-            raise TypeError(f"{cls.__name__} got both {name}= and {new}=; {name} is the old name of {new}.")
+            raise UnknownParameterError(
+                f"{cls.__name__} got both {name}= and {new}=; {name} is the old name of {new}."
+            )
         warnings.warn(
             f"{cls.__name__}({name}=...) is now {new}=..., the name every solver uses for the same budget.",
             DeprecationWarning,
