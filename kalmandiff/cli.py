@@ -24,7 +24,7 @@ __all__ = ["main"]
 DEMO_SOLVERS = {
     "enkg": {"n_updates": 1},
     "eki": {},
-    "scg": {"n_steps": 100, "n_candidates": 16, "n_particles": 1},
+    "scg": {"n_steps": 100, "n_queries": 16, "n_particles": 1},
 }
 
 
