@@ -6,6 +6,7 @@ the solvers' own accounting: the forward problems below count the rows they
 are called on.
 """
 
+import json
 import pickle
 import sys
 import warnings
@@ -141,6 +142,7 @@ def test_an_upper_bound_is_flagged_and_said_up_to():
     ):
         adaptive._warn_if_costly(plan)
     assert pickle.loads(pickle.dumps(plan)).upper_bound  # the flag survives a round trip (CLI workers)
+    assert repr(plan).endswith("upper_bound=True)") and json.loads(json.dumps(plan)) == dict(plan)
 
 
 def test_the_old_first_argument_still_means_n_particles():

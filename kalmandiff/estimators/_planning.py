@@ -58,6 +58,12 @@ class PlannedEvaluations(dict):
         """One count with its qualifier: ``"up to 256,000"``."""
         return f"{self.qualifier}{int(self.get(key, 0)):,}"
 
+    def __repr__(self) -> str:
+        if self.exact:
+            return super().__repr__()
+        flag = "upper_bound=True" if self.upper_bound else "exact=False"
+        return f"PlannedEvaluations({super().__repr__()}, {flag})"
+
     def __reduce__(self):
         return (_rebuild, (dict(self), self.upper_bound, self.exact, self.note))
 
