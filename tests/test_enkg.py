@@ -96,7 +96,7 @@ def test_paper_mode_reproduces_the_reference_loop(lr_min_ratio, n_updates):
 def test_evaluation_counts_match_the_papers_accounting(config, per_particle_denoiser, per_particle_forward):
     case = gaussian_case(2, 1, 0.1)
     J = 5
-    solver = quiet(case["prior"], update="paper", n_particles=J, random_state=0, **config).fit(
+    solver = quiet(case["prior"], update="paper", n_particles=J, n_steps=80, random_state=0, **config).fit(
         case["y"], linear(case["A"]), noise_std=0.1
     )
     st = solver.stats_
@@ -195,7 +195,7 @@ def test_calibrated_mode_on_the_issue_problem(update):
     ODE's discretisation bias), prior mean 0.51; spread ratio 0.90-0.99.
     """
     case = gaussian_case(16, 8, 0.1, seed=0)
-    s = quiet(case["prior"], n_particles=256, update=update, random_state=0, batch_size=None)
+    s = quiet(case["prior"], n_particles=256, n_steps=80, update=update, random_state=0, batch_size=None)
     err, prior_err, spread = scores(s.fit(case["y"], linear(case["A"]), noise_std=0.1), case)
     assert err < 0.22 and err < 0.45 * prior_err
     assert 0.88 <= spread <= 1.1
@@ -207,7 +207,7 @@ def test_calibrated_mode_on_the_issue_problem(update):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_calibrated_mode_gaussian_posteriors(update, d, m, noise, seed):
     case = gaussian_case(d, m, noise, seed=seed)
-    s = quiet(case["prior"], n_particles=256, update=update, random_state=seed, batch_size=None)
+    s = quiet(case["prior"], n_particles=256, n_steps=80, update=update, random_state=seed, batch_size=None)
     err, prior_err, spread = scores(s.fit(case["y"], linear(case["A"]), noise_std=noise), case)
     assert err < 0.25 and err < 0.5 * prior_err
     assert 0.88 <= spread <= 1.1
@@ -219,7 +219,7 @@ def test_calibrated_mode_gaussian_posteriors(update, d, m, noise, seed):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_calibrated_mode_gaussian_mixture_posteriors(update, d, m, noise, seed):
     case = mixture_case(d, m, noise, seed=seed)
-    s = quiet(case["prior"], n_particles=256, update=update, random_state=seed, batch_size=None)
+    s = quiet(case["prior"], n_particles=256, n_steps=80, update=update, random_state=seed, batch_size=None)
     err, prior_err, spread = scores(s.fit(case["y"], linear(case["A"]), noise_std=noise), case)
     assert err < 0.25 and err < 0.5 * prior_err
     assert 0.75 <= spread <= 1.3
@@ -234,6 +234,7 @@ def test_calibrated_mode_converges_as_the_ensemble_grows():
         s = quiet(
             case["prior"],
             n_particles=J,
+            n_steps=80,
             update="kalman-sqrt",
             ode_method="heun",
             random_state=1,
@@ -248,7 +249,7 @@ def test_calibrated_mode_converges_as_the_ensemble_grows():
 def test_paper_mode_fits_the_data_but_collapses_the_ensemble():
     """The paper's update is a MAP-like optimiser: small data misfit, spread far below the posterior's."""
     case = gaussian_case(16, 8, 0.1, seed=0)
-    s = quiet(case["prior"], update="paper", n_particles=256, random_state=0, batch_size=None)
+    s = quiet(case["prior"], update="paper", n_particles=256, n_steps=80, random_state=0, batch_size=None)
     x_hat = s.fit(case["y"], linear(case["A"]), noise_std=0.1).reconstruct()
     _, _, spread = scores(s, case)
     A, y = case["A"], case["y"]
@@ -455,7 +456,7 @@ def test_adaptive_tempering_assimilates_the_whole_likelihood_by_the_window_end(n
 def test_adaptive_tempering_on_an_exact_gaussian_posterior():
     """Calibrated, with the same accuracy budget as the fixed tempering (measured: 0.12 vs 0.11 at J=256, N=80)."""
     case = gaussian_case(16, 8, 0.1, seed=0)
-    kw = dict(n_particles=256, update="kalman-sqrt", random_state=0, batch_size=None)
+    kw = dict(n_particles=256, n_steps=80, update="kalman-sqrt", random_state=0, batch_size=None)
     fixed = scores(quiet(case["prior"], **kw).fit(case["y"], linear(case["A"]), noise_std=0.1), case)
     adaptive = quiet(case["prior"], tempering="adaptive", **kw)
     err, prior_err, spread = scores(adaptive.fit(case["y"], linear(case["A"]), noise_std=0.1), case)

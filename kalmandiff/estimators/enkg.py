@@ -270,8 +270,8 @@ class EnKGSolver(BaseSolver):
         ),
     }
 
-    n_particles: int = 1024
-    n_steps: int = 80
+    n_particles: int = 256
+    n_steps: int = 20
     guidance_scale: float = 2.0
     n_updates: int = 2
     threshold_start: float = 0.05
