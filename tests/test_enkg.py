@@ -66,6 +66,7 @@ def test_paper_mode_reproduces_the_reference_loop(lr_min_ratio, n_updates):
     J, N, seed = 24, 20, 5
     solver = quiet(
         case["prior"],
+        update="paper",
         n_particles=J,
         n_steps=N,
         n_updates=n_updates,
@@ -95,7 +96,7 @@ def test_paper_mode_reproduces_the_reference_loop(lr_min_ratio, n_updates):
 def test_evaluation_counts_match_the_papers_accounting(config, per_particle_denoiser, per_particle_forward):
     case = gaussian_case(2, 1, 0.1)
     J = 5
-    solver = quiet(case["prior"], n_particles=J, random_state=0, **config).fit(
+    solver = quiet(case["prior"], update="paper", n_particles=J, n_steps=80, random_state=0, **config).fit(
         case["y"], linear(case["A"]), noise_std=0.1
     )
     st = solver.stats_
@@ -111,7 +112,7 @@ def test_evaluation_counts_match_the_papers_accounting(config, per_particle_deno
 
 def test_heun_counts_follow_the_formula():
     case = gaussian_case(2, 1, 0.1)
-    solver = quiet(case["prior"], n_particles=3, n_steps=12, ode_method="heun", random_state=0)
+    solver = quiet(case["prior"], update="paper", n_particles=3, n_steps=12, ode_method="heun", random_state=0)
     solver.fit(case["y"], linear(case["A"]), noise_std=0.1)
     # Heun: two calls per step except the last (to sigma = 0); phi with k steps costs 2k - 1.
     N = 12
@@ -136,7 +137,7 @@ class CountingPrior(kd.priors.Prior):
 def test_denoiser_chunks_cover_every_particle():
     case = gaussian_case(3, 2, 0.1)
     spy = CountingPrior(case["prior"])
-    kw = dict(n_particles=100, n_steps=10, random_state=4)
+    kw = dict(update="paper", n_particles=100, n_steps=10, random_state=4)  # no D(0, sigma_max) row
     chunked = quiet(spy, batch_size=64, **kw).fit(case["y"], linear(case["A"]), noise_std=0.1)
     whole = quiet(case["prior"], batch_size=None, **kw).fit(case["y"], linear(case["A"]), noise_std=0.1)
     assert set(spy.batches) == {64, 36}  # the remainder 100 % 64 is denoised too
@@ -194,7 +195,7 @@ def test_calibrated_mode_on_the_issue_problem(update):
     ODE's discretisation bias), prior mean 0.51; spread ratio 0.90-0.99.
     """
     case = gaussian_case(16, 8, 0.1, seed=0)
-    s = quiet(case["prior"], n_particles=256, update=update, random_state=0, batch_size=None)
+    s = quiet(case["prior"], n_particles=256, n_steps=80, update=update, random_state=0, batch_size=None)
     err, prior_err, spread = scores(s.fit(case["y"], linear(case["A"]), noise_std=0.1), case)
     assert err < 0.22 and err < 0.45 * prior_err
     assert 0.88 <= spread <= 1.1
@@ -206,7 +207,7 @@ def test_calibrated_mode_on_the_issue_problem(update):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_calibrated_mode_gaussian_posteriors(update, d, m, noise, seed):
     case = gaussian_case(d, m, noise, seed=seed)
-    s = quiet(case["prior"], n_particles=256, update=update, random_state=seed, batch_size=None)
+    s = quiet(case["prior"], n_particles=256, n_steps=80, update=update, random_state=seed, batch_size=None)
     err, prior_err, spread = scores(s.fit(case["y"], linear(case["A"]), noise_std=noise), case)
     assert err < 0.25 and err < 0.5 * prior_err
     assert 0.88 <= spread <= 1.1
@@ -218,7 +219,7 @@ def test_calibrated_mode_gaussian_posteriors(update, d, m, noise, seed):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_calibrated_mode_gaussian_mixture_posteriors(update, d, m, noise, seed):
     case = mixture_case(d, m, noise, seed=seed)
-    s = quiet(case["prior"], n_particles=256, update=update, random_state=seed, batch_size=None)
+    s = quiet(case["prior"], n_particles=256, n_steps=80, update=update, random_state=seed, batch_size=None)
     err, prior_err, spread = scores(s.fit(case["y"], linear(case["A"]), noise_std=noise), case)
     assert err < 0.25 and err < 0.5 * prior_err
     assert 0.75 <= spread <= 1.3
@@ -233,6 +234,7 @@ def test_calibrated_mode_converges_as_the_ensemble_grows():
         s = quiet(
             case["prior"],
             n_particles=J,
+            n_steps=80,
             update="kalman-sqrt",
             ode_method="heun",
             random_state=1,
@@ -247,7 +249,7 @@ def test_calibrated_mode_converges_as_the_ensemble_grows():
 def test_paper_mode_fits_the_data_but_collapses_the_ensemble():
     """The paper's update is a MAP-like optimiser: small data misfit, spread far below the posterior's."""
     case = gaussian_case(16, 8, 0.1, seed=0)
-    s = quiet(case["prior"], n_particles=256, random_state=0, batch_size=None)
+    s = quiet(case["prior"], update="paper", n_particles=256, n_steps=80, random_state=0, batch_size=None)
     x_hat = s.fit(case["y"], linear(case["A"]), noise_std=0.1).reconstruct()
     _, _, spread = scores(s, case)
     A, y = case["A"], case["y"]
@@ -413,6 +415,7 @@ def test_reference_settings_per_problem_family():
     """The enkg-pytorch scripts' settings (research notes, section 1), and their cost by formula."""
     ns = kd.EnKGSolver.defaults_for("navier-stokes")
     bh = kd.EnKGSolver.defaults_for("black-hole")
+    assert ns["update"] == bh["update"] == "paper"  # the paper's update, not the default "auto"
     assert ns["n_particles"] == 2048 and ns["n_updates"] == 2 and ns["guidance_scale"] == 2.0
     assert bh["n_particles"] == 1024 and bh["guidance_scale"] == 3.5 and bh["lr_min_ratio"] == 1e-3
     # Total cost as the notes tabulate it: 3.25 M NFE / 290,816 forward calls for NS, 0.77 M / 64,512 for BH.
@@ -453,7 +456,7 @@ def test_adaptive_tempering_assimilates_the_whole_likelihood_by_the_window_end(n
 def test_adaptive_tempering_on_an_exact_gaussian_posterior():
     """Calibrated, with the same accuracy budget as the fixed tempering (measured: 0.12 vs 0.11 at J=256, N=80)."""
     case = gaussian_case(16, 8, 0.1, seed=0)
-    kw = dict(n_particles=256, update="kalman-sqrt", random_state=0, batch_size=None)
+    kw = dict(n_particles=256, n_steps=80, update="kalman-sqrt", random_state=0, batch_size=None)
     fixed = scores(quiet(case["prior"], **kw).fit(case["y"], linear(case["A"]), noise_std=0.1), case)
     adaptive = quiet(case["prior"], tempering="adaptive", **kw)
     err, prior_err, spread = scores(adaptive.fit(case["y"], linear(case["A"]), noise_std=0.1), case)
@@ -472,7 +475,7 @@ def test_paper_mode_is_blind_to_a_scalar_noise_level_but_not_to_unequal_ones():
     """The docstring's claim: a scalar Gamma cancels in C / ||C||_F (so the reference code's raw
     residuals are reproduced with any scalar noise_std); unequal levels reweight the data."""
     case = gaussian_case(6, 4, 0.1, seed=3)
-    kw = dict(n_particles=16, n_steps=12, random_state=5)
+    kw = dict(update="paper", n_particles=16, n_steps=12, random_state=5)
 
     def run(noise_std):
         return quiet(case["prior"], **kw).fit(case["y"], linear(case["A"]), noise_std=noise_std).particles_

@@ -15,6 +15,8 @@ import math
 from typing import Any
 
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
+import numpy as np
+
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
 from ._params import (
@@ -26,15 +28,16 @@ from ._params import (
     Options,
     solver_parameters,
 )
+from ._guided import prior_scale
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 
 __all__ = ["EnKGSolver"]
 
-_UPDATES = ("paper", "kalman", "kalman-sqrt")
+_UPDATES = ("auto", "paper", "kalman", "kalman-sqrt")
 _CALIBRATED = ("kalman", "kalman-sqrt")
 _ODE_METHODS = ("euler", "heun")
-_INITS = ("random", "centred")
+_INITS = ("auto", "random", "centred", "prior-centred")
 _TEMPERINGS = ("fixed", "adaptive")
 
 
@@ -233,6 +236,7 @@ class EnKGSolver(BaseSolver):
     # enkg-pytorch scripts/*.sh (research notes, section 1 table); denoiser batch 64 throughout.
     _FAMILY_DEFAULTS = {
         "navier-stokes": dict(
+            update="paper",
             n_particles=2048,
             n_steps=80,
             n_updates=2,
@@ -243,6 +247,7 @@ class EnKGSolver(BaseSolver):
             batch_size=64,
         ),
         "interferometry": dict(
+            update="paper",
             n_particles=1024,
             n_steps=80,
             n_updates=1,
@@ -253,6 +258,7 @@ class EnKGSolver(BaseSolver):
             batch_size=64,
         ),
         "images": dict(
+            update="paper",
             n_particles=1024,
             n_steps=80,
             n_updates=2,
@@ -271,8 +277,8 @@ class EnKGSolver(BaseSolver):
         "queries": "each ensemble update evaluates the forward model once per member (n_particles)",
     }
 
-    n_particles: int = 1024
-    n_steps: int = 80
+    n_particles: int = 256
+    n_steps: int = 20
     guidance_scale: float = 2.0
     n_updates: int = 2
     threshold_start: float = 0.05
@@ -281,22 +287,23 @@ class EnKGSolver(BaseSolver):
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0
-    phi_factor: int = 4
+    phi_factor: int | str = "auto"
     phi_max_steps: int = 20
     ode_method: str = "euler"
-    update: str = "paper"
+    update: str = "auto"
     kalman_inflation: float | None = None
     tempering: str = "fixed"
     localization: Any = None
 
-    init: str = "random"
+    init: str = "auto"
+    data_scale: float | str = "auto"
     batch_size: int | None = 64
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {
         "n_steps": [POSITIVE_INT],
         "n_updates": [POSITIVE_INT],
-        "phi_factor": [POSITIVE_INT],
+        "phi_factor": [POSITIVE_INT, Options("auto")],
         "phi_max_steps": [POSITIVE_INT],
         "guidance_scale": [POSITIVE],
         **EDM_SCHEDULE,
@@ -307,15 +314,53 @@ class EnKGSolver(BaseSolver):
         "ode_method": [Options(*_ODE_METHODS)],
         "init": [Options(*_INITS)],
         "kalman_inflation": [None, POSITIVE],
+        "data_scale": [POSITIVE, Options("auto")],
         "tempering": [Options(*_TEMPERINGS)],
     }
 
     def _check_more(self) -> None:
-        check_localization(self.localization, self.update, _CALIBRATED)
+        # "auto" may still resolve to "paper" (noiseless data): checked again at fit, in _iterate
+        check_localization(self.localization, self.resolved_update(), _CALIBRATED)
         if self.tempering == "adaptive" and self.kalman_inflation is not None:
             raise ValueError(
                 "tempering='adaptive' chooses the inflation of each update; leave kalman_inflation=None."
             )
+
+    # -- what "auto" stands for ----------------------------------------------
+    def resolved_update(self, noise_std=None) -> str:
+        """The update that runs: ``"auto"`` is ``"kalman-sqrt"`` if every ``noise_std > 0``, else ``"paper"``.
+
+        ``noise_std`` (float or array) is the problem's noise level; None (not
+        known yet, e.g. when planning a cost before ``fit``) counts as positive.
+        """
+        if self.update != "auto":
+            return self.update
+        if noise_std is None:
+            return "kalman-sqrt"
+        return "kalman-sqrt" if bool(np.all(np.asarray(noise_std, dtype=float) > 0)) else "paper"
+
+    def _for_update(self, update: str | None) -> str:
+        return self.resolved_update() if update is None else update
+
+    def resolved_phi_factor(self, update: str | None = None) -> int:
+        """``phi_factor`` in effect: ``"auto"`` is 4 (the reference code) with ``"paper"``, 1 otherwise."""
+        if self.phi_factor != "auto":
+            return int(self.phi_factor)
+        return 4 if self._for_update(update) == "paper" else 1
+
+    def resolved_init(self, update: str | None = None) -> str:
+        """``init`` in effect: ``"auto"`` is ``"random"`` with ``"paper"``, ``"prior-centred"`` otherwise."""
+        if self.init != "auto":
+            return self.init
+        return "random" if self._for_update(update) == "paper" else "prior-centred"
+
+    def resolved_data_scale(self, update: str | None = None) -> float:
+        """Unit ``c`` of the noise schedule: ``"auto"`` is 1 with ``"paper"``, else the prior's pointwise std."""
+        if self.data_scale != "auto":
+            return float(self.data_scale)
+        if self._for_update(update) == "paper":
+            return 1.0
+        return prior_scale(self.prior) or 1.0
 
     # -- the schedule --------------------------------------------------------
     def correction_steps(self) -> list[int]:
@@ -323,9 +368,9 @@ class EnKGSolver(BaseSolver):
         N = self.n_steps
         return [i for i in range(N) if self.threshold_start * N < i < N - int(self.threshold_end * N)]
 
-    def phi_steps(self, i: int) -> int:
-        """Number of ODE steps ``k_i`` of the likelihood map at step ``i``."""
-        return min(1 + (self.n_steps - i) // self.phi_factor, self.phi_max_steps)
+    def phi_steps(self, i: int, update: str | None = None) -> int:
+        """Number of ODE steps ``k_i`` of the likelihood map at step ``i`` (for the resolved ``update``)."""
+        return min(1 + (self.n_steps - i) // self.resolved_phi_factor(update), self.phi_max_steps)
 
     def step_size(self, i: int) -> float:
         """Guidance scale ``h_i`` at step ``i`` (reference ``get_lr``)."""
@@ -341,6 +386,8 @@ class EnKGSolver(BaseSolver):
         in parallel); totals multiply by ``J``.
         """
         J = n_particles
+        # "auto" runs the paper's schedule on noiseless data: plan with the update that will run
+        update = self.resolved_update(getattr(problem, "noise_std", None))
         per_call = 2 if self.ode_method == "heun" else 1
         seq_den = 0
         for i in range(self.n_steps):
@@ -348,12 +395,13 @@ class EnKGSolver(BaseSolver):
             seq_den += 1 if (last or per_call == 1) else 2
         window = self.correction_steps()
         for i in window:
-            k = self.phi_steps(i)
+            k = self.phi_steps(i, update)
             seq_den += self.n_updates * (k if per_call == 1 else 2 * k - 1)
         seq_fwd = len(window) * self.n_updates
+        start = 1 if self.resolved_init(update) == "prior-centred" else 0  # D(0, sigma_max): one call, one row
         return {
-            "n_sequential_denoiser_evals": seq_den,
-            "n_denoiser_evals": J * seq_den,
+            "n_sequential_denoiser_evals": seq_den + start,
+            "n_denoiser_evals": J * seq_den + start,
             "n_sequential_forward_evals": seq_fwd,
             "n_forward_evals": J * seq_fwd,
             "n_forward_vjps": 0,
@@ -365,15 +413,20 @@ class EnKGSolver(BaseSolver):
         if state is not None and "final" in state:
             return state["final"]
         J, N = int(self.n_particles), int(self.n_steps)
-        sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
+        update = self.resolved_update(np.asarray(self._noise_std_host(ctx)))
+        if update == "paper" and self.localization is not None:
+            check_localization(self.localization, update, _CALIBRATED)  # auto resolved to paper: refuse
+        self.update_ = update
+        c = self.resolved_data_scale(update)
+        sigmas = edm_sigma_schedule(N, c * self.sigma_min, c * self.sigma_max, self.rho)
         window = set(self.correction_steps())
-        noise_std = ctx.positive_noise_std(self.update) if self.update != "paper" else None
+        noise_std = ctx.positive_noise_std(update) if update != "paper" else None
         fixed = self.kalman_inflation or max(len(window) * self.n_updates, 1)
         taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
         step = heun_step if self.ode_method == "heun" else euler_step
 
         if state is None:
-            x, start, t = self._initial_ensemble(ctx, J), 0, 0.0
+            x, start, t = self._initial_ensemble(ctx, J, update, c * self.sigma_max), 0, 0.0
         else:
             x, start, t = state["x"], int(state["i"]), float(state.get("t", 0.0))
         tempering = _Tempering(self.tempering, fixed, t)
@@ -385,7 +438,9 @@ class EnKGSolver(BaseSolver):
                 later = sum(1 for k in window if k >= i)
                 for u in range(self.n_updates):
                     left = later * self.n_updates - u
-                    x, misfit = yield from self._correct(ctx, x, i, s, noise_std, tempering, left, taper)
+                    x, misfit = yield from self._correct(
+                        ctx, x, i, s, noise_std, tempering, left, taper, update, c
+                    )
             x = step(ctx.denoise, x, s, s_next)
             ctx.record(
                 step=i,
@@ -398,16 +453,35 @@ class EnKGSolver(BaseSolver):
                 break
         return x
 
-    def _initial_ensemble(self, ctx: FitContext, J: int):
-        """``sigma_max * z`` with ``z ~ N(0, I)`` (centred if ``init="centred"``)."""
+    def _initial_ensemble(self, ctx: FitContext, J: int, update: str, sigma_max: float):
+        """``sigma_max * z`` with ``z ~ N(0, I)``, centred (and shifted) as ``init`` says."""
+        init = self.resolved_init(update)
         z = ctx.rng.normal((J, *ctx.x_shape), like=ctx.like())
-        if self.init == "centred":
+        if init in ("centred", "prior-centred"):
             # Remove the sample mean of the initial noise: the ensemble mean then
             # carries no Monte Carlo error from the draw (antithetic-style).
             z = (z - ctx.xp.mean(z, axis=0, keepdims=True)) * math.sqrt(J / (J - 1))
-        return self.sigma_max * z
+        x = sigma_max * z
+        if init == "prior-centred":
+            # The sigma_max-marginal has the prior's mean, which D(0, sigma_max) gives to a relative
+            # (prior std / sigma_max)^2; a zero-mean start would leave about prior std / sigma_max of
+            # the prior mean's offset in the result, a bias that weak data cannot correct.
+            x = x + ctx.denoise(ctx.xp.zeros_like(x[:1, ...]), sigma_max)
+        return x
 
-    def _correct(self, ctx: FitContext, x, i, sigma, noise_std, tempering: _Tempering, left: int, taper=None):
+    def _correct(
+        self,
+        ctx: FitContext,
+        x,
+        i,
+        sigma,
+        noise_std,
+        tempering: _Tempering,
+        left: int,
+        taper=None,
+        update: str = "paper",
+        scale: float = 1.0,
+    ):
         """One ensemble update at noise level ``sigma`` (a generator: it asks for forward values).
 
         ``left`` counts the updates still to come in the window, this one
@@ -416,7 +490,7 @@ class EnKGSolver(BaseSolver):
         """
         xp = ctx.xp
         x0 = solve_to_zero(
-            ctx.denoise, x, sigma, self.phi_steps(i), self.sigma_min, self.rho, method=self.ode_method
+            ctx.denoise, x, sigma, self.phi_steps(i, update), scale * self.sigma_min, self.rho, method=self.ode_method
         )
         G, failed = yield ForwardRequest(x0)
         ok = ctx.handle_failures(failed)
@@ -424,19 +498,29 @@ class EnKGSolver(BaseSolver):
         G_ok = ctx.take_ok(G, ok)
         misfit = ctx.misfit(G_ok)
         inflation = None
-        if self.update != "paper":
+        if update != "paper":
             inflation = tempering.inflation(misfit, int(ctx.y_flat.shape[0]), left)
             if inflation is None:  # the likelihood is used up: nothing left to assimilate
                 return x, misfit
-        X_ok = self._apply_update(ctx, ctx.take_ok(X, ok), G_ok, i, noise_std, inflation, taper)
+        X_ok = self._apply_update(ctx, ctx.take_ok(X, ok), G_ok, i, noise_std, inflation, taper, update)
         Xn = ctx.merge_successes(X, X_ok, ok)
         return xp.reshape(Xn, tuple(x.shape)), misfit
 
-    def _apply_update(self, ctx: FitContext, X, G, i: int, noise_std, inflation: float, taper=None):
-        if self.update == "paper":
+    def _apply_update(self, ctx: FitContext, X, G, i: int, noise_std, inflation: float, taper=None, update="paper"):
+        if update == "paper":
             Xn, _ = normalised_gradient_update(X, ctx.weighted_residual(G), G, self.step_size(i))
             return Xn
         residual = ctx.flat_residual
-        if self.update == "kalman-sqrt":
+        if update == "kalman-sqrt":
             return sqrt_kalman_update(X, G, ctx.y_flat, noise_std, inflation, residual=residual, taper=taper)
         return kalman_update(X, G, ctx.y_flat, noise_std, inflation, ctx.rng, residual=residual, taper=taper)
+
+    def _finish(self, particles) -> None:
+        super()._finish(particles)
+        self.stats_["update"] = self.update_  # which update "auto" ran, beside what it cost
+
+    @staticmethod
+    def _noise_std_host(ctx: FitContext):
+        from .._backend import to_numpy
+
+        return to_numpy(ctx.problem.noise_std_array(like=ctx.y))

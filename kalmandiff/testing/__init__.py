@@ -3,7 +3,8 @@
 Exact-posterior cases
     :class:`PosteriorCase`, :func:`gaussian_case`, :func:`mixture_case`,
     :func:`grf_case` (a Gaussian random field with a local observation),
-    :func:`posterior_case`, :func:`posterior_cases`, :func:`posterior_scores`.
+    :func:`posterior_case`, :func:`posterior_cases`, :func:`posterior_scores`,
+    :func:`random_linear_gaussian_case` (random shapes, scales, conditionings).
 Registered problems at test size
     :func:`problem_instance`, :data:`TEST_PROBLEM_SETTINGS`.
 Forward models that fail on purpose
@@ -39,6 +40,7 @@ from ._checks import (
     solver_factory,
 )
 from ._failing import FailingForward, failing_problem
+from ._random_cases import random_linear_gaussian_case
 from ._model_checks import check_forward, check_prior
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "posterior_cases",
     "posterior_scores",
     "random_spd",
+    "random_linear_gaussian_case",
     "TEST_PROBLEM_SETTINGS",
     "problem_instance",
     "FailingForward",
