@@ -3,7 +3,9 @@
 Exact-posterior cases
     :class:`PosteriorCase`, :func:`gaussian_case`, :func:`mixture_case`,
     :func:`grf_case` (a Gaussian random field with a local observation),
-    :func:`posterior_case`, :func:`posterior_cases`, :func:`posterior_scores`.
+    :func:`posterior_case`, :func:`posterior_cases`, :func:`posterior_scores`;
+    :func:`accuracy_case` (the cases of the accuracy check, with the
+    posterior far from the prior) and :data:`ACCURACY_CASES`.
 Registered problems at test size
     :func:`problem_instance`, :data:`TEST_PROBLEM_SETTINGS`.
 Forward models that fail on purpose
@@ -31,8 +33,10 @@ from ._cases import (
     random_spd,
 )
 from ._checks import (
+    ACCURACY_CASES,
     CheckReport,
     SkipCheck,
+    accuracy_case,
     check_solver,
     parametrize_with_checks,
     solver_checks,
@@ -54,6 +58,8 @@ __all__ = [
     "problem_instance",
     "FailingForward",
     "failing_problem",
+    "ACCURACY_CASES",
+    "accuracy_case",
     "CheckReport",
     "SkipCheck",
     "check_solver",
