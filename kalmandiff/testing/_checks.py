@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -329,8 +328,9 @@ def check_checkpoint_resume(s: _Setting):
         else:
             raise AssertionError("the callback that raises did not stop the run")
         _assert(ckpt.exists(), "no checkpoint was written before the interruption")
-        with open(ckpt, "rb") as fh:
-            saved = pickle.load(fh)
+        from ..io import read_checkpoint
+
+        saved = read_checkpoint(ckpt)
         _assert(not saved.get("done", False), "the checkpoint is not a mid-run one")
         resumed = s.make().fit(s.y, s.forward, checkpoint=ckpt, checkpoint_every=2)
         _assert(_same(resumed.particles_, fresh.particles_), "the resumed particles differ")
