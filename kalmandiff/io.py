@@ -14,8 +14,8 @@
     :class:`~kalmandiff.priors.GaussianMixturePrior`,
     :class:`~kalmandiff.priors.GaussianRandomFieldPrior`,
     :class:`~kalmandiff.priors.LowRankGaussianPrior`: the same prior, bit for
-    bit, except a mixture's full component covariances, which are stored
-    dense and decomposed again, equal to rounding); any other prior (a :class:`~kalmandiff.priors.TorchDenoiser`, a
+    bit; Gaussian and mixture covariances are stored as their
+    eigendecompositions); any other prior (a :class:`~kalmandiff.priors.TorchDenoiser`, a
     user's prior) is named only, and ``load(path, prior=...)`` takes it back
     (``prior=None`` reads the results without one);
   - any other parameter that is not plain data is named only, and must be
@@ -46,22 +46,21 @@ from ._files import NotPlainData, encode, read_archive, write_archive
 __all__ = ["save", "load", "load_results", "read_checkpoint", "export_results", "results_dataset"]
 
 _FITTED = ("particles_", "history_", "stats_", "stopped_early_", "n_particles_", "n_iter_")
-_UNSET = object()
+
+
+class _StoredPrior:
+    """The default of ``load(prior=...)``: the prior stored in the file."""
+
+    def __repr__(self) -> str:
+        return "<the stored prior>"
+
+
+_UNSET = _StoredPrior()
 
 
 # --------------------------------------------------------------------------
 # priors by class and arrays
 # --------------------------------------------------------------------------
-
-
-def _cov_argument(kind: str, evals, evecs):
-    """A covariance argument that rebuilds the same kind: a scalar, a vector, or a dense matrix."""
-    evals = np.asarray(evals)
-    if kind == "isotropic":
-        return float(evals[0])
-    if kind == "diagonal":
-        return evals.copy()
-    return (evecs * evals) @ evecs.T
 
 
 def _describe_prior(prior) -> dict | None:
@@ -73,8 +72,14 @@ def _describe_prior(prior) -> dict | None:
         eigen = {"mean": prior.mean, "evals": prior._evals, "evecs": prior._evecs, "kind": prior.cov_kind}
         return {"class": kind.__name__, "eigen": eigen}
     elif kind is priors.GaussianMixturePrior:
-        covs = [_cov_argument(prior.cov_kind, e, u) for e, u in zip(prior._evals, prior._evecs)]
-        args = {"weights": prior.weights, "means": prior.means, "covs": np.asarray(covs)}
+        eigen = {
+            "weights": prior.weights,
+            "means": prior.means,
+            "evals": list(prior._evals),
+            "evecs": list(prior._evecs),
+            "kind": prior.cov_kind,
+        }
+        return {"class": kind.__name__, "eigen": eigen}
     elif kind is priors.GaussianRandomFieldPrior:
         args = {
             "shape": list(prior.shape),
@@ -103,8 +108,8 @@ def _build_prior(description: dict):
     name = description.get("class")
     if name not in allowed:
         raise ValueError(f"a stored prior names the class {name!r}, which is not one of {allowed}.")
-    if name == "GaussianPrior":
-        return priors.GaussianPrior._from_eigen(**description["eigen"])
+    if name in ("GaussianPrior", "GaussianMixturePrior"):
+        return getattr(priors, name)._from_eigen(**description["eigen"])
     return getattr(priors, name)(**description["args"])
 
 

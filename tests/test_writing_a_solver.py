@@ -39,7 +39,9 @@ def test_the_example_solver_passes_every_check():
 def test_the_example_solver_converges_to_the_exact_posterior():
     TemperedEKI = _example().TemperedEKI
     case = accuracy_case("gaussian")
-    solver = TemperedEKI(case.prior, n_particles=2000, random_state=0, verbose=False).fit(case.y, case.forward)
+    solver = TemperedEKI(case.prior, n_particles=2000, random_state=0, verbose=False).fit(
+        case.y, case.forward
+    )
     err, prior_err, ratio = posterior_scores(solver, case)
     assert err < 0.05 * prior_err and 0.8 < ratio < 1.2
 
