@@ -1,7 +1,6 @@
 """Checkpoints: a killed run resumes to the particles of an uninterrupted run; writes are atomic."""
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -19,9 +18,8 @@ HERE = Path(__file__).parent
 
 def _steps_saved(path):
     try:
-        with open(path, "rb") as fh:
-            return len(pickle.load(fh)["history"])
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError):
+        return len(kd.io.read_checkpoint(path)["history"])
+    except (OSError, ValueError, KeyError):
         return 0
 
 
@@ -112,6 +110,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 
 
 def test_a_write_that_dies_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    from kalmandiff import _files
     from kalmandiff.estimators import _checkpoint
 
     ckpt = tmp_path / "c.pkl"
@@ -122,7 +121,7 @@ def test_a_write_that_dies_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
     def dying_dump(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(_checkpoint.pickle, "dump", dying_dump)
+    monkeypatch.setattr(_files.np, "savez", dying_dump)
     with pytest.raises(OSError):
         store.save({"i": 2}, {}, {}, 0.0, [])
     assert ckpt.read_bytes() == before

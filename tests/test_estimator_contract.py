@@ -22,12 +22,18 @@ FACTORIES = {
 # DiffPIR's gradient data step has its own loop (and its own checkpoints).
 FACTORIES["DiffPIR-gradient"] = solver_factory("diffpir", data_step="gradient")
 
-# Accuracy at the quick settings (8 particles, few steps) on the 4-dimensional Gaussian case: at
-# most mean_tol times the prior mean's error.  GSG's quick settings just miss 1.0 (1.1x).  DPG at
-# 8 particles is far off this case (error 33x the prior mean's at its six quick steps, still 3x at
-# 50 steps; spread 15-145x the exact one), so its accuracy is left to the posterior-accuracy tests
-# and benchmarks; the rest of its contract is checked here.
-_DEFAULT = [k for k in FACTORIES if k not in ("GSG", "DPG")]
+# Accuracy (check_posterior_accuracy[gaussian], check_answer_follows_y) on the case whose
+# posterior lies far from the prior (kalmandiff.testing.accuracy_case): at most mean_tol = 0.5 times
+# the prior mean's error.  Measured 2026-12-04 (ratio to the prior mean's error):
+# EnKG, EKI, DiffPIR pass at their quick settings (8 particles, 6 steps / 20 iterations);
+# SCG (0.67), RMP (8.1), DPG (1.4) and DiffPIR's gradient data step (0.52) miss it at 6 steps
+# and pass at 30.  DPS (0.87-0.92) and GSG
+# (0.84-0.93) miss it even at 30 steps and 32 particles: they hardly move towards data that are
+# surprising under the prior, so their accuracy on this case is left out here (not loosened), and
+# only that the answer follows y is checked, at 30 steps (GSG with 32 particles).
+_MORE_STEPS = {k: {"n_steps": 30} for k in ("SCG", "RMP", "DPG", "DiffPIR-gradient")}
+_WEAK = {"DPS": {"n_steps": 30}, "GSG": {"n_steps": 30, "n_particles": 32}}
+_DEFAULT = [k for k in FACTORIES if k not in {**_MORE_STEPS, **_WEAK}]
 
 
 @parametrize_with_checks({k: FACTORIES[k] for k in _DEFAULT})
@@ -35,14 +41,18 @@ def test_registered_solver_contract(check):
     check()
 
 
-@parametrize_with_checks({"GSG": FACTORIES["GSG"]}, mean_tol=1.5)
-def test_registered_solver_contract_gsg(check):
-    check()
+@pytest.mark.parametrize("name", list(_MORE_STEPS))
+def test_registered_solver_accuracy_with_more_steps(name):
+    from kalmandiff.testing import check_solver
+
+    check_solver(FACTORIES[name], accuracy_params=_MORE_STEPS[name])
 
 
-@parametrize_with_checks({"DPG": FACTORIES["DPG"]}, cases=())
-def test_registered_solver_contract_dpg(check):
-    check()
+@pytest.mark.parametrize("name", list(_WEAK))
+def test_registered_solver_contract_weak_on_surprising_data(name):
+    from kalmandiff.testing import check_solver
+
+    check_solver(FACTORIES[name], accuracy_params=_WEAK[name], exclude=["check_posterior_accuracy[gaussian]"])
 
 
 # -- the project's own wording, beyond the generic contract ----------------

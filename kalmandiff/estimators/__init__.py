@@ -12,13 +12,24 @@ from importlib import import_module
 from ._base import (
     HISTORY_KEYS,
     BaseSolver,
+    FitContext,
     ForwardRequest,
     MemberFailureError,
     NotFittedError,
     SafePoint,
     VJPRequest,
 )
+from ._checkpoint import RESUME_POLICIES
 from ._evaluation import STATS_KEYS
+from ._params import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Interval,
+    Options,
+    solver_parameters,
+)
 from ._planning import BudgetError, PlannedEvaluations
 from ._registry import (
     SolverSpec,
@@ -44,6 +55,15 @@ globals().update(SOLVER_CLASSES)
 
 __all__ = [
     "BaseSolver",
+    "FitContext",
+    "solver_parameters",
+    "Interval",
+    "Options",
+    "POSITIVE",
+    "NON_NEGATIVE",
+    "POSITIVE_INT",
+    "FRACTION",
+    "RESUME_POLICIES",
     "ForwardRequest",
     "VJPRequest",
     "SafePoint",

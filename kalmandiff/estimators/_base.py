@@ -455,7 +455,9 @@ class BaseSolver(BaseEstimator):
         return type(self)(**self.get_params(deep=False))
 
     # -- public API ----------------------------------------------------------
-    def fit(self, y, forward, noise_std=None, checkpoint=None, checkpoint_every: int = 10):
+    def fit(
+        self, y, forward, noise_std=None, checkpoint=None, checkpoint_every: int = 10, resume: str = "auto"
+    ):
         """Solve the inverse problem ``y = forward(x) + noise``.
 
         Parameters
@@ -473,19 +475,28 @@ class BaseSolver(BaseEstimator):
             explicitly; the Kalman updates still refuse it), and not allowed
             with a ForwardProblem, which carries its own.
         checkpoint : str or path-like, optional
-            File holding the solver's state.  If it exists and belongs to
-            this run (same solver, parameters, prior and ``y``) the run
-            resumes from it; the state is saved atomically every
-            ``checkpoint_every`` steps and at the end.
+            File holding the solver's state, a ``.npz`` archive that never
+            runs code when read (:func:`kalmandiff.io.read_checkpoint`).  If
+            it exists and belongs to this run (same solver, parameters, prior
+            and ``y``) the run resumes from it; the state is saved atomically
+            every ``checkpoint_every`` steps and at the end.
         checkpoint_every : int, default 10
             Steps (iterations for EKI) between checkpoints, for every solver.
+        resume : {"auto", "if_valid", "never"}, default "auto"
+            What to do with an existing ``checkpoint`` file: ``"auto"``
+            resumes a checkpoint of this run and raises ``ValueError``
+            (naming the file and what it is) for any other file, damaged,
+            foreign or of another run; ``"if_valid"`` resumes a checkpoint of
+            this run and starts afresh, with a ``RuntimeWarning``, over any
+            other file; ``"never"`` starts afresh.  A fresh start overwrites
+            the file at its first checkpoint.
 
         Returns
         -------
         self
         """
         ctx = self._make_context(y, forward, noise_std)
-        self._begin(ctx, y, checkpoint, checkpoint_every)
+        self._begin(ctx, y, checkpoint, checkpoint_every, resume)
         request = self._advance(None)
         while request is not None:
             request = self._advance(ctx.evaluate(request))
@@ -501,7 +512,15 @@ class BaseSolver(BaseEstimator):
         return save(self, path)
 
     # -- ask / tell --------------------------------------------------------------
-    def start(self, y, forward=None, noise_std=None, checkpoint=None, checkpoint_every: int = 10):
+    def start(
+        self,
+        y,
+        forward=None,
+        noise_std=None,
+        checkpoint=None,
+        checkpoint_every: int = 10,
+        resume: str = "auto",
+    ):
         """Begin an ask/tell run, for users who evaluate the forward model themselves.
 
         ``forward`` may be omitted (then ``noise_std`` must be given and the
@@ -514,7 +533,8 @@ class BaseSolver(BaseEstimator):
         for forward values, the gradient-based ones (DPS, DiffPIR, RMP) also
         for vector-Jacobian products (:class:`VJPRequest`).  The particles
         are those ``fit`` gives with the same seed (exactly, when the answers
-        are computed as ``fit`` computes them).
+        are computed as ``fit`` computes them).  ``checkpoint``,
+        ``checkpoint_every`` and ``resume`` are as in :meth:`fit`.
 
         Returns
         -------
@@ -545,7 +565,7 @@ class BaseSolver(BaseEstimator):
             forward = CallableProblem(_not_called, self.prior.event_shape, tuple(y.shape), noise_std)
             noise_std = None
         ctx = self._make_context(y, forward, noise_std, probe=False)
-        self._begin(ctx, y, checkpoint, checkpoint_every)
+        self._begin(ctx, y, checkpoint, checkpoint_every, resume)
         self._pending = self._advance(None)
         self._asked = False
         return self
@@ -616,7 +636,7 @@ class BaseSolver(BaseEstimator):
 
     # -- the driver --------------------------------------------------------------
 
-    def _begin(self, ctx: FitContext, y, checkpoint, checkpoint_every) -> None:
+    def _begin(self, ctx: FitContext, y, checkpoint, checkpoint_every, resume: str = "auto") -> None:
         """Set up a run: the checkpoint store, resumed state, and the solver's step generator."""
         self._ctx = ctx
         self._y_like = y
@@ -628,7 +648,7 @@ class BaseSolver(BaseEstimator):
         if checkpoint is not None:
             from ._checkpoint import CheckpointStore, fingerprint
 
-            self._store = CheckpointStore(checkpoint, checkpoint_every, fingerprint(self, ctx.y))
+            self._store = CheckpointStore(checkpoint, checkpoint_every, fingerprint(self, ctx.y), resume)
             payload = self._store.load()
             if payload is not None:
                 state = self._restore(ctx, payload)
@@ -722,6 +742,13 @@ class BaseSolver(BaseEstimator):
         -------
         x_hat : array of shape ``x_shape``
         x_std : array of shape ``x_shape`` (only if ``return_std``)
+
+        Warns
+        -----
+        UserWarning
+            With ``return_std=True`` on a one-particle ensemble (SCG's
+            default ``n_particles=1``): its standard deviation is exactly 0
+            and measures no uncertainty.
         """
         check_is_fitted(self, "particles_")
         X = self.particles_
@@ -729,6 +756,14 @@ class BaseSolver(BaseEstimator):
         mean = _move_like(xp.mean(X, axis=0), self._y_like)
         if not return_std:
             return mean
+        if X.shape[0] == 1:
+            warnings.warn(
+                f"{type(self).__name__} ran one particle, so reconstruct(return_std=True) returns a standard "
+                "deviation of exactly 0: it measures no uncertainty. Fit with n_particles >= 2 for a spread "
+                "(each particle is an independent run of the same cost).",
+                UserWarning,
+                stacklevel=2,
+            )
         return mean, _move_like(xp.std(X, axis=0), self._y_like)
 
     # -- set-up --------------------------------------------------------------
@@ -809,7 +844,7 @@ class BaseSolver(BaseEstimator):
         planned = self._planned_evaluations(problem)
         self._warn_if_costly(planned)
         if probe and isinstance(problem, CallableProblem):
-            self._probe_forward(problem, y_c, acct)
+            self._probe_forward(problem, y_c, acct, prior)
         params = self.get_params(deep=False)
         denoise = CountingDenoiser(prior, params.get("batch_size"), acct)
         y_flat = xp.reshape(y_c, (-1,))
@@ -1000,29 +1035,50 @@ class BaseSolver(BaseEstimator):
         return not is_derivative_free(type(self))
 
     @staticmethod
-    def _probe_forward(problem, y, acct: Accounting) -> None:
+    def _probe_forward(problem, y, acct: Accounting, prior=None) -> None:
         """Call a plain callable forward once, on one zero input, to check its output shape.
 
         A ForwardProblem declares ``y_shape``, which is checked against ``y``
         without a call; a plain callable can only be checked by calling it,
         and this is done before any denoiser work.  The call is counted in
         ``stats_["n_forward_probe_evals"]``, not in ``n_forward_evals``.
+        The input has the prior's event shape: a shape error raised by the
+        callable is reported as a prior that does not fit it; one output per
+        particle of another shape than ``y`` as a ``y`` that does not fit it.
         """
         xp = get_namespace(y)
-        x = xp.zeros((1, *problem.x_shape), dtype=y.dtype, device=array_device(y))
-        out = problem.forward(x)
+        shape = (1, *problem.x_shape)
+        x = xp.zeros(shape, dtype=y.dtype, device=array_device(y))
+        try:
+            out = problem.forward(x)
+        except (ValueError, TypeError, IndexError, RuntimeError) as exc:
+            if not _looks_like_a_shape_error(exc):
+                raise
+            raise ValueError(
+                f"the forward callable failed on one particle of shape {shape}, the event_shape "
+                f"{tuple(problem.x_shape)} of the prior {prior!r}: {type(exc).__name__}: {exc}. Does the "
+                f"prior fit the forward model? Its samples must have the shape the forward model takes "
+                f"(after the particle axis); y has shape {tuple(y.shape)}."
+            ) from exc
         acct.n_forward_probe_evals += 1
         expected = (1, *problem.y_shape)
         if not hasattr(out, "shape"):
             raise ValueError(
                 f"the forward callable returned a {type(out).__name__}, not an array, for one particle of "
-                f"shape {(1, *problem.x_shape)}; return an array of shape {expected} (NumPy, CuPy or torch, "
+                f"shape {shape}; return an array of shape {expected} (NumPy, CuPy or torch, "
                 "e.g. numpy.asarray(result)): a leading particle axis, then y's shape."
             )
-        if tuple(getattr(out, "shape", ())) != expected:
+        got = tuple(out.shape)
+        if got != expected and got[:1] == (1,):
             raise ValueError(
-                f"the forward callable returned shape {tuple(getattr(out, 'shape', ()))} for one particle of "
-                f"shape {(1, *problem.x_shape)}; expected {expected} (a leading particle axis, then y's shape)."
+                f"y has shape {tuple(y.shape)}, but the forward callable returns shape {got[1:]} per "
+                f"particle: pass the observation y of shape {got[1:]} that this forward model predicts "
+                f"(its output for one particle of shape {shape} had shape {got})."
+            )
+        if got != expected:
+            raise ValueError(
+                f"the forward callable returned shape {got} for one particle of shape {shape}; expected "
+                f"{expected} (a leading particle axis, then y's shape)."
             )
 
     def _n_progress_steps(self) -> int | None:
@@ -1048,6 +1104,13 @@ def _qualifier(planned, solver) -> str:
     if qualifier is not None:
         return qualifier
     return "up to " if solver._planned_is_bound() else ""
+def _looks_like_a_shape_error(exc: BaseException) -> bool:
+    """Whether an exception from a forward call reads as a shape mismatch (NumPy, torch, CuPy wording)."""
+    text = str(exc).lower()
+    return any(
+        word in text
+        for word in ("shape", "dimension", "broadcast", "matmul", "size", "mismatch", "aligned", "reshape")
+    )
 
 
 def _move_like(arr, like):

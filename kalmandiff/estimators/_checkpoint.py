@@ -1,6 +1,8 @@
 """Atomic checkpoints of a solver's state, so a killed run resumes where it stopped.
 
-A checkpoint is one pickle file holding the solver's loop state (particles as
+A checkpoint is one NumPy ``.npz`` archive (arrays as ``.npy`` entries, the
+rest as JSON; read with ``allow_pickle=False``, so a checkpoint found in a
+shared folder never runs code) holding the solver's loop state (particles as
 NumPy arrays, step index), every random generator's state, the accounting
 and the history, plus a fingerprint of what must match for a resume to be
 valid: the solver class, its parameters (except ``random_state``, whose
@@ -8,25 +10,32 @@ generator state is restored instead, and the display options), the prior's
 type and shape, and the data ``y``.  Files are written to a temporary name
 in the same folder, flushed to disk and renamed over the old one, so a
 process that dies mid-write leaves the previous checkpoint intact.
+
+What a run does with an existing file is its ``resume`` policy
+(:data:`RESUME_POLICIES`): ``"auto"`` resumes a matching checkpoint and
+refuses any other file; ``"if_valid"`` resumes a matching checkpoint and
+starts afresh, with a warning, over one that is damaged, foreign or of
+another run; ``"never"`` starts afresh.  A fresh start overwrites the file
+at its first save.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import pickle
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._backend import to_numpy
+from .._files import read_archive, write_archive
 from ._params import POSITIVE_INT
 
-__all__ = ["CheckpointStore", "fingerprint"]
+__all__ = ["CheckpointStore", "fingerprint", "RESUME_POLICIES"]
 
-_FORMAT = 1
+#: what ``fit(..., checkpoint=path, resume=...)`` does with an existing file
+RESUME_POLICIES = ("auto", "if_valid", "never")
 # Parameters that may differ between a run and its resume.
 _FREE = {"random_state", "verbose", "callbacks", "prior", "device", "batch_size", "forward_batch_size"}
 
@@ -57,22 +66,38 @@ class CheckpointStore:
         The :func:`fingerprint` of the current run.
     """
 
-    def __init__(self, path, every: int, expected: dict[str, Any]):
+    def __init__(self, path, every: int, expected: dict[str, Any], resume: str = "auto"):
         if not POSITIVE_INT.is_satisfied_by(every):
             raise ValueError(f"checkpoint_every must be a positive int (got {every!r}).")
+        if resume not in RESUME_POLICIES:
+            raise ValueError(f"resume must be one of {RESUME_POLICIES} (got {resume!r}).")
         self.path = Path(path)
         self.every = int(every)
         self.expected = expected
+        self.resume = resume
 
     def load(self) -> dict[str, Any] | None:
-        """The saved payload if the file exists and matches this run; None if there is no file."""
-        if not self.path.exists():
+        """The saved payload if the file exists and matches this run; None if there is none, or if the
+        policy starts afresh over it."""
+        if self.resume == "never" or not self.path.exists():
             return None
-        with open(self.path, "rb") as fh:
-            payload = pickle.load(fh)
-        if payload.get("format") != _FORMAT:
-            raise ValueError(f"{self.path} is not a kalmandiff checkpoint of format {_FORMAT}.")
-        found = payload["fingerprint"]
+        try:
+            payload = read_archive(self.path, ("checkpoint",), "kalmandiff checkpoint")[1]
+            self._check_fingerprint(payload)
+        except ValueError as exc:
+            if self.resume == "if_valid":
+                warnings.warn(f"starting afresh over {self.path}: {exc}", RuntimeWarning, stacklevel=5)
+                return None
+            raise ValueError(
+                f"{exc} To start afresh over it (it is overwritten at the first checkpoint), pass "
+                "resume='never' (or resume='if_valid': resume only a matching checkpoint)."
+            ) from exc
+        return payload
+
+    def _check_fingerprint(self, payload: dict) -> None:
+        found = payload.get("fingerprint") if isinstance(payload, dict) else None
+        if not isinstance(found, dict):
+            raise ValueError(f"{self.path} is a kalmandiff checkpoint without a fingerprint (damaged).")
         diff = [k for k in self.expected if found.get(k) != self.expected[k]]
         if diff:
             details = []
@@ -85,7 +110,6 @@ class CheckpointStore:
                 f"the checkpoint {self.path} belongs to another run (differs in: {', '.join(diff)}"
                 f"{' ' + str(details) if details else ''}). Delete it or choose another path."
             )
-        return payload
 
     def due(self, index: int) -> bool:
         return index % self.every == 0
@@ -101,7 +125,6 @@ class CheckpointStore:
     ) -> None:
         """Write the payload atomically: a temporary file in the same folder, then a rename."""
         payload = {
-            "format": _FORMAT,
             "fingerprint": self.expected,
             "state": {k: _host(v) for k, v in state.items()},
             "rng": rng_state,
@@ -110,24 +133,11 @@ class CheckpointStore:
             "history": history,
             "done": done,
         }
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_archive(self.path, "checkpoint", payload)
 
 
 def _host(value):
-    """Arrays go to NumPy (CuPy/torch/strict arrays are not portable pickles), also inside dicts;
-    scalars stay."""
+    """Arrays go to NumPy (CuPy/torch/strict arrays are not portable), also inside dicts; scalars stay."""
     if isinstance(value, dict):
         return {k: _host(v) for k, v in value.items()}
     if hasattr(value, "shape") and hasattr(value, "dtype"):

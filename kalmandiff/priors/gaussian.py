@@ -241,12 +241,33 @@ class GaussianPrior(Prior):
 
     def __init__(self, mean: Any, cov: Any):
         mean = _float_array(mean, "mean")
+        if mean.size == 0:
+            raise ValueError("mean must have at least one element.")
+        self._setup(mean, *_parse_cov(_float_array(cov, "cov"), int(mean.size), "cov"))
+
+    @classmethod
+    def _from_eigen(cls, mean: Any, evals: Any, evecs: Any, kind: str) -> GaussianPrior:
+        """The prior of a stored eigendecomposition (what ``_parse_cov`` returned), bit for bit
+        (:func:`kalmandiff.load`: decomposing a dense covariance again would differ in rounding)."""
+        mean, evals = _float_array(mean, "mean"), _float_array(evals, "evals")
+        evecs = None if evecs is None else _float_array(evecs, "evecs")
+        d = int(mean.size)
+        expected_evecs = None if kind in ("isotropic", "diagonal") else (d, d)
+        if (
+            kind not in ("isotropic", "diagonal", "full")
+            or d == 0
+            or evals.shape != (d,)
+            or (None if evecs is None else evecs.shape) != expected_evecs
+        ):
+            raise ValueError(f"not the eigendecomposition of a {d}-dimensional {kind!r} covariance.")
+        self = cls.__new__(cls)
+        self._setup(mean, evals, evecs, kind)
+        return self
+
+    def _setup(self, mean: np.ndarray, evals: np.ndarray, evecs, kind: str) -> None:
         self.event_shape = tuple(mean.shape)
         self.dim = int(mean.size)
-        if self.dim == 0:
-            raise ValueError("mean must have at least one element.")
         self._mean = mean.reshape(-1)
-        evals, evecs, kind = _parse_cov(_float_array(cov, "cov"), self.dim, "cov")
         self.cov_kind = kind
         self._evals = evals
         self._evecs = evecs

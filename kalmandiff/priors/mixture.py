@@ -120,6 +120,31 @@ class GaussianMixturePrior(Prior):
         self._weights = w
         self._means = means.reshape(k, self.dim)
         self._evals, self._evecs, self.cov_kind = _parse_covs(_float_array(covs, "covs"), k, self.dim)
+        self._set_constants()
+
+    @classmethod
+    def _from_eigen(cls, weights: Any, means: Any, evals: Any, evecs: Any, kind: str) -> GaussianMixturePrior:
+        """The prior of stored per-component eigendecompositions (what ``_parse_covs`` returned), bit
+        for bit (:func:`kalmandiff.load`: decomposing dense covariances again would differ in rounding)."""
+        self = cls(weights, means, 1.0)  # validates weights and means
+        k, d = self.n_components, self.dim
+        evals = [_float_array(e, "evals") for e in evals]
+        evecs = [None if u is None else _float_array(u, "evecs") for u in evecs]
+        full = kind == "full"
+        if (
+            kind not in ("isotropic", "diagonal", "full")
+            or len(evals) != k
+            or len(evecs) != k
+            or any(e.shape != (d,) for e in evals)
+            or any((u is None) == full or (u is not None and u.shape != (d, d)) for u in evecs)
+        ):
+            raise ValueError(f"not the eigendecompositions of {k} {d}-dimensional {kind!r} covariances.")
+        self._evals, self._evecs, self.cov_kind = evals, evecs, kind
+        self._set_constants()
+        return self
+
+    def _set_constants(self) -> None:
+        k, w = self.n_components, self._weights
         # Components of zero weight never contribute; skipping them avoids -inf - -inf.
         self._active = [i for i in range(k) if w[i] > 0]
         self._consts = _Constants(

@@ -4,7 +4,9 @@ Exact-posterior cases
     :class:`PosteriorCase`, :func:`gaussian_case`, :func:`mixture_case`,
     :func:`grf_case` (a Gaussian random field with a local observation),
     :func:`posterior_case`, :func:`posterior_cases`, :func:`posterior_scores`,
-    :func:`random_linear_gaussian_case` (random shapes, scales, conditionings).
+    :func:`random_linear_gaussian_case` (random shapes, scales, conditionings);
+    :func:`accuracy_case` (the cases of the accuracy check, with the
+    posterior far from the prior) and :data:`ACCURACY_CASES`.
 Registered problems at test size
     :func:`problem_instance`, :data:`TEST_PROBLEM_SETTINGS`.
 Forward models that fail on purpose
@@ -32,16 +34,18 @@ from ._cases import (
     random_spd,
 )
 from ._checks import (
+    ACCURACY_CASES,
     CheckReport,
     SkipCheck,
+    accuracy_case,
     check_solver,
     parametrize_with_checks,
     solver_checks,
     solver_factory,
 )
 from ._failing import FailingForward, failing_problem
-from ._random_cases import random_linear_gaussian_case
 from ._model_checks import check_forward, check_prior
+from ._random_cases import random_linear_gaussian_case
 
 __all__ = [
     "PosteriorCase",
@@ -57,6 +61,8 @@ __all__ = [
     "problem_instance",
     "FailingForward",
     "failing_problem",
+    "ACCURACY_CASES",
+    "accuracy_case",
     "CheckReport",
     "SkipCheck",
     "check_solver",

@@ -91,6 +91,15 @@ def random_spd(d: int, rng: np.random.Generator, lo: float = 0.5, hi: float = 2.
     return (Q * rng.uniform(lo, hi, d)) @ Q.T
 
 
+def _offset(rng, offset: float, std: np.ndarray) -> np.ndarray:
+    """``offset`` standard deviations (per coordinate) along a random unit direction; zeros (and no
+    draw) when ``offset`` is 0."""
+    if not offset:
+        return np.zeros_like(std)
+    u = rng.standard_normal(std.shape)
+    return float(offset) * np.sqrt(std.size) * std * u / np.linalg.norm(u)
+
+
 def _linear(A, x_shape, noise):
     from ..problems import LinearProblem
 
@@ -104,7 +113,9 @@ def _condition(mu, S, A, y, noise):
     return mu + K @ (y - A @ mu), S - K @ A @ S
 
 
-def gaussian_case(d: int = 4, m: int = 3, noise: float = 0.1, seed: int = 0) -> PosteriorCase:
+def gaussian_case(
+    d: int = 4, m: int = 3, noise: float = 0.1, seed: int = 0, offset: float = 0.0
+) -> PosteriorCase:
     """A Gaussian prior ``N(mu, S)`` observed through a random linear map.
 
     Parameters
@@ -117,6 +128,13 @@ def gaussian_case(d: int = 4, m: int = 3, noise: float = 0.1, seed: int = 0) -> 
         Standard deviation of the observation noise.
     seed : int, default 0
         Seeds the prior, the map, the truth and the noise (deterministic).
+    offset : float, default 0.0
+        Moves the truth this many prior standard deviations (per
+        coordinate, along a random unit direction) away from its draw from
+        the prior: with ``offset=3`` and ``m = d`` the data are surprising
+        under the prior, and the posterior lies far from it, so an estimate
+        that ignores ``y`` scores far worse than one that uses it.  The
+        exact posterior conditions on ``y`` whatever the truth.
 
     Returns
     -------
@@ -137,7 +155,9 @@ def gaussian_case(d: int = 4, m: int = 3, noise: float = 0.1, seed: int = 0) -> 
     S = random_spd(d, rng)
     A = rng.standard_normal((m, d)) / np.sqrt(d)
     x = rng.multivariate_normal(mu, S)
-    y = A @ x + noise * rng.standard_normal(m)
+    e = noise * rng.standard_normal(m)
+    x = x + _offset(rng, offset, np.sqrt(np.diag(S)))  # drawn last: offset=0 keeps the default case
+    y = A @ x + e
     mean, cov = _condition(mu, S, A, y, noise)
     return PosteriorCase(
         name="gaussian",
@@ -154,7 +174,13 @@ def gaussian_case(d: int = 4, m: int = 3, noise: float = 0.1, seed: int = 0) -> 
 
 
 def mixture_case(
-    d: int = 4, m: int = 3, noise: float = 0.1, seed: int = 0, K: int = 3, spread: float = 2.0
+    d: int = 4,
+    m: int = 3,
+    noise: float = 0.1,
+    seed: int = 0,
+    K: int = 3,
+    spread: float = 2.0,
+    offset: float = 0.0,
 ) -> PosteriorCase:
     """A ``K``-component Gaussian-mixture prior observed through a random linear map.
 
@@ -173,6 +199,9 @@ def mixture_case(
         Number of components.
     spread : float, default 2.0
         Scale of the component means.
+    offset : float, default 0.0
+        Moves the truth this many standard deviations of its component
+        away from its draw (see :func:`gaussian_case`).
 
     Returns
     -------
@@ -188,7 +217,9 @@ def mixture_case(
     A = rng.standard_normal((m, d)) / np.sqrt(d)
     k = rng.choice(K, p=w)
     x = rng.multivariate_normal(means[k], covs[k])
-    y = A @ x + noise * rng.standard_normal(m)
+    e = noise * rng.standard_normal(m)
+    x = x + _offset(rng, offset, np.sqrt(np.diag(covs[k])))
+    y = A @ x + e
     R = noise**2 * np.eye(m)
     logw, ms, Cs = [], [], []
     for i in range(K):
