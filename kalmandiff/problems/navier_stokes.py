@@ -618,6 +618,14 @@ class NavierStokes2D(ForwardProblem):
             a.figure.colorbar(im, ax=a, fraction=0.046)
         return ax
 
+    def describe_observation(self) -> str:
+        """``"vorticity at t = 1 on a 16x16 grid (every 2nd point of 32x32), noise std 1"``."""
+        from ._base import _noise_words
+
+        r, R, s = self.y_shape[-1], self.resolution, self.subsample
+        grid = f"{r}x{r} grid" + ("" if s == 1 else f" (every {s}{'nd' if s == 2 else 'th'} point of {R}x{R})")
+        return f"vorticity at t = {self.t_final:g} on a {grid}, {_noise_words(self.noise_std)}"
+
     def __repr__(self) -> str:
         extra = "" if self.dealias == "square" else f", dealias={self.dealias!r}"
         extra += "" if self.input_scale == 1.0 else f", input_scale={self.input_scale}"
