@@ -47,6 +47,9 @@ __all__ = [
 
 _FAILURE_POLICIES = ("raise", "resample")
 
+#: a run whose final data misfit exceeds its first by this factor has diverged (DivergenceWarning)
+DIVERGENCE_MISFIT_RATIO = 10.0
+
 #: keys of every record in a solver's ``history_`` (one schema for all solvers)
 HISTORY_KEYS = (
     "step",
@@ -683,11 +686,48 @@ class BaseSolver(BaseEstimator):
             ctx.progress.close()
         if self._store is not None:
             self._save({"final": particles}, done=True)
+        self._warn_if_diverged(particles, ctx.history)
         self.particles_ = particles
         self.history_ = ctx.history
         self.stats_ = ctx.acct.as_dict()
         self.stopped_early_ = ctx.stopped_early
         self.n_particles_ = int(particles.shape[0])
+
+    def _warn_if_diverged(self, particles, history: list[dict]) -> None:
+        """A :class:`~kalmandiff.DivergenceWarning` when the run ends non-finite or far worse than it began.
+
+        Diverged means: a non-finite particle, or a final recorded data
+        misfit (``misfit_mean``) more than :data:`DIVERGENCE_MISFIT_RATIO`
+        times the first one (the first guided step's estimate is close to
+        the prior mean, so a converging run ends well below it), or a
+        final misfit that is not finite.  A warning, not an error: the
+        particles are kept for inspection.
+        """
+        from .._config import DivergenceWarning
+
+        xp = get_namespace(particles)
+        name = type(self).__name__
+        if not bool(xp.all(xp.isfinite(particles))):
+            n_bad = int(np.sum(~np.all(np.isfinite(to_numpy(self._flat(particles))), axis=1)))
+            warnings.warn(
+                f"{name} diverged: {n_bad} of {particles.shape[0]} final particles are not finite. Lower the "
+                "guidance step (guidance_scale / step) or raise n_steps.",
+                DivergenceWarning,
+                stacklevel=5,
+            )
+            return
+        misfits = [r["misfit_mean"] for r in history if r.get("misfit_mean") is not None]
+        if len(misfits) < 2:
+            return
+        first, last = float(misfits[0]), float(misfits[-1])
+        if not np.isfinite(last) or last > DIVERGENCE_MISFIT_RATIO * max(first, 1e-300):
+            warnings.warn(
+                f"{name} diverged: its data misfit grew from {first:.3g} at the first step to {last:.3g} at "
+                f"the last (history_['misfit_mean']). Lower the guidance step (guidance_scale / step) or "
+                "raise n_steps; compare with the prior mean's misfit.",
+                DivergenceWarning,
+                stacklevel=5,
+            )
 
     def _iterate(self, ctx: FitContext, state: dict | None):  # pragma: no cover - abstract
         """The solver's loop as a generator: its update rule and schedule (override).
@@ -807,7 +847,12 @@ class BaseSolver(BaseEstimator):
 
             require_gradient(type(self).__name__, problem, "differentiates the forward model", acct)
         planned = self._planned_evaluations()
-        self._warn_if_costly(planned)
+        show_progress = _progress_enabled(self.verbose)
+        # A timed probe turns the plan into seconds where someone reads it: the cost warning, the bar.
+        cost = None
+        if probe and planned is not None and (show_progress or self._is_costly(planned)):
+            cost = self._probe_cost(problem, y_c, acct)
+        self._warn_if_costly(planned, cost)
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct)
         params = self.get_params(deep=False)
@@ -827,14 +872,14 @@ class BaseSolver(BaseEstimator):
             on_failure=self.on_failure,
             callbacks=list(self.callbacks or []),
         )
-        if _progress_enabled(self.verbose):
+        if show_progress:
             from tqdm.auto import tqdm
 
             weights = self._progress_weights()
             total = self._n_progress_steps() if weights is None else sum(weights)
             ctx.progress_weights = weights
             unit = "it" if weights is None else "eval"  # weighted: evaluations per sample
-            ctx.progress = tqdm(total=total, desc=self._progress_label(planned), leave=True, unit=unit)
+            ctx.progress = tqdm(total=total, desc=self._progress_label(planned, cost), leave=True, unit=unit)
         return ctx
 
     def _planned_evaluations(self) -> dict | None:
@@ -844,34 +889,60 @@ class BaseSolver(BaseEstimator):
         except (AttributeError, NotImplementedError, TypeError, ValueError):
             return None
 
-    def _warn_if_costly(self, planned: dict | None) -> None:
-        """A :class:`~kalmandiff.CostWarning` before a run that plans more forward evaluations than allowed."""
-        from .._config import CostWarning, get_config
+    @staticmethod
+    def _is_costly(planned: dict | None) -> bool:
+        """Whether ``planned`` exceeds ``kd.get_config()["max_forward_evals"]``."""
+        from .._config import get_config
 
         limit = get_config()["max_forward_evals"]
-        if planned is None or limit is None:
-            return
-        n_fwd = int(planned.get("n_forward_evals", 0))
-        if n_fwd > limit:
-            warnings.warn(
-                f"{type(self).__name__} plans {n_fwd:,} forward evaluations "
-                f"({int(planned.get('n_sequential_forward_evals', 0)):,} sequential) and "
-                f"{int(planned.get('n_denoiser_evals', 0)):,} denoiser evaluations, more than "
-                f"max_forward_evals={limit:,.0f}. Lower n_particles / n_steps (see expected_evaluations()), "
-                "or raise the limit with kd.set_config(max_forward_evals=...) (None: never warn).",
-                CostWarning,
-                stacklevel=4,
-            )
+        return planned is not None and limit is not None and int(planned.get("n_forward_evals", 0)) > limit
 
-    def _progress_label(self, planned: dict | None) -> str:
-        """The progress bar's description: the solver and its planned evaluations."""
+    def _probe_cost(self, problem, y, acct: Accounting):
+        """A timed probe (:func:`~kalmandiff.estimators._cost.probe_costs`) of this run's forward model
+        and denoiser, its calls counted as probe evaluations; None if the probe itself fails."""
+        from ._cost import probe_costs
+
+        try:
+            cost = probe_costs(problem, self.prior, like=y, batch=2, budget_s=1.0)
+        except Exception:  # noqa: BLE001 - an estimate is optional; fit reports real errors itself
+            return None
+        acct.n_forward_probe_evals += cost.n_forward
+        return cost
+
+    def _warn_if_costly(self, planned: dict | None, cost=None) -> None:
+        """A :class:`~kalmandiff.CostWarning` before a run that plans more forward evaluations than allowed.
+
+        ``cost`` (a :class:`~kalmandiff.estimators._cost.CostProbe`) adds the estimated wall time.
+        """
+        from .._config import CostWarning, get_config
+
+        if not self._is_costly(planned):
+            return
+        limit = get_config()["max_forward_evals"]
+        n_fwd = int(planned.get("n_forward_evals", 0))
+        seconds = "" if cost is None else f", {cost.describe(planned)} on this machine (timed probe)"
+        warnings.warn(
+            f"{type(self).__name__} plans {n_fwd:,} forward evaluations "
+            f"({int(planned.get('n_sequential_forward_evals', 0)):,} sequential) and "
+            f"{int(planned.get('n_denoiser_evals', 0)):,} denoiser evaluations{seconds}, more than "
+            f"max_forward_evals={limit:,.0f}. Lower n_particles / n_steps (see expected_evaluations()), "
+            "or raise the limit with kd.set_config(max_forward_evals=...) (None: never warn).",
+            CostWarning,
+            stacklevel=4,
+        )
+
+    def _progress_label(self, planned: dict | None, cost=None) -> str:
+        """The progress bar's description: the solver, its planned evaluations and (probed) time."""
+        from ._cost import format_seconds
+
         name = type(self).__name__.removesuffix("Solver")
         if planned is None:
             return name
         bound = "up to " if self._planned_is_bound() else ""
+        eta = "" if cost is None else f", ~{format_seconds(cost.seconds(planned)[0])}"
         return (
             f"{name} [{bound}{_short_count(planned.get('n_forward_evals', 0))} forward, "
-            f"{_short_count(planned.get('n_denoiser_evals', 0))} denoiser evals planned]"
+            f"{_short_count(planned.get('n_denoiser_evals', 0))} denoiser evals planned{eta}]"
         )
 
     def _planned_is_bound(self) -> bool:
