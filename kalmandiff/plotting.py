@@ -264,7 +264,9 @@ def plot_solutions(solvers, x_true=None, y=None, problem=None, caption: str | No
     plt = _pyplot()
     if not solvers:
         raise ValueError("plot_solutions needs at least one fitted solver.")
-    fits = {name: [np.asarray(to_numpy(a)) for a in s.reconstruct(return_std=True)] for name, s in solvers.items()}
+    fits = {
+        name: [np.asarray(to_numpy(a)) for a in s.reconstruct(return_std=True)] for name, s in solvers.items()
+    }
     ref = x_true if x_true is not None else next(iter(fits.values()))[0]
     if np.squeeze(np.asarray(to_numpy(ref))).ndim < 2:
         fig = plot_comparison(solvers, problem=problem, x_true=x_true, y=y)
@@ -273,7 +275,11 @@ def plot_solutions(solvers, x_true=None, y=None, problem=None, caption: str | No
         return fig
     n_cols = len(fits) + (x_true is not None) + (y is not None)
     fig, axes = plt.subplots(
-        2, n_cols, figsize=(2.7 * n_cols + 1.0, 5.6 + 0.3 * bool(caption)), squeeze=False, layout="constrained"
+        2,
+        n_cols,
+        figsize=(2.7 * n_cols + 1.0, 5.6 + 0.3 * bool(caption)),
+        squeeze=False,
+        layout="constrained",
     )
     for ax in axes[1]:
         ax.set_axis_off()
@@ -290,7 +296,9 @@ def plot_solutions(solvers, x_true=None, y=None, problem=None, caption: str | No
     for name, (mean, sd) in fits.items():
         note = _metric_note(problem, mean, x_true)
         title = str(name).removesuffix("Solver") if str(name).endswith("Solver") else str(name)
-        field_im = _image(axes[0][col], _as_image(mean), title if note is None else f"{title}\n{note}", cmap, vlim)
+        field_im = _image(
+            axes[0][col], _as_image(mean), title if note is None else f"{title}\n{note}", cmap, vlim
+        )
         axes[1][col].set_axis_on()
         std_im = _image(axes[1][col], _as_image(sd), _std_title(sd, solvers[name]), "viridis", (0.0, std_max))
         field_axes.append(axes[0][col])

@@ -126,7 +126,16 @@ def test_compare_gives_a_prefixed_parameter_to_one_solver(tmp_path):
 
 
 def test_unknown_figure_format_is_refused_before_fitting(tmp_path):
-    out = run("run", *LINEAR, "--solver", "eki", "--figure", str(tmp_path / "out.xyz"), "--save", str(tmp_path / "D.npz"))
+    out = run(
+        "run",
+        *LINEAR,
+        "--solver",
+        "eki",
+        "--figure",
+        str(tmp_path / "out.xyz"),
+        "--save",
+        str(tmp_path / "D.npz"),
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "unknown image format 'xyz'" in out.stderr and "png" in out.stderr
     assert "fitting" not in out.stderr
@@ -183,7 +192,16 @@ def test_results_are_written_before_the_figure(tmp_path, monkeypatch, capsys):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
-    rc = _main("run", *LINEAR, "--solver", "eki", "--figure", str(tmp_path / "f.png"), "--save", str(tmp_path / "D.npz"))
+    rc = _main(
+        "run",
+        *LINEAR,
+        "--solver",
+        "eki",
+        "--figure",
+        str(tmp_path / "f.png"),
+        "--save",
+        str(tmp_path / "D.npz"),
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "No space left on device" in err and "f.png" in err
     with np.load(tmp_path / "D.npz") as f:

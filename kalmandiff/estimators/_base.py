@@ -186,6 +186,8 @@ class FitContext:
     #: progress units each recorded step advances the bar by (None: one per step)
     progress_weights: Any = None
     stopped_early: bool = False
+    #: whether the last recorded misfit had a finite entry (divergence check)
+    last_misfit_finite: bool = True
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -339,6 +341,8 @@ class FitContext:
         if phi is not None:
             phi = phi[np.isfinite(phi)]
         has_misfit = phi is not None and phi.size > 0
+        if misfit is not None:
+            self.last_misfit_finite = has_misfit  # False: every member's misfit was non-finite
         entry = {
             "step": int(step),
             "sigma": None if sigma is None else float(sigma),
@@ -381,6 +385,22 @@ def _short_count(n) -> str:
         if n >= div:
             return f"{n / div:.3g}{suffix}"
     return f"{n:.0f}"
+
+
+def _cost_warning_stops() -> bool:
+    """Whether the warnings filters turn a :class:`~kalmandiff.CostWarning` into an error.
+
+    Then the run stops at the warning, and it must stop before any forward
+    evaluation, so the timed probe (which calls the forward model) is skipped.
+    The first filter whose category matches decides, as in :mod:`warnings`
+    (message and module patterns are not consulted).
+    """
+    from .._config import CostWarning
+
+    for action, _message, category, _module, _lineno in warnings.filters:
+        if issubclass(CostWarning, category):
+            return action == "error"
+    return warnings.defaultaction == "error"
 
 
 def _progress_enabled(verbose) -> bool:
@@ -686,14 +706,14 @@ class BaseSolver(BaseEstimator):
             ctx.progress.close()
         if self._store is not None:
             self._save({"final": particles}, done=True)
-        self._warn_if_diverged(particles, ctx.history)
+        self._warn_if_diverged(particles, ctx.history, ctx.last_misfit_finite)
         self.particles_ = particles
         self.history_ = ctx.history
         self.stats_ = ctx.acct.as_dict()
         self.stopped_early_ = ctx.stopped_early
         self.n_particles_ = int(particles.shape[0])
 
-    def _warn_if_diverged(self, particles, history: list[dict]) -> None:
+    def _warn_if_diverged(self, particles, history: list[dict], last_misfit_finite: bool = True) -> None:
         """A :class:`~kalmandiff.DivergenceWarning` when the run ends non-finite or far worse than it began.
 
         Diverged means: a non-finite particle, or a final recorded data
@@ -717,9 +737,9 @@ class BaseSolver(BaseEstimator):
             )
             return
         misfits = [r["misfit_mean"] for r in history if r.get("misfit_mean") is not None]
-        if len(misfits) < 2:
+        if len(misfits) < 1 or (len(misfits) < 2 and last_misfit_finite):
             return
-        first, last = float(misfits[0]), float(misfits[-1])
+        first, last = float(misfits[0]), float(misfits[-1]) if last_misfit_finite else float("inf")
         if not np.isfinite(last) or last > DIVERGENCE_MISFIT_RATIO * max(first, 1e-300):
             warnings.warn(
                 f"{name} diverged: its data misfit grew from {first:.3g} at the first step to {last:.3g} at "
@@ -850,7 +870,13 @@ class BaseSolver(BaseEstimator):
         show_progress = _progress_enabled(self.verbose)
         # A timed probe turns the plan into seconds where someone reads it: the cost warning, the bar.
         cost = None
-        if probe and planned is not None and (show_progress or self._is_costly(planned)):
+        costly = self._is_costly(planned)
+        if (
+            probe
+            and planned is not None
+            and (show_progress or costly)
+            and not (costly and _cost_warning_stops())
+        ):
             cost = self._probe_cost(problem, y_c, acct)
         self._warn_if_costly(planned, cost)
         if probe and isinstance(problem, CallableProblem):

@@ -103,12 +103,15 @@ class CostProbe:
         def count(key):
             return float(planned.get(key, 0) or 0)
 
-        forward = count("n_sequential_forward_evals") * self.forward_call_s + (
-            count("n_forward_evals") + VJP_COST_FACTOR * count("n_forward_vjps")
-        ) * self.forward_sample_s
-        denoiser = count("n_sequential_denoiser_evals") * self.denoiser_call_s + (
-            count("n_denoiser_evals") + VJP_COST_FACTOR * count("n_denoiser_vjps")
-        ) * self.denoiser_sample_s
+        forward = (
+            count("n_sequential_forward_evals") * self.forward_call_s
+            + (count("n_forward_evals") + VJP_COST_FACTOR * count("n_forward_vjps")) * self.forward_sample_s
+        )
+        denoiser = (
+            count("n_sequential_denoiser_evals") * self.denoiser_call_s
+            + (count("n_denoiser_evals") + VJP_COST_FACTOR * count("n_denoiser_vjps"))
+            * self.denoiser_sample_s
+        )
         return forward * self.forward_spread_factor + denoiser, forward * self.forward_rough_factor + denoiser
 
     def describe(self, planned: dict) -> str:
@@ -207,7 +210,8 @@ def probe_costs(
     n_fwd = batch
     spent = warm = _timed(problem, convert(base))
     if spent > budget_s:  # a slow simulator: the warm-up is the measurement
-        return CostProbe(0.0, warm / batch, 1.0, 1.0, *_denoiser_costs(prior, base, rms, convert), n_fwd, 0)
+        den_call, den_sample, n_den = _denoiser_costs(prior, base, rms, convert)
+        return CostProbe(0.0, warm / batch, 1.0, 1.0, den_call, den_sample, n_fwd, n_den)
     # One member alone and repeated: the same work per member, so the difference is the per-member
     # cost (an adaptive simulator's batch runs as many steps as its slowest member needs).
     t_one = _timed(problem, convert(base[:1]))

@@ -223,7 +223,9 @@ class ForwardEvaluator:
             for i in range(0, J, bs):
                 parts.append(self.problem(X[i : i + bs, ...]))
                 # a problem's per-member failure reasons are indexed within its call: re-index them
-                reasons.update({i + j: why for j, why in (getattr(self.problem, "last_failures", None) or {}).items()})
+                reasons.update(
+                    {i + j: why for j, why in (getattr(self.problem, "last_failures", None) or {}).items()}
+                )
             if hasattr(self.problem, "last_failures"):
                 self.problem.last_failures = reasons
             Y = xp.concat(parts, axis=0)
