@@ -122,6 +122,7 @@ def _build_solvers(inst, plans: dict[str, tuple], skip_missing: bool = False) ->
 
 
 def _planned(solver) -> dict | None:
+    """``expected_evaluations()``, or None where the solver cannot cost its run in advance."""
     return solver._planned_evaluations()
 
 
@@ -129,7 +130,7 @@ def _probe(inst):
     """Seconds per forward and denoiser evaluation on this problem and machine (a few timed calls)."""
     from .estimators._cost import probe_costs
 
-    return probe_costs(inst.problem, _default_prior(inst))
+    return probe_costs(inst.problem, _default_prior(inst), budget_s=10.0)  # interactive: seconds are fine
 
 
 def _print_plan(solvers: dict, probe) -> None:
@@ -151,12 +152,17 @@ def _print_plan(solvers: dict, probe) -> None:
             f"{label:<24}{int(plan.get('n_forward_evals', 0)):>14,}{int(plan.get('n_denoiser_evals', 0)):>14,}"
             f"{vjps:>12,}{bound + format_seconds(typical):>16}"
         )
+    rough = (
+        f"x{probe.forward_rough_factor:.2g} on the roughest probe input"
+        if probe.n_rough_levels
+        else "rough inputs not probed: the probe's time budget ran out"
+    )
     print(
         f"\nestimated on this machine from {probe.n_forward} timed forward and {probe.n_denoiser} denoiser "
-        f"evaluations: a forward call costs {probe.forward_call_s:.3g} s + {probe.forward_sample_s:.3g} s per "
-        f"member (x{probe.forward_spread_factor:.2g} for distinct prior draws, x{probe.forward_rough_factor:.2g} on the roughest probe input), a denoiser call "
-        f"{probe.denoiser_call_s:.3g} s + {probe.denoiser_sample_s:.3g} s per member; a VJP is counted as "
-        f"{VJP_COST_FACTOR:g} evaluations."
+        f"evaluations: a forward call costs {probe.forward_call_s:.3g} s + {probe.forward_sample_s:.3g} s "
+        f"per member (x{probe.forward_spread_factor:.2g} for distinct prior draws, {rough}), a denoiser "
+        f"call {probe.denoiser_call_s:.3g} s + {probe.denoiser_sample_s:.3g} s per member; a VJP is counted "
+        f"as {VJP_COST_FACTOR:g} evaluations."
     )
 
 
@@ -187,14 +193,22 @@ def _refuse_costly(inst, solvers: dict, args) -> None:
 # --------------------------------------------------------------------------
 
 
-def _fit_all(inst, solvers: dict, args) -> list[tuple[str, object, dict, float]]:
-    """Fit each solver in turn; if one fails, the finished fits are kept (written) before the error."""
+def _fit_all(inst, solvers: dict, args, skip_missing: bool = False) -> list[tuple[str, object, dict, float]]:
+    """Fit each solver in turn; if one fails, the finished fits are kept (written) before the error.
+
+    ``skip_missing`` (the demo): a solver whose optional dependency (torch) is missing is skipped.
+    """
     rows = []
     for name, solver in solvers.items():
         print(f"fitting {type(solver).__name__} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
             solver.fit(inst.y, inst.problem)
+        except ImportError as exc:
+            if not skip_missing:
+                raise
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+            continue
         except BaseException:
             if rows:
                 print(f"{name} failed; keeping the {len(rows)} finished fit(s).", file=sys.stderr)
@@ -248,7 +262,7 @@ SAVE_FORMATS = {".npz": "NumPy archive", ".nc": "netCDF, needs xarray"}
 
 
 def _check_save_format(path: str) -> None:
-    ext = os.path.splitext(path)[1].lower()
+    ext = os.path.splitext(path)[1]  # case-sensitive, as export_results is: x.NPZ would be renamed
     if ext not in SAVE_FORMATS:
         supported = ", ".join(f"{k} ({v})" for k, v in SAVE_FORMATS.items())
         raise ValueError(
@@ -399,13 +413,13 @@ def _outputs(inst, rows, args) -> None:
         raise OutputError("; ".join(failures))
 
 
-def _execute(inst, solvers: dict, args) -> int:
+def _execute(inst, solvers: dict, args, skip_missing: bool = False) -> int:
     """Plan, then (unless --dry-run) fit, report and write: the one path of run, compare and demo."""
     if getattr(args, "dry_run", False):
         _print_plan(solvers, _probe(inst))
         return 0
     _refuse_costly(inst, solvers, args)
-    rows = _fit_all(inst, solvers, args)
+    rows = _fit_all(inst, solvers, args, skip_missing)
     _print_table(inst, rows)
     _outputs(inst, rows, args)
     return 0
@@ -416,7 +430,7 @@ def _demo(args) -> int:
     inst = _problem(args)
     print(f"problem: {inst.problem!r}\nprior:   {_default_prior(inst)!r}\n")
     plans = {name: (_demo_args(args, settings), dict(settings)) for name, settings in DEMO_SOLVERS.items()}
-    return _execute(inst, _build_solvers(inst, plans, skip_missing=True), args)
+    return _execute(inst, _build_solvers(inst, plans, skip_missing=True), args, skip_missing=True)
 
 
 def _demo_args(args, settings: dict):

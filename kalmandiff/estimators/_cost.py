@@ -61,6 +61,9 @@ class CostProbe:
         The same for the denoiser (0 without a prior).
     n_forward, n_denoiser : int
         Evaluations the probe itself made.
+    n_rough_levels : int
+        How many noisier input batches were timed (0: the budget ran out
+        first, and ``forward_rough_factor`` is 1 for want of a measurement).
     """
 
     forward_call_s: float
@@ -71,6 +74,7 @@ class CostProbe:
     denoiser_sample_s: float
     n_forward: int
     n_denoiser: int
+    n_rough_levels: int = 0
 
     @property
     def forward_s(self) -> float:
@@ -173,13 +177,15 @@ def probe_costs(
     The inputs are ``batch`` prior draws, then the same draws plus Gaussian
     noise of standard deviation ``level * rms(draws)`` for each level of
     :data:`PROBE_NOISE_LEVELS` (without a prior, standard normal fields).
-    One call of a single draw and one of all ``batch`` (after a warm-up
-    call, which pays one-off set-up) separate the per-call from the
-    per-member cost; the noisy batches measure how much slower rough
-    inputs are.  The denoiser is timed the same way at the noise level of
-    the draws.  Probing stops once it has spent ``budget_s`` seconds (at
-    least one call is made), so a slow simulator is called only once or
-    twice, and that call's time is taken as per member.
+    A warm-up call on one draw pays one-off set-up (caches, lazy imports);
+    then one draw alone and repeated ``batch`` times (the same work per
+    member) separate the per-call from the per-member cost, the distinct
+    draws measure how much a batch's slowest member costs (an adaptive
+    simulator steps a batch until its slowest member is done), and the
+    noisy batches how much slower rough inputs are.  The denoiser is timed
+    alike at the draws' noise level.  No call starts once ``budget_s``
+    seconds are spent: a slow simulator is called once, on one member, and
+    that call's time is taken as the cost per member.
 
     Parameters
     ----------
@@ -207,18 +213,19 @@ def probe_costs(
     def convert(X):
         return X if like is None else asarray_like(X, like)
 
-    n_fwd = batch
-    spent = warm = _timed(problem, convert(base))
-    if spent > budget_s:  # a slow simulator: the warm-up is the measurement
+    n_fwd = 1
+    spent = warm = _timed(problem, convert(base[:1]))  # one member: a slow simulator is called once
+    if spent > budget_s:  # then the warm-up is the measurement
         den_call, den_sample, n_den = _denoiser_costs(prior, base, rms, convert)
-        return CostProbe(0.0, warm / batch, 1.0, 1.0, den_call, den_sample, n_fwd, n_den)
+        return CostProbe(0.0, warm, 1.0, 1.0, den_call, den_sample, n_fwd, n_den)
     # One member alone and repeated: the same work per member, so the difference is the per-member
     # cost (an adaptive simulator's batch runs as many steps as its slowest member needs).
     t_one = _timed(problem, convert(base[:1]))
     t_same = _timed(problem, convert(np.repeat(base[:1], batch, axis=0)))
-    n_fwd += 1 + batch
-    spent += t_one + t_same
-    ratios = [warm / t_same if t_same > 0 else 1.0]
+    t_distinct = _timed(problem, convert(base))  # timed again, without the warm-up's set-up
+    n_fwd += 1 + 2 * batch
+    spent += t_one + t_same + t_distinct
+    ratios = [t_distinct / t_same if t_same > 0 else 1.0]
     for level in PROBE_NOISE_LEVELS:
         if level == 0.0 or spent > budget_s:
             continue
@@ -228,9 +235,8 @@ def probe_costs(
         ratios.append(t / t_same if t_same > 0 else 1.0)
     call_s, sample_s = _call_and_sample_costs(t_one, t_same, batch)
     den_call, den_sample, n_den = _denoiser_costs(prior, base, rms, convert)
-    return CostProbe(
-        call_s, sample_s, max(ratios[0], 1.0), max(max(ratios), 1.0), den_call, den_sample, n_fwd, n_den
-    )
+    spread, rough = max(ratios[0], 1.0), max(max(ratios), 1.0)
+    return CostProbe(call_s, sample_s, spread, rough, den_call, den_sample, n_fwd, n_den, len(ratios) - 1)
 
 
 def _denoiser_costs(prior, base, rms: float, convert) -> tuple[float, float, int]:
