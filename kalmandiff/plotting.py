@@ -300,7 +300,9 @@ def plot_solutions(solvers, x_true=None, y=None, problem=None, caption: str | No
             axes[0][col], _as_image(mean), title if note is None else f"{title}\n{note}", cmap, vlim
         )
         axes[1][col].set_axis_on()
-        std_im = _image(axes[1][col], _as_image(sd), _std_title(sd, solvers[name]), "viridis", (0.0, std_max))
+        std_im = _image(
+            axes[1][col], _std_image(sd), _std_title(sd, solvers[name]), "viridis", (0.0, std_max)
+        )
         field_axes.append(axes[0][col])
         std_axes.append(axes[1][col])
         col += 1
@@ -319,6 +321,12 @@ def plot_solutions(solvers, x_true=None, y=None, problem=None, caption: str | No
     if caption:
         fig.supxlabel(caption, fontsize=9)
     return fig
+
+
+def _std_image(std) -> np.ndarray:
+    """A standard deviation as one 2-D map: a multi-channel image's channels averaged (never as RGB)."""
+    arr = np.squeeze(np.asarray(to_numpy(std), dtype=float))
+    return arr.mean(axis=0) if arr.ndim == 3 else arr
 
 
 def _image(ax, img: np.ndarray, title: str, cmap, vlim):

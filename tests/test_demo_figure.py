@@ -79,3 +79,18 @@ def test_navier_stokes_says_what_it_observes():
     assert text == "vorticity at t = 1 on a 16x16 grid (every 2nd point of 32x32), noise std 1"
     generic = kd.problems.make("linear-gaussian", random_state=0).problem.describe_observation()
     assert "shape" in generic and "noise std" in generic
+
+
+def test_colour_image_std_is_one_map_per_solver():
+    rng = np.random.default_rng(0)
+    particles = rng.uniform(-1, 1, size=(5, 3, 8, 8))
+
+    class FittedRGB:
+        n_particles_ = 5
+
+        def reconstruct(self, return_std=False):
+            return particles.mean(axis=0), particles.std(axis=0)
+
+    fig = plot_solutions({"a": FittedRGB()}, x_true=particles[0])
+    (std_ax,) = [ax for ax in fig.axes if ax.get_title() == "ensemble std"]
+    np.testing.assert_allclose(std_ax.images[0].get_array(), particles.std(axis=0).mean(axis=0))
