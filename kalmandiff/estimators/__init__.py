@@ -18,6 +18,7 @@ from ._base import (
     SafePoint,
     VJPRequest,
 )
+from ._cost import CostProbe, probe_costs
 from ._evaluation import STATS_KEYS
 from ._registry import (
     SolverSpec,
@@ -48,6 +49,8 @@ __all__ = [
     "SafePoint",
     "HISTORY_KEYS",
     "STATS_KEYS",
+    "CostProbe",
+    "probe_costs",
     *SOLVER_CLASSES,
     "gaussian_smoothing_gradient",
     "GaspariCohnTaper",
