@@ -6,7 +6,7 @@
 """
 
 from . import diffusion, metrics, plotting, priors, problems
-from ._config import CostWarning, config_context, get_config, set_config
+from ._config import CostWarning, DivergenceWarning, config_context, get_config, set_config
 from .compare import ComparisonTable, compare, plot_comparison
 from .estimators import SOLVER_CLASSES, MemberFailureError, NotFittedError
 from .io import export_results, load
@@ -23,6 +23,7 @@ __all__ = [
     "ComparisonTable",
     "MemberFailureError",
     "CostWarning",
+    "DivergenceWarning",
     "set_config",
     "get_config",
     "config_context",

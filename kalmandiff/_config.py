@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["CostWarning", "set_config", "get_config", "config_context"]
+__all__ = ["CostWarning", "DivergenceWarning", "set_config", "get_config", "config_context"]
 
 _DEFAULTS: dict[str, Any] = {"max_forward_evals": 1_000_000}
 _CONFIG: dict[str, Any] = dict(_DEFAULTS)
@@ -21,6 +21,10 @@ _CONFIG: dict[str, Any] = dict(_DEFAULTS)
 
 class CostWarning(UserWarning):
     """A run plans more forward evaluations than ``kd.get_config()["max_forward_evals"]``."""
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A run ended with non-finite particles, or with a data misfit far above where it started."""
 
 
 def _check_max_forward_evals(value: Any) -> float | None:

@@ -463,7 +463,9 @@ def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=
         if not _uses_layout_engine(fig):
             # colour bars in a tight_layout figure overlap the panels; constrained layout makes room
             fig.set_layout_engine("constrained")
-    lo, hi = float(np.min(ref)), float(np.max(ref))
+    from .plotting import colour_limits
+
+    lo, hi = colour_limits(ref)  # symmetric for signed fields: white is zero
     shared, shared_im = [], None
     for ax, (title, arr, note) in zip(axes, panels):
         im = _draw(ax, arr, None if title == "observation" else (lo, hi), cmap)
@@ -522,7 +524,9 @@ def _draw(ax, arr, limits, cmap):
         ax.imshow(np.clip((np.moveaxis(img, 0, -1) + 1) / 2, 0, 1))
         im = None
     elif img.ndim == 2:
-        lo, hi = limits if limits is not None else (float(img.min()), float(img.max()))
+        from .plotting import colour_limits
+
+        lo, hi = limits if limits is not None else colour_limits(img)
         im = ax.imshow(img, cmap=cmap or ("RdBu_r" if lo < 0 else "gray"), vmin=lo, vmax=hi)
     else:
         ax.plot(np.ravel(img))

@@ -14,7 +14,14 @@ import numpy as np
 
 from ._backend import to_numpy
 
-__all__ = ["plot_reconstruction", "plot_uncertainty", "plot_history", "plot_comparison"]
+__all__ = [
+    "plot_reconstruction",
+    "plot_uncertainty",
+    "plot_history",
+    "plot_comparison",
+    "plot_solutions",
+    "colour_limits",
+]
 
 
 def _pyplot():
@@ -34,6 +41,20 @@ def _as_image(a) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[0]
     return arr
+
+
+def colour_limits(arr) -> tuple[float, float]:
+    """``(vmin, vmax)`` for showing ``arr``: symmetric about zero for signed data, so that a
+    diverging colour map's centre (white in ``RdBu_r``) is zero; the data's range otherwise."""
+    a = np.asarray(to_numpy(arr), dtype=float)
+    finite = a[np.isfinite(a)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    if lo < 0:
+        vmax = max(abs(lo), abs(hi)) or 1.0
+        return (-vmax, vmax)
+    return (lo, hi if hi > lo else lo + 1.0)
 
 
 def _show(ax, arr: np.ndarray, title: str, cmap: str | None, vlim: tuple | None):
@@ -86,13 +107,8 @@ def plot_reconstruction(x_true=None, x_hat=None, y=None, x_std=None, axes=None, 
     if not panels:
         raise ValueError("give at least one of x_true, x_hat, y, x_std.")
     ref = _as_image(x_true if x_true is not None else x_hat if x_hat is not None else panels[0][1])
-    signed = ref.min() < 0
-    cmap = cmap or ("RdBu_r" if signed else "gray")
-    if signed:
-        vmax = float(np.abs(ref).max())
-        vlim = (-vmax, vmax)
-    else:
-        vlim = (float(ref.min()), float(ref.max()))
+    cmap = cmap or ("RdBu_r" if ref.min() < 0 else "gray")
+    vlim = colour_limits(ref)
     axes = _axes(len(panels), axes)
     for ax, (name, arr) in zip(axes, panels):
         img = _as_image(arr)
@@ -194,3 +210,133 @@ def plot_comparison(*args, **kwargs):
     from .compare import plot_comparison as _plot
 
     return _plot(*args, **kwargs)
+
+
+def _metric_note(problem, x_hat, x_true) -> str | None:
+    """``"relative L2 = 0.73"``: the problem's headline metric of an estimate, for its title."""
+    if problem is None or x_true is None:
+        return None
+    from .compare import metric_label
+
+    metrics = {k: v for k, v in problem.metrics(x_hat, x_true).items() if isinstance(v, (int, float))}
+    if not metrics:
+        return None
+    key = "psnr" if "psnr" in metrics else next(iter(metrics))
+    return metric_label(key, float(metrics[key]))
+
+
+def _std_title(std: np.ndarray, solver) -> str:
+    if np.all(std == 0):
+        n = getattr(solver, "n_particles_", None)
+        return f"ensemble std: 0 ({n} particle{'s' if n != 1 else ''})"
+    return "ensemble std"
+
+
+def plot_solutions(solvers, x_true=None, y=None, problem=None, caption: str | None = None, cmap=None):
+    """Truth, each solver's estimate with its ensemble standard deviation, and the observation.
+
+    One column per solver: the estimate (``reconstruct()``) above its
+    pointwise ensemble standard deviation (``reconstruct(return_std=True)``),
+    framed by the truth (first column) and the observation (last).  Truth
+    and estimates share one colour scale, symmetric about zero for signed
+    fields (white is zero in the default ``RdBu_r``); the standard
+    deviations share one scale from zero, so their sizes compare across
+    solvers; the observation has its own.  Works for any problem whose
+    unknown is an image (``(H, W)``, ``(1, H, W)`` or ``(3, H, W)``); a 1-D
+    unknown is drawn by :func:`plot_comparison`.
+
+    Parameters
+    ----------
+    solvers : dict of name -> fitted solver
+    x_true : array of shape ``x_shape``, optional
+    y : array of shape ``y_shape``, optional
+    problem : ForwardProblem, optional
+        Its ``metrics`` put each estimate's headline error in the title.
+    caption : str, optional
+        Printed under the panels: what the observation is.
+    cmap : str, optional
+        Colour map of the fields (default ``"RdBu_r"`` for signed data, ``"gray"`` otherwise).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot()
+    if not solvers:
+        raise ValueError("plot_solutions needs at least one fitted solver.")
+    fits = {
+        name: [np.asarray(to_numpy(a)) for a in s.reconstruct(return_std=True)] for name, s in solvers.items()
+    }
+    ref = x_true if x_true is not None else next(iter(fits.values()))[0]
+    if np.squeeze(np.asarray(to_numpy(ref))).ndim < 2:
+        fig = plot_comparison(solvers, problem=problem, x_true=x_true, y=y)
+        if caption:
+            fig.supxlabel(caption, fontsize=9)
+        return fig
+    n_cols = len(fits) + (x_true is not None) + (y is not None)
+    fig, axes = plt.subplots(
+        2,
+        n_cols,
+        figsize=(2.7 * n_cols + 1.0, 5.6 + 0.3 * bool(caption)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax in axes[1]:
+        ax.set_axis_off()
+    fields = _as_image(ref)
+    cmap = cmap or ("RdBu_r" if fields.min() < 0 else "gray")
+    vlim = colour_limits(np.stack([fields] + [_as_image(m) for m, _ in fits.values()]))
+    std_max = max(float(np.nanmax(sd)) for _, sd in fits.values()) or 1.0
+    col = 0
+    field_axes, std_axes, field_im, std_im = [], [], None, None
+    if x_true is not None:
+        field_im = _image(axes[0][col], _as_image(x_true), "truth", cmap, vlim)
+        field_axes.append(axes[0][col])
+        col += 1
+    for name, (mean, sd) in fits.items():
+        note = _metric_note(problem, mean, x_true)
+        title = str(name).removesuffix("Solver") if str(name).endswith("Solver") else str(name)
+        field_im = _image(
+            axes[0][col], _as_image(mean), title if note is None else f"{title}\n{note}", cmap, vlim
+        )
+        axes[1][col].set_axis_on()
+        std_im = _image(
+            axes[1][col], _std_image(sd), _std_title(sd, solvers[name]), "viridis", (0.0, std_max)
+        )
+        field_axes.append(axes[0][col])
+        std_axes.append(axes[1][col])
+        col += 1
+    if field_im is not None:
+        fig.colorbar(field_im, ax=field_axes, shrink=0.8, label="field (truth's scale)")
+    if std_im is not None:
+        fig.colorbar(std_im, ax=std_axes, shrink=0.8, label="ensemble std")
+    if y is not None:
+        obs = _as_image(y)
+        if obs.ndim == 2:
+            im = _image(axes[0][col], obs, "observation", cmap, colour_limits(obs))
+            fig.colorbar(im, ax=axes[0][col], shrink=0.8, location="bottom", label="data")
+        else:
+            axes[0][col].plot(np.ravel(obs), lw=0.8)
+            axes[0][col].set_title("observation", fontsize=9)
+    if caption:
+        fig.supxlabel(caption, fontsize=9)
+    return fig
+
+
+def _std_image(std) -> np.ndarray:
+    """A standard deviation as one 2-D map: a multi-channel image's channels averaged (never as RGB)."""
+    arr = np.squeeze(np.asarray(to_numpy(std), dtype=float))
+    return arr.mean(axis=0) if arr.ndim == 3 else arr
+
+
+def _image(ax, img: np.ndarray, title: str, cmap, vlim):
+    """One image panel without its own colour bar (the caller adds shared ones)."""
+    if img.ndim == 3:  # RGB
+        ax.imshow(img)
+        im = None
+    else:
+        im = ax.imshow(img, cmap=cmap, vmin=vlim[0], vmax=vlim[1])
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return im

@@ -95,3 +95,152 @@ def test_run_and_compare_write_results(tmp_path):
     rows = table(out.stdout)
     assert {"enkg", "eki", "zero field"} <= set(rows)
     assert int(rows["eki"][-3].replace(",", "")) > 0  # forward evaluations are reported
+
+
+# --------------------------------------------------------------------------
+# nothing lost, nothing run before everything is checked (issue 20, item 2)
+# --------------------------------------------------------------------------
+
+LINEAR = ["--problem", "linear-gaussian", "--particles", "20", "--steps", "10"]
+
+
+def test_version():
+    import kalmandiff
+
+    out = run("--version")
+    assert out.returncode == 0 and kalmandiff.__version__ in out.stdout
+
+
+def test_compare_checks_every_solvers_parameters_before_the_first_fit():
+    out = run("compare", *LINEAR, "--solvers", "enkg,eki", "--param", "n_updates=1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "EKISolver has no parameter n_updates" in out.stderr
+    assert "fitting" not in out.stderr  # EnKG was not fitted first and thrown away
+
+
+def test_compare_gives_a_prefixed_parameter_to_one_solver(tmp_path):
+    out = run("compare", *LINEAR, "--solvers", "enkg,eki", "--param", "enkg.n_updates=1", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    out = run("compare", *LINEAR, "--solvers", "enkg,eki", "--param", "dpg.n_updates=1")
+    assert out.returncode == 2 and "not among --solvers" in out.stderr
+
+
+def test_unknown_figure_format_is_refused_before_fitting(tmp_path):
+    out = run(
+        "run",
+        *LINEAR,
+        "--solver",
+        "eki",
+        "--figure",
+        str(tmp_path / "out.xyz"),
+        "--save",
+        str(tmp_path / "D.npz"),
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "unknown image format 'xyz'" in out.stderr and "png" in out.stderr
+    assert "fitting" not in out.stderr
+
+
+def test_unknown_save_extension_is_refused_not_renamed(tmp_path):
+    out = run("run", *LINEAR, "--solver", "eki", "--save", str(tmp_path / "x.h5"))
+    assert out.returncode == 2 and "'.h5'" in out.stderr and ".npz" in out.stderr and ".nc" in out.stderr
+    assert list(tmp_path.iterdir()) == []  # in particular no x.npz
+
+
+def test_dry_run_prints_the_plan_and_fits_nothing():
+    import kalmandiff as kd
+
+    out = run("compare", *LINEAR, "--solvers", "enkg,eki", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "fitting" not in out.stderr
+    inst = kd.problems.make("linear-gaussian", random_state=0)
+    rows = table(out.stdout)
+    for name, cls in (("enkg", kd.EnKGSolver), ("eki", kd.EKISolver)):
+        kwargs = {"n_steps": 10} if name == "enkg" else {}
+        planned = cls(inst.prior, n_particles=20, **kwargs).expected_evaluations()
+        assert int(rows[name][0].replace(",", "")) == planned["n_forward_evals"]
+        assert int(rows[name][1].replace(",", "")) == planned["n_denoiser_evals"]
+    assert "timed forward" in out.stdout  # the estimate in seconds comes from a probe
+
+
+def test_a_plan_above_the_limit_is_refused_with_its_estimated_time():
+    import kalmandiff as kd
+
+    inst = kd.problems.make("navier-stokes", random_state=0)
+    planned = kd.DPGSolver(inst.prior, n_particles=64).expected_evaluations()["n_forward_evals"]
+    assert planned > kd.get_config()["max_forward_evals"]
+    out = run("run", "--problem", "navier-stokes", "--solver", "dpg", timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{planned:,} forward evaluations" in out.stderr
+    assert "on this machine" in out.stderr and "--allow-costly" in out.stderr
+    assert "fitting" not in out.stderr
+
+
+# In-process runs for the failures that a subprocess cannot provoke (a full disk, a broken fit).
+
+
+def _main(*args):
+    from kalmandiff.cli import main
+
+    return main(list(args))
+
+
+def test_results_are_written_before_the_figure(tmp_path, monkeypatch, capsys):
+    import matplotlib.figure
+
+    def full_disk(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    rc = _main(
+        "run",
+        *LINEAR,
+        "--solver",
+        "eki",
+        "--figure",
+        str(tmp_path / "f.png"),
+        "--save",
+        str(tmp_path / "D.npz"),
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "No space left on device" in err and "f.png" in err
+    with np.load(tmp_path / "D.npz") as f:
+        assert f["particles"].shape[0] == 20
+
+
+def test_a_failed_save_keeps_the_results_in_a_named_fallback_file(tmp_path, monkeypatch, capsys):
+    import re
+
+    import kalmandiff.io
+
+    real = kalmandiff.io.export_results
+    target = tmp_path / "out" / "D.npz"
+    target.parent.mkdir()
+
+    def failing(solver, path, **kw):
+        if str(path) == str(target):
+            raise OSError(28, "No space left on device")
+        return real(solver, path, **kw)
+
+    monkeypatch.setattr(kalmandiff.io, "export_results", failing)
+    monkeypatch.chdir(tmp_path)
+    rc = _main("run", *LINEAR, "--solver", "eki", "--save", str(target))
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and "No space left on device" in err
+    fallback = re.search(r"kept in (\S+\.npz)", err).group(1)
+    with np.load(fallback) as f:
+        assert f["particles"].shape[0] == 20
+
+
+def test_a_failing_later_fit_keeps_the_finished_ones(tmp_path, monkeypatch, capsys):
+    import kalmandiff as kd
+
+    def broken(self, *a, **k):
+        raise RuntimeError("simulator crashed")
+
+    monkeypatch.setattr(kd.EKISolver, "fit", broken)
+    rc = _main("compare", *LINEAR, "--solvers", "enkg,eki", "--save", str(tmp_path) + "/")
+    err = capsys.readouterr().err
+    assert rc == 2 and "simulator crashed" in err
+    with np.load(tmp_path / "enkg.npz") as f:
+        assert f["particles"].shape[0] == 20

@@ -20,6 +20,7 @@ from ._base import (
     VJPRequest,
 )
 from ._checkpoint import RESUME_POLICIES
+from ._cost import CostProbe, probe_costs
 from ._evaluation import STATS_KEYS
 from ._params import (
     FRACTION,
@@ -69,6 +70,8 @@ __all__ = [
     "SafePoint",
     "HISTORY_KEYS",
     "STATS_KEYS",
+    "CostProbe",
+    "probe_costs",
     *SOLVER_CLASSES,
     "gaussian_smoothing_gradient",
     "GaspariCohnTaper",

@@ -47,6 +47,9 @@ __all__ = [
 
 _FAILURE_POLICIES = ("raise", "resample")
 
+#: a run whose final data misfit exceeds its first by this factor has diverged (DivergenceWarning)
+DIVERGENCE_MISFIT_RATIO = 10.0
+
 #: keys of every record in a solver's ``history_`` (one schema for all solvers)
 HISTORY_KEYS = (
     "step",
@@ -183,6 +186,8 @@ class FitContext:
     #: progress units each recorded step advances the bar by (None: one per step)
     progress_weights: Any = None
     stopped_early: bool = False
+    #: whether the last recorded misfit had a finite entry (divergence check)
+    last_misfit_finite: bool = True
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -336,6 +341,8 @@ class FitContext:
         if phi is not None:
             phi = phi[np.isfinite(phi)]
         has_misfit = phi is not None and phi.size > 0
+        if misfit is not None:
+            self.last_misfit_finite = has_misfit  # False: every member's misfit was non-finite
         entry = {
             "step": int(step),
             "sigma": None if sigma is None else float(sigma),
@@ -378,6 +385,22 @@ def _short_count(n) -> str:
         if n >= div:
             return f"{n / div:.3g}{suffix}"
     return f"{n:.0f}"
+
+
+def _cost_warning_stops() -> bool:
+    """Whether the warnings filters turn a :class:`~kalmandiff.CostWarning` into an error.
+
+    Then the run stops at the warning, and it must stop before any forward
+    evaluation, so the timed probe (which calls the forward model) is skipped.
+    The first filter whose category matches decides, as in :mod:`warnings`
+    (message and module patterns are not consulted).
+    """
+    from .._config import CostWarning
+
+    for action, _message, category, _module, _lineno in warnings.filters:
+        if issubclass(CostWarning, category):
+            return action == "error"
+    return warnings.defaultaction == "error"
 
 
 def _progress_enabled(verbose) -> bool:
@@ -703,11 +726,48 @@ class BaseSolver(BaseEstimator):
             ctx.progress.close()
         if self._store is not None:
             self._save({"final": particles}, done=True)
+        self._warn_if_diverged(particles, ctx.history, ctx.last_misfit_finite)
         self.particles_ = particles
         self.history_ = ctx.history
         self.stats_ = ctx.acct.as_dict()
         self.stopped_early_ = ctx.stopped_early
         self.n_particles_ = int(particles.shape[0])
+
+    def _warn_if_diverged(self, particles, history: list[dict], last_misfit_finite: bool = True) -> None:
+        """A :class:`~kalmandiff.DivergenceWarning` when the run ends non-finite or far worse than it began.
+
+        Diverged means: a non-finite particle, or a final recorded data
+        misfit (``misfit_mean``) more than :data:`DIVERGENCE_MISFIT_RATIO`
+        times the first one (the first guided step's estimate is close to
+        the prior mean, so a converging run ends well below it), or a
+        final misfit that is not finite.  A warning, not an error: the
+        particles are kept for inspection.
+        """
+        from .._config import DivergenceWarning
+
+        xp = get_namespace(particles)
+        name = type(self).__name__
+        if not bool(xp.all(xp.isfinite(particles))):
+            n_bad = int(np.sum(~np.all(np.isfinite(to_numpy(self._flat(particles))), axis=1)))
+            warnings.warn(
+                f"{name} diverged: {n_bad} of {particles.shape[0]} final particles are not finite. Lower the "
+                "guidance step (guidance_scale / step) or raise n_steps.",
+                DivergenceWarning,
+                stacklevel=5,
+            )
+            return
+        misfits = [r["misfit_mean"] for r in history if r.get("misfit_mean") is not None]
+        if len(misfits) < 1 or (len(misfits) < 2 and last_misfit_finite):
+            return
+        first, last = float(misfits[0]), float(misfits[-1]) if last_misfit_finite else float("inf")
+        if not np.isfinite(last) or last > DIVERGENCE_MISFIT_RATIO * max(first, 1e-300):
+            warnings.warn(
+                f"{name} diverged: its data misfit grew from {first:.3g} at the first step to {last:.3g} at "
+                f"the last (history_['misfit_mean']). Lower the guidance step (guidance_scale / step) or "
+                "raise n_steps; compare with the prior mean's misfit.",
+                DivergenceWarning,
+                stacklevel=5,
+            )
 
     def _iterate(self, ctx: FitContext, state: dict | None):  # pragma: no cover - abstract
         """The solver's loop as a generator: its update rule and schedule (override).
@@ -842,7 +902,18 @@ class BaseSolver(BaseEstimator):
 
             require_gradient(type(self).__name__, problem, "differentiates the forward model", acct)
         planned = self._planned_evaluations(problem)
-        self._warn_if_costly(planned)
+        show_progress = _progress_enabled(self.verbose)
+        # A timed probe turns the plan into seconds where someone reads it: the cost warning, the bar.
+        cost = None
+        costly = self._is_costly(planned)
+        if (
+            probe
+            and planned is not None
+            and (show_progress or costly)
+            and not (costly and _cost_warning_stops())
+        ):
+            cost = self._probe_cost(problem, y_c, acct)
+        self._warn_if_costly(planned, cost)
         if probe and isinstance(problem, CallableProblem):
             self._probe_forward(problem, y_c, acct, prior)
         params = self.get_params(deep=False)
@@ -862,14 +933,14 @@ class BaseSolver(BaseEstimator):
             on_failure=self.on_failure,
             callbacks=list(self.callbacks or []),
         )
-        if _progress_enabled(self.verbose):
+        if show_progress:
             from tqdm.auto import tqdm
 
             weights = self._progress_weights()
             total = self._n_progress_steps() if weights is None else sum(weights)
             ctx.progress_weights = weights
             unit = "it" if weights is None else "eval"  # weighted: evaluations per sample
-            ctx.progress = tqdm(total=total, desc=self._progress_label(planned), leave=True, unit=unit)
+            ctx.progress = tqdm(total=total, desc=self._progress_label(planned, cost), leave=True, unit=unit)
         return ctx
 
     # -- cost planning ---------------------------------------------------------
@@ -989,35 +1060,61 @@ class BaseSolver(BaseEstimator):
         except (AttributeError, NotImplementedError, ValueError):
             return None
 
-    def _warn_if_costly(self, planned: dict | None) -> None:
-        """A :class:`~kalmandiff.CostWarning` before a run that plans more forward evaluations than allowed."""
-        from .._config import CostWarning, get_config
+    @staticmethod
+    def _is_costly(planned: dict | None) -> bool:
+        """Whether ``planned`` exceeds ``kd.get_config()["max_forward_evals"]``."""
+        from .._config import get_config
 
         limit = get_config()["max_forward_evals"]
-        if planned is None or limit is None:
-            return
-        n_fwd = int(planned.get("n_forward_evals", 0))
-        if n_fwd > limit:
-            warnings.warn(
-                f"{type(self).__name__} plans {_qualifier(planned, self)}{n_fwd:,} forward evaluations "
-                f"({int(planned.get('n_sequential_forward_evals', 0)):,} sequential) and "
-                f"{int(planned.get('n_denoiser_evals', 0)):,} denoiser evaluations, more than "
-                f"max_forward_evals={limit:,.0f}. Lower {' / '.join(self._BUDGET_PARAMETERS)} (see "
-                f"expected_evaluations(); {type(self).__name__}.for_budget(prior, n_forward_evals) chooses them "
-                "for a budget), or raise the limit with kd.set_config(max_forward_evals=...) (None: never warn).",
-                CostWarning,
-                stacklevel=4,
-            )
+        return planned is not None and limit is not None and int(planned.get("n_forward_evals", 0)) > limit
 
-    def _progress_label(self, planned: dict | None) -> str:
-        """The progress bar's description: the solver and its planned evaluations."""
+    def _probe_cost(self, problem, y, acct: Accounting):
+        """A timed probe (:func:`~kalmandiff.estimators._cost.probe_costs`) of this run's forward model
+        and denoiser, its calls counted as probe evaluations; None if the probe itself fails."""
+        from ._cost import probe_costs
+
+        try:
+            cost = probe_costs(problem, self.prior, like=y, batch=2, budget_s=1.0)
+        except Exception:  # noqa: BLE001 - an estimate is optional; fit reports real errors itself
+            return None
+        acct.n_forward_probe_evals += cost.n_forward
+        return cost
+
+    def _warn_if_costly(self, planned: dict | None, cost=None) -> None:
+        """A :class:`~kalmandiff.CostWarning` before a run that plans more forward evaluations than allowed.
+
+        ``cost`` (a :class:`~kalmandiff.estimators._cost.CostProbe`) adds the estimated wall time.
+        """
+        from .._config import CostWarning, get_config
+
+        if not self._is_costly(planned):
+            return
+        limit = get_config()["max_forward_evals"]
+        n_fwd = int(planned.get("n_forward_evals", 0))
+        seconds = "" if cost is None else f", {cost.describe(planned)} on this machine (timed probe)"
+        warnings.warn(
+            f"{type(self).__name__} plans {_qualifier(planned, self)}{n_fwd:,} forward evaluations "
+            f"({int(planned.get('n_sequential_forward_evals', 0)):,} sequential) and "
+            f"{int(planned.get('n_denoiser_evals', 0)):,} denoiser evaluations{seconds}, more than "
+            f"max_forward_evals={limit:,.0f}. Lower {' / '.join(self._BUDGET_PARAMETERS)} (see "
+            f"expected_evaluations(); {type(self).__name__}.for_budget(prior, n_forward_evals) chooses them "
+            "for a budget), or raise the limit with kd.set_config(max_forward_evals=...) (None: never warn).",
+            CostWarning,
+            stacklevel=4,
+        )
+
+    def _progress_label(self, planned: dict | None, cost=None) -> str:
+        """The progress bar's description: the solver, its planned evaluations and (probed) time."""
+        from ._cost import format_seconds
+
         name = type(self).__name__.removesuffix("Solver")
         if planned is None:
             return name
         bound = _qualifier(planned, self)
+        eta = "" if cost is None else f", ~{format_seconds(cost.seconds(planned)[0])}"
         return (
             f"{name} [{bound}{_short_count(planned.get('n_forward_evals', 0))} forward, "
-            f"{_short_count(planned.get('n_denoiser_evals', 0))} denoiser evals planned]"
+            f"{_short_count(planned.get('n_denoiser_evals', 0))} denoiser evals planned{eta}]"
         )
 
     def _planned_is_bound(self) -> bool:

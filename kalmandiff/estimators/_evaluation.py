@@ -219,7 +219,16 @@ class ForwardEvaluator:
         if bs is None or J <= bs:
             Y = self.problem(X)
         else:
-            Y = xp.concat([self.problem(X[i : i + bs, ...]) for i in range(0, J, bs)], axis=0)
+            parts, reasons = [], {}
+            for i in range(0, J, bs):
+                parts.append(self.problem(X[i : i + bs, ...]))
+                # a problem's per-member failure reasons are indexed within its call: re-index them
+                reasons.update(
+                    {i + j: why for j, why in (getattr(self.problem, "last_failures", None) or {}).items()}
+                )
+            if hasattr(self.problem, "last_failures"):
+                self.problem.last_failures = reasons
+            Y = xp.concat(parts, axis=0)
         self.acct.time_forward_s += time.perf_counter() - t0
         return self.accept(Y, J)
 

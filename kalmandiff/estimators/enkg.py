@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 import numpy as np
 
+from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
+from ._guided import prior_scale
 from ._params import (
     EDM_SCHEDULE,
     FRACTION,
@@ -28,7 +29,6 @@ from ._params import (
     Options,
     solver_parameters,
 )
-from ._guided import prior_scale
 from ._registry import register_solver
 from .localization import check_localization, make_taper
 

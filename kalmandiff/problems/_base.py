@@ -163,6 +163,13 @@ class ForwardProblem:
             a.set_title(name)
         return ax
 
+    def describe_observation(self) -> str:
+        """What ``y`` is, in words, for figure captions (problems override with their physics).
+
+        The default names the shape and the noise: ``"y = G(x) + noise, shape (16,), noise std 0.1"``.
+        """
+        return f"y = G(x) + noise, shape {tuple(self.y_shape)}, {_noise_words(self.noise_std)}"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(x_shape={self.x_shape}, y_shape={self.y_shape}, noise_std={self.noise_std!r})"
 
@@ -206,3 +213,11 @@ def as_problem(forward: Any, y, x_shape=None, noise_std=None) -> ForwardProblem:
     return CallableProblem(
         forward, x_shape, tuple(y.shape), 0.0 if noise_std is None else noise_std, differentiable=None
     )
+
+
+def _noise_words(noise_std) -> str:
+    """``"noise std 1"`` or ``"noise std 0.1-0.5"`` for a scalar or per-datum noise level."""
+    arr = np.asarray(to_numpy(noise_std), dtype=float)
+    if arr.size == 1 or np.all(arr == arr.flat[0]):
+        return f"noise std {float(arr.flat[0]):.3g}"
+    return f"noise std {float(arr.min()):.3g}-{float(arr.max()):.3g}"

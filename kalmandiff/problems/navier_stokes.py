@@ -66,6 +66,9 @@ _SUBSAMPLES = (1, 2, 4, 8)
 _DTYPES = ("float32", "float64")
 _DEALIAS = ("square", "reference")
 
+#: the speed (velocity, vorticity units) whose adaptive solve ``max_steps="auto"`` still allows
+AUTO_CAP_SPEED = 100.0
+
 
 # --------------------------------------------------------------------------
 # argument checks
@@ -248,9 +251,22 @@ class NavierStokes2D(ForwardProblem):
     dtype : {"float32", "float64"} or None, default "float32"
         Precision of the computation (``None``: the input's floating dtype).
         Outputs come back in the input's floating dtype.
-    max_steps : int, default 20000
-        A member that has not reached ``t_final`` after this many steps (its
-        adaptive step collapsed) is treated as blown up.
+    max_steps : int or "auto", default "auto"
+        Step cap per member and evaluation: a member that has not reached
+        ``t_final`` after this many steps (its adaptive step collapsed on a
+        rough or blowing-up input) is a failure (NaN row, reason in
+        :attr:`last_failures`), so one runaway member cannot stretch a
+        forward call from a fraction of a second to minutes.  ``"auto"``
+        allows the steps of an adaptive solve at a speed of
+        :data:`AUTO_CAP_SPEED` (100, about 40 times the largest speed of a
+        GRF prior draw or an evolved truth, and above the 70 of the noisy
+        queries DPG makes at ``R = 32``)::
+
+            max_steps = max(100, ceil(100 * R * t_final / cfl))
+
+        (6400 steps at ``R = 32``, ``t_final = 1``, where a prior draw takes
+        about 130; 20000 was the fixed cap before); with a fixed ``dt`` it
+        is the step count ``ceil(t_final / dt)`` plus one.
     dealias : {"square", "reference"}, default "square"
         ``"square"``: Orszag's 2/3 rule on the square ``3 |k_i| < R``,
         applied to the state, whose mean is removed (module docstring).
@@ -295,7 +311,8 @@ class NavierStokes2D(ForwardProblem):
     A member is a *failure* when its solution becomes non-finite or its
     step count exceeds ``max_steps``; its whole output row is NaN, it stops
     being stepped, and the other members are unaffected (solvers detect NaN
-    rows through their failure policy).  With ``dealias="square"`` the mean
+    rows through their failure policy, whose error names the reason kept in
+    ``last_failures``).  With ``dealias="square"`` the mean
     of the input vorticity and its content outside the 2/3 band are
     discarded at ``t = 0``; with ``"reference"`` both are kept (the mean is
     carried unchanged, up to the mean of the forcing).
@@ -322,7 +339,7 @@ class NavierStokes2D(ForwardProblem):
         dt: float | None = None,
         cfl: float = 0.5,
         dtype: str | None = "float32",
-        max_steps: int = 20000,
+        max_steps: int | str = "auto",
         dealias: str = "square",
         input_scale: float = 1.0,
     ):
@@ -334,8 +351,10 @@ class NavierStokes2D(ForwardProblem):
             raise ValueError(f"subsample ({subsample}) must divide resolution ({resolution}).")
         if dtype is not None and dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32', 'float64' or None (got {dtype!r}).")
-        if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer (got {max_steps!r}).")
+        if max_steps != "auto" and (
+            not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool) or max_steps < 1
+        ):
+            raise ValueError(f"max_steps must be a positive integer or 'auto' (got {max_steps!r}).")
         if not isinstance(dealias, str) or dealias not in _DEALIAS:
             raise ValueError(f"dealias must be 'square' or 'reference' (got {dealias!r}).")
         if dealias == "reference" and resolution % 2:
@@ -350,7 +369,9 @@ class NavierStokes2D(ForwardProblem):
         self.dt = None if dt is None else _positive(dt, "dt")
         self.cfl = _positive(cfl, "cfl")
         self.dtype = dtype
-        self.max_steps = int(max_steps)
+        self.max_steps = max_steps if max_steps == "auto" else int(max_steps)
+        #: ``{member: reason}`` for the members that failed in the last call (empty when none did)
+        self.last_failures: dict[int, str] = {}
         self.dealias = dealias
         self.input_scale = _positive(input_scale, "input_scale")
         self.forcing_field = _forcing_field(forcing, self.resolution)
@@ -441,6 +462,15 @@ class NavierStokes2D(ForwardProblem):
         return self._cache[key]
 
     # -- time stepping -----------------------------------------------------
+    def step_cap(self, t_end: float | None = None) -> int:
+        """The step cap per member of a solve to ``t_end`` (default ``t_final``): see ``max_steps``."""
+        t_end = self.t_final if t_end is None else t_end
+        if self.max_steps != "auto":
+            return int(self.max_steps)
+        if self.dt is not None:
+            return math.ceil(t_end / self.dt) + 1
+        return max(100, math.ceil(AUTO_CAP_SPEED * self.resolution * t_end / self.cfl))
+
     def _step_sizes(self, speed: np.ndarray, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Step per member and whether it is the member's last (float64 NumPy)."""
         if self.dt is not None:
@@ -482,6 +512,7 @@ class NavierStokes2D(ForwardProblem):
         if self.input_scale != 1.0:
             W = W * self.input_scale
         ops = self._ops(W)
+        self.last_failures = {}
         # Overflow in a blowing-up member is expected and handled below; keep NumPy quiet about it.
         with np.errstate(over="ignore", invalid="ignore"):
             fields = self._integrate(ops, ops.to_spectral(W), t_end)
@@ -490,6 +521,8 @@ class NavierStokes2D(ForwardProblem):
         ok = xp.all(xp.isfinite(fields), axis=(-2, -1))
         if not bool(xp.all(ok)):
             fields = xp.where(xp.reshape(ok, (-1, 1, 1)), fields, xp.full_like(fields, float("nan")))
+            for j in np.flatnonzero(~to_numpy(ok)):
+                self.last_failures.setdefault(int(j), "the solution became non-finite")
         return xp.reshape(fields, (X.shape[0], 1, self.resolution, self.resolution))
 
     def _integrate(self, ops: _SpectralOps, w_hat, t_end: float):
@@ -512,11 +545,18 @@ class NavierStokes2D(ForwardProblem):
 
         # The reference scheme's CFL speed is that of the unfiltered state (only needed for adaptive steps).
         state_speed = self.dealias == "reference" and self.dt is None
+        cap = self.step_cap(t_end)
         while active.size:
             n0, speed = ops.rhs(w_hat, state_speed=state_speed)
             speed = to_numpy(speed).astype(float)
-            bad = ~np.isfinite(speed) | (n_steps >= self.max_steps)
+            capped = np.isfinite(speed) & (n_steps >= cap)
+            bad = ~np.isfinite(speed) | capped
             if bad.any():
+                for j, t, v in zip(active[capped], clock[capped], speed[capped]):
+                    self.last_failures[int(j)] = (
+                        f"step cap: {cap} time steps reached t = {t:.3g} of {t_end:g} (speed {v:.3g}; "
+                        "a rough or blowing-up input; raise max_steps to allow more)"
+                    )
                 # Failed members leave the batch: their rows are filled with NaN at the end.
                 keep = ~bad
                 if not keep.any():
@@ -617,6 +657,16 @@ class NavierStokes2D(ForwardProblem):
             a.set_ylabel("y")
             a.figure.colorbar(im, ax=a, fraction=0.046)
         return ax
+
+    def describe_observation(self) -> str:
+        """``"vorticity at t = 1 on a 16x16 grid (every 2nd point of 32x32), noise std 1"``."""
+        from ._base import _noise_words
+
+        r, R, s = self.y_shape[-1], self.resolution, self.subsample
+        grid = f"{r}x{r} grid" + (
+            "" if s == 1 else f" (every {s}{'nd' if s == 2 else 'th'} point of {R}x{R})"
+        )
+        return f"vorticity at t = {self.t_final:g} on a {grid}, {_noise_words(self.noise_std)}"
 
     def __repr__(self) -> str:
         extra = "" if self.dealias == "square" else f", dealias={self.dealias!r}"
