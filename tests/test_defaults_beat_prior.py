@@ -46,433 +46,126 @@ SOLVERS = [
     "RMPSolver",
 ]
 
-#: (solver, case) -> reason: measured failures at the defaults (docs/benchmarks.md), strict xfails
-#: (``python -m benchmarks.bench_defaults --known-failures`` regenerates it from the result files in
-#: benchmarks/results/defaults/ after a change to a solver's defaults).  The guided
-#: samplers return one posterior sample, whose error from the posterior mean is about
-#: sqrt(tr Sigma_post): more than the prior mean's wherever the data explain less than half of the
-#: prior variance, which is most of these problems (m << d, or weak data).
-KNOWN_FAILURES: dict[tuple[str, int], str] = {
-    (
-        "EKISolver",
-        20,
-    ): "11.788 x the prior mean's error (d 41, m 1, noise 0.003 of the signal); the mean of 512 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DiffPIRSolver",
-        2,
-    ): "1.268 x the prior mean's error (d 34, m 3, noise 0.0011 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DiffPIRSolver",
-        4,
-    ): "1.104 x the prior mean's error (d 27, m 1, noise 0.082 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.06",
-    (
-        "DiffPIRSolver",
-        7,
-    ): "1.810 x the prior mean's error (d 37, m 1, noise 0.11 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DiffPIRSolver",
-        12,
-    ): "1.733 x the prior mean's error (d 14, m 2, noise 0.013 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DiffPIRSolver",
-        13,
-    ): "1.065 x the prior mean's error (d 117, m 13, noise 0.036 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DiffPIRSolver",
-        15,
-    ): "1.266 x the prior mean's error (d 12, m 2, noise 0.33 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.57",
-    (
-        "DiffPIRSolver",
-        17,
-    ): "1.695 x the prior mean's error (d 39, m 2, noise 0.15 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.08",
-    (
-        "DiffPIRSolver",
-        20,
-    ): "59.370 x the prior mean's error (d 41, m 1, noise 0.003 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DiffPIRSolver",
-        22,
-    ): "2.656 x the prior mean's error (d 144, m 3, noise 0.0036 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DiffPIRSolver",
-        29,
-    ): "2.929 x the prior mean's error (d 11, m 2, noise 0.0067 of the signal); the mean of 4 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "RMPSolver",
-        0,
-    ): "8.845 x the prior mean's error (d 4, m 2, noise 0.0025 of the signal); the mean of 2 exact posterior sample(s) beats it with p = 1.00",
-    (
-        "RMPSolver",
-        2,
-    ): "60.990 x the prior mean's error (d 34, m 3, noise 0.0011 of the signal); the mean of 2 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "RMPSolver",
-        9,
-    ): "2.295 x the prior mean's error (d 110, m 49, noise 0.012 of the signal); the mean of 2 exact posterior sample(s) beats it with p = 1.00",
-    (
-        "RMPSolver",
-        11,
-    ): "52.080 x the prior mean's error (d 37, m 23, noise 0.0083 of the signal); the mean of 2 exact posterior sample(s) beats it with p = 1.00",
-    (
-        "RMPSolver",
-        13,
-    ): "1.314 x the prior mean's error (d 117, m 13, noise 0.036 of the signal); the mean of 2 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "RMPSolver",
-        17,
-    ): "1.968 x the prior mean's error (d 39, m 2, noise 0.15 of the signal); the mean of 2 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "RMPSolver",
-        20,
-    ): "78.205 x the prior mean's error (d 41, m 1, noise 0.003 of the signal); the mean of 2 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        2,
-    ): "3.645 x the prior mean's error (d 34, m 3, noise 0.0011 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        3,
-    ): "1.269 x the prior mean's error (d 8, m 2, noise 0.0087 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.55",
-    (
-        "DPSSolver",
-        4,
-    ): "2.397 x the prior mean's error (d 27, m 1, noise 0.082 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        5,
-    ): "1.924 x the prior mean's error (d 20, m 11, noise 0.0086 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "DPSSolver",
-        7,
-    ): "5.103 x the prior mean's error (d 37, m 1, noise 0.11 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        10,
-    ): "2.748 x the prior mean's error (d 4, m 4, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.22",
-    (
-        "DPSSolver",
-        12,
-    ): "5.749 x the prior mean's error (d 14, m 2, noise 0.013 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        13,
-    ): "3.177 x the prior mean's error (d 117, m 13, noise 0.036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        14,
-    ): "2.939 x the prior mean's error (d 22, m 7, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        15,
-    ): "1.965 x the prior mean's error (d 12, m 2, noise 0.33 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "DPSSolver",
-        16,
-    ): "1.018 x the prior mean's error (d 126, m 45, noise 0.13 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.86",
-    (
-        "DPSSolver",
-        17,
-    ): "2.700 x the prior mean's error (d 39, m 2, noise 0.15 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        18,
-    ): "2.605 x the prior mean's error (d 37, m 2, noise 0.073 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        19,
-    ): "1.635 x the prior mean's error (d 14, m 5, noise 0.13 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.16",
-    (
-        "DPSSolver",
-        20,
-    ): "178.061 x the prior mean's error (d 41, m 1, noise 0.003 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        21,
-    ): "1.688 x the prior mean's error (d 7, m 2, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        22,
-    ): "10.025 x the prior mean's error (d 144, m 3, noise 0.0036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        23,
-    ): "2.061 x the prior mean's error (d 123, m 76, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        24,
-    ): "1.541 x the prior mean's error (d 160, m 64, noise 0.36 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        27,
-    ): "2.131 x the prior mean's error (d 216, m 69, noise 0.22 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        28,
-    ): "2.366 x the prior mean's error (d 39, m 5, noise 0.0092 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPSSolver",
-        29,
-    ): "15.164 x the prior mean's error (d 11, m 2, noise 0.0067 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        2,
-    ): "3.925 x the prior mean's error (d 34, m 3, noise 0.0011 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        4,
-    ): "2.197 x the prior mean's error (d 27, m 1, noise 0.082 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        5,
-    ): "2.797 x the prior mean's error (d 20, m 11, noise 0.0086 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "SCGSolver",
-        7,
-    ): "5.076 x the prior mean's error (d 37, m 1, noise 0.11 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        10,
-    ): "11.724 x the prior mean's error (d 4, m 4, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.22",
-    (
-        "SCGSolver",
-        12,
-    ): "9.647 x the prior mean's error (d 14, m 2, noise 0.013 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        13,
-    ): "2.846 x the prior mean's error (d 117, m 13, noise 0.036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        14,
-    ): "5.729 x the prior mean's error (d 22, m 7, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        15,
-    ): "1.786 x the prior mean's error (d 12, m 2, noise 0.33 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "SCGSolver",
-        17,
-    ): "4.966 x the prior mean's error (d 39, m 2, noise 0.15 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        18,
-    ): "2.709 x the prior mean's error (d 37, m 2, noise 0.073 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        19,
-    ): "1.898 x the prior mean's error (d 14, m 5, noise 0.13 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.16",
-    (
-        "SCGSolver",
-        20,
-    ): "156.778 x the prior mean's error (d 41, m 1, noise 0.003 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        21,
-    ): "4.584 x the prior mean's error (d 7, m 2, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        22,
-    ): "10.687 x the prior mean's error (d 144, m 3, noise 0.0036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        23,
-    ): "2.809 x the prior mean's error (d 123, m 76, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        24,
-    ): "1.563 x the prior mean's error (d 160, m 64, noise 0.36 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        25,
-    ): "1.359 x the prior mean's error (d 9, m 3, noise 0.22 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.61",
-    (
-        "SCGSolver",
-        27,
-    ): "1.848 x the prior mean's error (d 216, m 69, noise 0.22 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        28,
-    ): "1.099 x the prior mean's error (d 39, m 5, noise 0.0092 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "SCGSolver",
-        29,
-    ): "15.384 x the prior mean's error (d 11, m 2, noise 0.0067 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        2,
-    ): "3.384 x the prior mean's error (d 34, m 3, noise 0.0011 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        4,
-    ): "3.149 x the prior mean's error (d 27, m 1, noise 0.082 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        5,
-    ): "1.616 x the prior mean's error (d 20, m 11, noise 0.0086 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "GSGSolver",
-        7,
-    ): "5.559 x the prior mean's error (d 37, m 1, noise 0.11 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        10,
-    ): "2.696 x the prior mean's error (d 4, m 4, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.22",
-    (
-        "GSGSolver",
-        12,
-    ): "8.238 x the prior mean's error (d 14, m 2, noise 0.013 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        13,
-    ): "3.005 x the prior mean's error (d 117, m 13, noise 0.036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        14,
-    ): "2.226 x the prior mean's error (d 22, m 7, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        15,
-    ): "2.174 x the prior mean's error (d 12, m 2, noise 0.33 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "GSGSolver",
-        16,
-    ): "1.041 x the prior mean's error (d 126, m 45, noise 0.13 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.86",
-    (
-        "GSGSolver",
-        17,
-    ): "2.444 x the prior mean's error (d 39, m 2, noise 0.15 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        18,
-    ): "2.694 x the prior mean's error (d 37, m 2, noise 0.073 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        19,
-    ): "1.121 x the prior mean's error (d 14, m 5, noise 0.13 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.16",
-    (
-        "GSGSolver",
-        20,
-    ): "199.856 x the prior mean's error (d 41, m 1, noise 0.003 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        21,
-    ): "4.863 x the prior mean's error (d 7, m 2, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        22,
-    ): "11.485 x the prior mean's error (d 144, m 3, noise 0.0036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        23,
-    ): "1.836 x the prior mean's error (d 123, m 76, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        24,
-    ): "1.736 x the prior mean's error (d 160, m 64, noise 0.36 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        25,
-    ): "1.308 x the prior mean's error (d 9, m 3, noise 0.22 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.61",
-    (
-        "GSGSolver",
-        27,
-    ): "1.975 x the prior mean's error (d 216, m 69, noise 0.22 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        28,
-    ): "1.845 x the prior mean's error (d 39, m 5, noise 0.0092 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "GSGSolver",
-        29,
-    ): "14.227 x the prior mean's error (d 11, m 2, noise 0.0067 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        2,
-    ): "3.036 x the prior mean's error (d 34, m 3, noise 0.0011 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        3,
-    ): "1.489 x the prior mean's error (d 8, m 2, noise 0.0087 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.55",
-    (
-        "DPGSolver",
-        4,
-    ): "3.533 x the prior mean's error (d 27, m 1, noise 0.082 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        5,
-    ): "2.251 x the prior mean's error (d 20, m 11, noise 0.0086 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "DPGSolver",
-        7,
-    ): "5.533 x the prior mean's error (d 37, m 1, noise 0.11 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        10,
-    ): "2.118 x the prior mean's error (d 4, m 4, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.22",
-    (
-        "DPGSolver",
-        12,
-    ): "9.501 x the prior mean's error (d 14, m 2, noise 0.013 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        13,
-    ): "3.433 x the prior mean's error (d 117, m 13, noise 0.036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        14,
-    ): "3.215 x the prior mean's error (d 22, m 7, noise 0.1 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        15,
-    ): "3.031 x the prior mean's error (d 12, m 2, noise 0.33 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.01",
-    (
-        "DPGSolver",
-        17,
-    ): "2.435 x the prior mean's error (d 39, m 2, noise 0.15 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        18,
-    ): "3.730 x the prior mean's error (d 37, m 2, noise 0.073 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        19,
-    ): "1.749 x the prior mean's error (d 14, m 5, noise 0.13 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.16",
-    (
-        "DPGSolver",
-        20,
-    ): "210.541 x the prior mean's error (d 41, m 1, noise 0.003 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        21,
-    ): "7.631 x the prior mean's error (d 7, m 2, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        22,
-    ): "13.787 x the prior mean's error (d 144, m 3, noise 0.0036 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        23,
-    ): "2.331 x the prior mean's error (d 123, m 76, noise 0.79 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        24,
-    ): "1.518 x the prior mean's error (d 160, m 64, noise 0.36 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        25,
-    ): "1.359 x the prior mean's error (d 9, m 3, noise 0.22 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.61",
-    (
-        "DPGSolver",
-        27,
-    ): "2.033 x the prior mean's error (d 216, m 69, noise 0.22 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        28,
-    ): "2.344 x the prior mean's error (d 39, m 5, noise 0.0092 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
-    (
-        "DPGSolver",
-        29,
-    ): "25.868 x the prior mean's error (d 11, m 2, noise 0.0067 of the signal); the mean of 1 exact posterior sample(s) beats it with p = 0.00",
+#: Measured failures at the defaults (docs/benchmarks.md), each a strict xfail: (solver, case,
+#: measured error / prior-mean error, probability that the mean of n_particles exact posterior samples
+#: beats the prior mean there).  ``python -m benchmarks.bench_defaults --known-failures`` regenerates
+#: it from the result files in benchmarks/results/defaults/ after a change to a solver's defaults.
+#: The guided samplers return one posterior sample, about sqrt(tr Sigma_post) from the posterior mean:
+#: more than the prior mean is wherever the data explain less than half of the prior variance, which
+#: is most of these problems (m << d, or weak data); hence p = 0.00 for most of their rows.
+KNOWN_FAILURES: list[tuple[str, int, float, float]] = [
+    ("EKISolver", 20, 11.788, 0.00),
+    ("DiffPIRSolver", 2, 1.268, 0.00),
+    ("DiffPIRSolver", 4, 1.104, 0.06),
+    ("DiffPIRSolver", 7, 1.810, 0.00),
+    ("DiffPIRSolver", 12, 1.733, 0.00),
+    ("DiffPIRSolver", 13, 1.065, 0.00),
+    ("DiffPIRSolver", 15, 1.266, 0.57),
+    ("DiffPIRSolver", 17, 1.695, 0.08),
+    ("DiffPIRSolver", 20, 59.370, 0.00),
+    ("DiffPIRSolver", 22, 2.656, 0.00),
+    ("DiffPIRSolver", 29, 2.929, 0.00),
+    ("RMPSolver", 0, 8.845, 1.00),
+    ("RMPSolver", 2, 60.990, 0.00),
+    ("RMPSolver", 9, 2.295, 1.00),
+    ("RMPSolver", 11, 52.080, 1.00),
+    ("RMPSolver", 13, 1.314, 0.00),
+    ("RMPSolver", 17, 1.968, 0.00),
+    ("RMPSolver", 20, 78.205, 0.00),
+    ("DPSSolver", 2, 3.645, 0.00),
+    ("DPSSolver", 3, 1.269, 0.55),
+    ("DPSSolver", 4, 2.397, 0.00),
+    ("DPSSolver", 5, 1.924, 0.01),
+    ("DPSSolver", 7, 5.103, 0.00),
+    ("DPSSolver", 10, 2.748, 0.22),
+    ("DPSSolver", 12, 5.749, 0.00),
+    ("DPSSolver", 13, 3.177, 0.00),
+    ("DPSSolver", 14, 2.939, 0.00),
+    ("DPSSolver", 15, 1.965, 0.01),
+    ("DPSSolver", 16, 1.018, 0.86),
+    ("DPSSolver", 17, 2.700, 0.00),
+    ("DPSSolver", 18, 2.605, 0.00),
+    ("DPSSolver", 19, 1.635, 0.16),
+    ("DPSSolver", 20, 178.061, 0.00),
+    ("DPSSolver", 21, 1.688, 0.00),
+    ("DPSSolver", 22, 10.025, 0.00),
+    ("DPSSolver", 23, 2.061, 0.00),
+    ("DPSSolver", 24, 1.541, 0.00),
+    ("DPSSolver", 27, 2.131, 0.00),
+    ("DPSSolver", 28, 2.366, 0.00),
+    ("DPSSolver", 29, 15.164, 0.00),
+    ("SCGSolver", 2, 3.925, 0.00),
+    ("SCGSolver", 4, 2.197, 0.00),
+    ("SCGSolver", 5, 2.797, 0.01),
+    ("SCGSolver", 7, 5.076, 0.00),
+    ("SCGSolver", 10, 11.724, 0.22),
+    ("SCGSolver", 12, 9.647, 0.00),
+    ("SCGSolver", 13, 2.846, 0.00),
+    ("SCGSolver", 14, 5.729, 0.00),
+    ("SCGSolver", 15, 1.786, 0.01),
+    ("SCGSolver", 17, 4.966, 0.00),
+    ("SCGSolver", 18, 2.709, 0.00),
+    ("SCGSolver", 19, 1.898, 0.16),
+    ("SCGSolver", 20, 156.778, 0.00),
+    ("SCGSolver", 21, 4.584, 0.00),
+    ("SCGSolver", 22, 10.687, 0.00),
+    ("SCGSolver", 23, 2.809, 0.00),
+    ("SCGSolver", 24, 1.563, 0.00),
+    ("SCGSolver", 25, 1.359, 0.61),
+    ("SCGSolver", 27, 1.848, 0.00),
+    ("SCGSolver", 28, 1.099, 0.00),
+    ("SCGSolver", 29, 15.384, 0.00),
+    ("GSGSolver", 2, 3.384, 0.00),
+    ("GSGSolver", 4, 3.149, 0.00),
+    ("GSGSolver", 5, 1.616, 0.01),
+    ("GSGSolver", 7, 5.559, 0.00),
+    ("GSGSolver", 10, 2.696, 0.22),
+    ("GSGSolver", 12, 8.238, 0.00),
+    ("GSGSolver", 13, 3.005, 0.00),
+    ("GSGSolver", 14, 2.226, 0.00),
+    ("GSGSolver", 15, 2.174, 0.01),
+    ("GSGSolver", 16, 1.041, 0.86),
+    ("GSGSolver", 17, 2.444, 0.00),
+    ("GSGSolver", 18, 2.694, 0.00),
+    ("GSGSolver", 19, 1.121, 0.16),
+    ("GSGSolver", 20, 199.856, 0.00),
+    ("GSGSolver", 21, 4.863, 0.00),
+    ("GSGSolver", 22, 11.485, 0.00),
+    ("GSGSolver", 23, 1.836, 0.00),
+    ("GSGSolver", 24, 1.736, 0.00),
+    ("GSGSolver", 25, 1.308, 0.61),
+    ("GSGSolver", 27, 1.975, 0.00),
+    ("GSGSolver", 28, 1.845, 0.00),
+    ("GSGSolver", 29, 14.227, 0.00),
+    ("DPGSolver", 2, 3.036, 0.00),
+    ("DPGSolver", 3, 1.489, 0.55),
+    ("DPGSolver", 4, 3.533, 0.00),
+    ("DPGSolver", 5, 2.251, 0.01),
+    ("DPGSolver", 7, 5.533, 0.00),
+    ("DPGSolver", 10, 2.118, 0.22),
+    ("DPGSolver", 12, 9.501, 0.00),
+    ("DPGSolver", 13, 3.433, 0.00),
+    ("DPGSolver", 14, 3.215, 0.00),
+    ("DPGSolver", 15, 3.031, 0.01),
+    ("DPGSolver", 17, 2.435, 0.00),
+    ("DPGSolver", 18, 3.730, 0.00),
+    ("DPGSolver", 19, 1.749, 0.16),
+    ("DPGSolver", 20, 210.541, 0.00),
+    ("DPGSolver", 21, 7.631, 0.00),
+    ("DPGSolver", 22, 13.787, 0.00),
+    ("DPGSolver", 23, 2.331, 0.00),
+    ("DPGSolver", 24, 1.518, 0.00),
+    ("DPGSolver", 25, 1.359, 0.61),
+    ("DPGSolver", 27, 2.033, 0.00),
+    ("DPGSolver", 28, 2.344, 0.00),
+    ("DPGSolver", 29, 25.868, 0.00),
+]
+
+
+_FAILURE_REASONS = {
+    (name, seed): f"measured {ratio} x the prior mean's error at the defaults; the mean of as many exact "
+    f"posterior samples as the solver's n_particles beats the prior mean here with probability {p:.2f}"
+    for name, seed, ratio, p in KNOWN_FAILURES
 }
 
 
@@ -494,7 +187,7 @@ def _params():
     for name in SOLVERS:
         for seed in range(N_CASES):
             marks = [pytest.mark.slow] if name in BUDGETS or name == "RMPSolver" else []
-            reason = KNOWN_FAILURES.get((name, seed))
+            reason = _FAILURE_REASONS.get((name, seed))
             if reason is not None:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason))
             yield pytest.param(name, seed, marks=marks, id=f"{name}-case{seed}")
