@@ -32,7 +32,10 @@ CASES = [
 ]
 
 SOLVERS = {
-    "EnKG paper": lambda prior, J, seed: kd.EnKGSolver(prior, n_particles=J, random_state=seed),
+    "EnKG auto (default)": lambda prior, J, seed: kd.EnKGSolver(prior, n_particles=J, random_state=seed),
+    "EnKG paper": lambda prior, J, seed: kd.EnKGSolver(
+        prior, n_particles=J, update="paper", random_state=seed
+    ),
     "EnKG kalman": lambda prior, J, seed: kd.EnKGSolver(
         prior, n_particles=J, update="kalman", random_state=seed
     ),

@@ -64,7 +64,9 @@ def optional_solvers(prior, settings: dict) -> dict:
 
 def ns_solvers(prior) -> dict:
     solvers = {
-        "EnKG": kd.EnKGSolver(prior, n_particles=32, n_steps=12, random_state=0, verbose=False),
+        "EnKG": kd.EnKGSolver(
+            prior, n_particles=32, n_steps=12, update="paper", random_state=0, verbose=False
+        ),
         "EKI": kd.EKISolver(prior, n_particles=32, max_iter=20, random_state=0, verbose=False),
         "DiffPIR": DiffPIRSolver(prior, n_particles=2, n_steps=20, random_state=0, verbose=False),
         # With the Bayesian likelihood weight (1, the default) RMP's mean walks off on this problem
@@ -90,7 +92,9 @@ def ns_solvers(prior) -> dict:
 
 def pr_solvers(prior) -> dict:
     solvers = {
-        "EnKG": kd.EnKGSolver(prior, n_particles=64, n_steps=30, random_state=0, verbose=False),
+        "EnKG": kd.EnKGSolver(
+            prior, n_particles=64, n_steps=30, update="paper", random_state=0, verbose=False
+        ),
         "EKI": kd.EKISolver(prior, n_particles=64, max_iter=50, random_state=0, verbose=False),
         "DiffPIR": DiffPIRSolver(prior, n_particles=4, n_steps=50, random_state=0, verbose=False),
         "RMP": RMPSolver(prior, n_particles=2, n_steps=20, n_inner=3, random_state=0, verbose=False),

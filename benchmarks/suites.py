@@ -297,7 +297,7 @@ def _solver(label: str, cls: str, only: tuple = (), **params) -> SolverSpec:
 # instance on the Navier-Stokes problems (4.5 evaluations/s at 64x64 on one core), more on the
 # cheap imaging problems; the paper's budgets (J = 2048, 80 steps; 1000 VP steps) are the GPU suite's.
 _NS_CPU_SOLVERS = (
-    _solver("EnKG", "EnKGSolver", n_particles=32, n_steps=10),
+    _solver("EnKG", "EnKGSolver", n_particles=32, n_steps=10, update="paper"),
     _solver("EnKG kalman-sqrt", "EnKGSolver", n_particles=32, n_steps=10, update="kalman-sqrt"),
     _solver("EKI", "EKISolver", n_particles=32, max_iter=12),
     _solver("DPG", "DPGSolver", n_steps=12, n_queries=32, batch_size=32),
@@ -306,7 +306,7 @@ _NS_CPU_SOLVERS = (
     _solver("DPS", "DPSSolver", n_steps=20),
 )
 _IMAGE_CPU_SOLVERS = (
-    _solver("EnKG", "EnKGSolver", n_particles=128, n_steps=40),
+    _solver("EnKG", "EnKGSolver", n_particles=128, n_steps=40, update="paper"),
     _solver("EnKG kalman-sqrt", "EnKGSolver", n_particles=128, n_steps=40, update="kalman-sqrt"),
     _solver("EKI", "EKISolver", n_particles=128, max_iter=100),
     _solver("DPG", "DPGSolver", n_steps=200, n_queries=64),
@@ -332,7 +332,11 @@ CPU = Suite(
 # schedule, phi in k_i = min(1 + (N - i)//4, 20) Euler steps, 2 updates per step, h = 2, window
 # 0.05/0.05, denoiser batch 64, float32.  Against it: cheaper settings of the same solver.
 _REFERENCE = {
-    **{k: v for k, v in kd.EnKGSolver.defaults_for("navier-stokes").items() if k != "n_particles"},
+    **{
+        k: v
+        for k, v in kd.EnKGSolver.defaults_for("navier-stokes").items()
+        if k not in ("n_particles", "update")
+    },
     "phi_factor": 4,  # enkg-pytorch hard-codes 4 (InverseBench: 8)
     "phi_max_steps": 20,
 }
@@ -348,7 +352,7 @@ NS32_GRF = ProblemSpec(
 
 
 def _speed(label: str, **changes) -> SolverSpec:
-    return _solver(label, "EnKGSolver", n_particles=_SPEED_J, **{**_REFERENCE, **changes})
+    return _solver(label, "EnKGSolver", n_particles=_SPEED_J, **{**_REFERENCE, "update": "paper", **changes})
 
 
 SPEED = Suite(
@@ -401,6 +405,7 @@ GPU = Suite(
             ("ns128-grf", "ns128-evolved", "ns32-neural"),
             n_particles=2048,
             **_REFERENCE,
+            update="paper",
             forward_batch_size=512,
         ),
         _solver(
@@ -469,7 +474,7 @@ def _study_solvers(problems: tuple) -> tuple:
     for J in STUDY_J:
         for N in STUDY_N:
             base = {**_REFERENCE, "n_particles": J, "n_steps": N}
-            out.append(_solver(study_label("EnKG paper", J, N), "EnKGSolver", every, **base))
+            out.append(_solver(study_label("EnKG paper", J, N), "EnKGSolver", every, **base, update="paper"))
             out.append(
                 _solver(
                     study_label("EnKG kalman-sqrt", J, N), "EnKGSolver", noisy, **base, update="kalman-sqrt"
@@ -513,7 +518,7 @@ def _update_solvers() -> tuple:
     for J in UPDATES_J:
         for N in UPDATES_N:
             base = {"n_particles": J, "n_steps": N}
-            out.append(_solver(study_label("EnKG paper", J, N), "EnKGSolver", **base))
+            out.append(_solver(study_label("EnKG paper", J, N), "EnKGSolver", **base, update="paper"))
             out.append(
                 _solver(study_label("EnKG kalman-sqrt", J, N), "EnKGSolver", **base, update="kalman-sqrt")
             )
@@ -557,7 +562,7 @@ SMOKE = Suite(
         ),
     ),
     solvers=(
-        _solver("EnKG", "EnKGSolver", n_particles=8, n_steps=6),
+        _solver("EnKG", "EnKGSolver", n_particles=8, n_steps=6, update="paper"),
         _solver("EKI", "EKISolver", n_particles=8, max_iter=3),
         _solver("SCG", "SCGSolver", n_steps=4, n_queries=4),
     ),

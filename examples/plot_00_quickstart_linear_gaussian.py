@@ -6,7 +6,8 @@ A linear forward model with a Gaussian prior is the one case where the posterior
 known exactly, which makes it the right place to see what kalmandiff's solvers
 return.  We run Ensemble Kalman Diffusion Guidance twice:
 
-* ``update="paper"`` (the default), the algorithm as published, and
+* ``update="paper"``, the algorithm as published (the default ``update="auto"`` runs the
+  calibrated ``"kalman-sqrt"`` update here, since the noise level is positive), and
 * ``update="kalman"``, the calibrated variant whose ensemble approximates the posterior,
 
 and compare their ensemble means and spreads with the closed-form posterior.
@@ -44,7 +45,7 @@ post_mean, post_std = exact.mean, np.sqrt(np.diag(exact.cov))
 # the ensemble mean and pointwise standard deviation.
 
 settings = dict(n_particles=256, random_state=0, verbose=False)
-paper = kd.EnKGSolver(prior, **settings).fit(inst.y, problem)
+paper = kd.EnKGSolver(prior, update="paper", **settings).fit(inst.y, problem)
 kalman = kd.EnKGSolver(prior, update="kalman", **settings).fit(inst.y, problem)
 
 for name, solver in [("paper", paper), ("kalman", kalman)]:

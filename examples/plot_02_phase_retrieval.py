@@ -60,7 +60,7 @@ kd.plotting.plot_reconstruction(x_true=inst.x_true, y=np.fft.fftshift(inst.y))
 
 common = dict(n_particles=64, n_steps=30, n_updates=1, random_state=0, verbose=False)
 solvers = {
-    "EnKG paper": kd.EnKGSolver(prior, **common).fit(inst.y, problem),
+    "EnKG paper": kd.EnKGSolver(prior, update="paper", **common).fit(inst.y, problem),
     "EnKG kalman": kd.EnKGSolver(prior, update="kalman", **common).fit(inst.y, problem),
 }
 m = problem.metrics(prior.mean, inst.x_true)

@@ -44,7 +44,7 @@ exact_std = np.sqrt(np.diag(exact.cov)).reshape(problem.x_shape)
 # (``update="kalman-sqrt"``) aims at the posterior, spread included.
 
 common = dict(n_particles=96, n_steps=30, n_updates=1, random_state=0, verbose=False)
-paper = kd.EnKGSolver(prior, **common).fit(inst.y, problem)
+paper = kd.EnKGSolver(prior, update="paper", **common).fit(inst.y, problem)
 solver = kd.EnKGSolver(prior, update="kalman-sqrt", **common).fit(inst.y, problem)
 x_hat, x_std = solver.reconstruct(return_std=True)
 

@@ -241,8 +241,10 @@ def _print_table(inst, rows) -> None:
     line("zero field", baseline, "-", "-", "-")
     for name, solver, metrics, seconds in rows:
         st = solver.stats_
+        # EnKG's default update="auto" resolves at fit: name the update that ran
+        kind = getattr(solver, "update_", None) or type(solver).__name__
         line(
-            f"{name} ({type(solver).__name__})"[:23],
+            f"{name} ({kind})"[:23],
             metrics,
             f"{st['n_forward_evals']:,}",
             f"{st['n_denoiser_evals']:,}",

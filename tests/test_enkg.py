@@ -112,7 +112,9 @@ def test_evaluation_counts_match_the_papers_accounting(config, per_particle_deno
 
 def test_heun_counts_follow_the_formula():
     case = gaussian_case(2, 1, 0.1)
-    solver = quiet(case["prior"], update="paper", n_particles=3, n_steps=12, ode_method="heun", random_state=0)
+    solver = quiet(
+        case["prior"], update="paper", n_particles=3, n_steps=12, ode_method="heun", random_state=0
+    )
     solver.fit(case["y"], linear(case["A"]), noise_std=0.1)
     # Heun: two calls per step except the last (to sigma = 0); phi with k steps costs 2k - 1.
     N = 12

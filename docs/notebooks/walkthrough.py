@@ -41,7 +41,7 @@ print("unknown", problem.x_shape, "data", problem.y_shape, "noise std", problem.
 
 # %%
 common = dict(n_particles=32, n_steps=16, n_updates=1, random_state=0, verbose=False)
-paper = kd.EnKGSolver(prior, **common).fit(inst.y, problem)
+paper = kd.EnKGSolver(prior, update="paper", **common).fit(inst.y, problem)
 kalman = kd.EnKGSolver(prior, update="kalman", **common).fit(inst.y, problem)
 eki = kd.EKISolver(prior, n_particles=32, random_state=0, verbose=False).fit(inst.y, problem)
 for name, s in [("EnKG paper", paper), ("EnKG kalman", kalman), ("EKI", eki)]:
@@ -71,14 +71,14 @@ def stop_when_collapsed(record):
     return record["spread"] < 1.0
 
 
-s = kd.EnKGSolver(prior, callbacks=[stop_when_collapsed], **common).fit(inst.y, problem)
+s = kd.EnKGSolver(prior, update="paper", callbacks=[stop_when_collapsed], **common).fit(inst.y, problem)
 print("stopped early:", s.stopped_early_, "after", len(s.history_), "of", common["n_steps"], "steps")
 
 # %% [markdown]
 # ## Running the forward model yourself: ask and tell
 
 # %%
-solver = kd.EnKGSolver(prior, **common).start(inst.y, problem)
+solver = kd.EnKGSolver(prior, update="paper", **common).start(inst.y, problem)
 while (X := solver.ask()) is not None:
     solver.tell(problem(X))  # here: any scheduler, files, a cluster...
 assert np.array_equal(solver.particles_, paper.particles_)

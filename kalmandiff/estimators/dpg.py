@@ -33,6 +33,15 @@ class DPGSolver(GuidedSolver):
     and ``1 + M`` forward evaluations in two batched calls (the estimate's
     loss sets the Monte Carlo radius, so it comes first).
 
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
+    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
+    1e3, noise 1e-3 to 1 of the signal) at 200 steps and 64 Monte Carlo samples, one sample at the
+    defaults is closer to the exact posterior mean than the prior mean is on 8 of 30 (largest ratio
+    211), where the mean of one *exact* posterior sample would be on 9.3 in expectation: one sample
+    lies about ``sqrt(tr Sigma_post)`` from the posterior mean, further than the prior mean wherever
+    the data explain less than half of the prior variance (``m << d``, weak data).  For a point
+    estimate, average ``n_particles`` samples (an exact sampler's mean of 16 wins on 24.6 of 30).
+
     Parameters
     ----------
     prior : Prior

@@ -43,6 +43,16 @@ _CALIBRATED = ("kalman", "kalman-sqrt")
 class EKISolver(BaseSolver):
     """Ensemble Kalman inversion.
 
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
+    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
+    1e3, noise 1e-3 to 1 of the signal), the default ensemble mean is closer to the exact posterior
+    mean than the prior mean is on 29 of 30 (largest ratio 11.8), where the mean of 512 *exact*
+    posterior samples would be on 29.0 in expectation: one sample lies about ``sqrt(tr Sigma_post)``
+    from the posterior mean, further than the prior mean wherever the data explain less than half of
+    the prior variance (``m << d``, weak data).  The one failure (case 20: ``d = 41``, ``m = 1``,
+    noise 0.3% of the signal) is where the prior mean is only 0.05 prior standard deviations from
+    the posterior mean, less than the Monte Carlo error of a 512-member prior ensemble.
+
     Parameters
     ----------
     prior : Prior
