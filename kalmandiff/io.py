@@ -25,7 +25,7 @@ from ._backend import to_numpy
 __all__ = ["save", "load", "export_results", "results_dataset"]
 
 _FORMAT = 1
-_FITTED = ("particles_", "history_", "stats_", "stopped_early_", "n_particles_", "n_iter_")
+_FITTED = ("particles_", "history_", "stats_", "stopped_early_", "n_particles_", "n_iter_", "update_")
 
 
 def save(solver, path) -> Path:
