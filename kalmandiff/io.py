@@ -45,7 +45,7 @@ from ._files import NotPlainData, encode, read_archive, write_archive
 
 __all__ = ["save", "load", "load_results", "read_checkpoint", "export_results", "results_dataset"]
 
-_FITTED = ("particles_", "history_", "stats_", "stopped_early_", "n_particles_", "n_iter_")
+_FITTED = ("particles_", "history_", "stats_", "stopped_early_", "n_particles_", "n_iter_", "update_")
 
 
 class _StoredPrior:

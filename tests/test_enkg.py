@@ -484,3 +484,58 @@ def test_paper_mode_is_blind_to_a_scalar_noise_level_but_not_to_unequal_ones():
 
     np.testing.assert_allclose(run(0.1), run(7.0), rtol=1e-10, atol=1e-12)
     assert not np.allclose(run(0.1), run(np.array([0.1, 0.1, 1.0, 1.0])))
+
+
+# --------------------------------------------------------------------------
+# the default update="auto"
+# --------------------------------------------------------------------------
+
+
+def test_auto_update_is_kalman_sqrt_with_noise_and_paper_without():
+    case = gaussian_case(6, 4, 0.1, seed=1)
+    kw = dict(n_particles=16, n_steps=10, random_state=0)
+
+    def fit(noise_std, **more):
+        return quiet(case["prior"], **kw, **more).fit(case["y"], linear(case["A"]), noise_std=noise_std)
+
+    auto, sqrt = fit(0.1), fit(0.1, update="kalman-sqrt")
+    assert auto.update_ == sqrt.update_ == "kalman-sqrt"
+    np.testing.assert_array_equal(auto.particles_, sqrt.particles_)
+    noiseless, paper = fit(0.0), fit(0.0, update="paper")
+    assert noiseless.update_ == "paper"
+    np.testing.assert_array_equal(noiseless.particles_, paper.particles_)
+    assert fit(np.array([0.1, 0.0, 0.1, 0.1])).update_ == "paper"  # one noiseless datum: no Kalman gain
+    # Paper mode resolves every "auto" to the reference code's value; the calibrated ones do not.
+    s = kd.EnKGSolver(case["prior"], update="paper")
+    assert (s.resolved_phi_factor(), s.resolved_init(), s.resolved_data_scale()) == (4, "random", 1.0)
+    s = kd.EnKGSolver(case["prior"])
+    assert (s.resolved_phi_factor(), s.resolved_init()) == (1, "prior-centred")
+    assert s.resolved_data_scale() == pytest.approx(float(np.sqrt(np.mean(np.diag(case["prior"].cov)))))
+
+
+def test_auto_defaults_scale_with_the_problem():
+    # x, y, noise and prior times c: the calibrated default's schedule is in the prior's units, so
+    # every step is c times the unit problem's (same draws) and so are the particles.
+    case = gaussian_case(6, 4, 0.1, seed=2)
+    kw = dict(n_particles=16, n_steps=10, random_state=3)
+
+    def particles(c):
+        prior = kd.priors.GaussianPrior(c * case["prior_mean"], c**2 * np.asarray(case["prior"].cov))
+        s = quiet(prior, **kw).fit(c * case["y"], linear(case["A"]), noise_std=c * 0.1)
+        return s.particles_
+
+    X1, Xc = particles(1.0), particles(1e3)
+    np.testing.assert_allclose(Xc, 1e3 * X1, rtol=1e-7, atol=1e-9 * 1e3 * np.abs(X1).max())
+
+
+def test_prior_centred_start_has_the_prior_mean():
+    # No correction window: the prior's flow alone.  For a Gaussian prior each Euler step maps the
+    # ensemble mean affinely and keeps the prior mean fixed, so a start at D(0, sigma_max) ~ the prior
+    # mean ends there; a zero-mean start keeps about (prior std / sigma_max) of the offset.
+    case = gaussian_case(6, 4, 0.1, seed=2)
+    prior = kd.priors.GaussianPrior(5.0 + case["prior_mean"], case["prior"].cov)
+    kw = dict(n_particles=64, n_steps=20, random_state=0, threshold_start=0.99)
+    centred = quiet(prior, **kw).fit(case["y"], linear(case["A"]), noise_std=0.1)
+    zero_mean = quiet(prior, init="centred", **kw).fit(case["y"], linear(case["A"]), noise_std=0.1)
+    np.testing.assert_allclose(centred.particles_.mean(0), prior.mean, atol=1e-3)
+    assert np.abs(zero_mean.particles_.mean(0) - prior.mean).max() > 1e-2

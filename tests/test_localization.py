@@ -400,7 +400,7 @@ def test_bad_localization_is_a_clear_error(solver, kw, match):
 def test_localization_needs_a_calibrated_update():
     spy, y, forward = _small()
     with pytest.raises(ValueError, match="calibrated updates.*update='paper'"):
-        enkg(spy, n_particles=8, localization=0.1).fit(y, forward, noise_std=0.1)
+        enkg(spy, n_particles=8, update="paper", localization=0.1).fit(y, forward, noise_std=0.1)
     with pytest.raises(ValueError, match="calibrated updates.*update='normalized'"):
         eki(spy, n_particles=8, update="normalized", localization="auto").fit(y, forward, noise_std=0.1)
     assert spy.calls == 0

@@ -77,8 +77,8 @@ class EnKGSolver(BaseSolver):
     ``update="auto"`` (the default) runs ``"kalman-sqrt"`` (a deterministic
     square-root Kalman gain, tempered over the correction window, so that the
     ensemble approximates the posterior) when every ``noise_std > 0``, and the
-    paper's update when the data are noiseless; :attr:`update_` and
-    ``stats_["update"]`` say which ran.  ``"kalman"`` uses perturbed
+    paper's update when the data are noiseless; the fitted attribute
+    ``update_`` says which ran.  ``"kalman"`` uses perturbed
     observations instead.  ``update="paper"`` is the paper's
     normalised-gradient step, a MAP-like optimiser whose ensemble collapses,
     exactly as the authors' code; ``EnKGSolver.defaults_for("navier-stokes")``
@@ -442,13 +442,13 @@ class EnKGSolver(BaseSolver):
 
     # -- the loop --------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
-        if state is not None and "final" in state:
-            return state["final"]
-        J, N = int(self.n_particles), int(self.n_steps)
         update = self.resolved_update(np.asarray(self._noise_std_host(ctx)))
         if update == "paper" and self.localization is not None:
             check_localization(self.localization, update, _CALIBRATED)  # auto resolved to paper: refuse
         self.update_ = update
+        if state is not None and "final" in state:
+            return state["final"]
+        J, N = int(self.n_particles), int(self.n_steps)
         c = self.resolved_data_scale(update)
         sigmas = edm_sigma_schedule(N, c * self.sigma_min, c * self.sigma_max, self.rho)
         window = set(self.correction_steps())
@@ -554,10 +554,6 @@ class EnKGSolver(BaseSolver):
         if update == "kalman-sqrt":
             return sqrt_kalman_update(X, G, ctx.y_flat, noise_std, inflation, residual=residual, taper=taper)
         return kalman_update(X, G, ctx.y_flat, noise_std, inflation, ctx.rng, residual=residual, taper=taper)
-
-    def _finish(self, particles) -> None:
-        super()._finish(particles)
-        self.stats_["update"] = self.update_  # which update "auto" ran, beside what it cost
 
     @staticmethod
     def _noise_std_host(ctx: FitContext):
