@@ -29,9 +29,9 @@ N_CASES = 30
 
 #: reduced budgets (CI time only; see the module docstring): solver name -> parameters
 BUDGETS = {
-    "DPGSolver": dict(n_steps=200, n_samples=64),
+    "DPGSolver": dict(n_steps=200, n_queries=64),
     "GSGSolver": dict(n_steps=200, n_queries=64),
-    "SCGSolver": dict(n_steps=200, n_candidates=64),
+    "SCGSolver": dict(n_steps=200, n_queries=64),
     "DPSSolver": dict(n_steps=200),
 }
 

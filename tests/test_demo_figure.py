@@ -67,7 +67,7 @@ def test_solutions_figure_shows_each_solvers_std_on_one_scale(ns_fits):
 
 def test_single_particle_std_says_it_is_zero(ns_fits):
     inst, solvers = ns_fits
-    one = kd.SCGSolver(inst.prior, n_particles=1, n_steps=5, n_candidates=2, random_state=0, verbose=False)
+    one = kd.SCGSolver(inst.prior, n_particles=1, n_steps=5, n_queries=2, random_state=0, verbose=False)
     one.fit(inst.y, inst.problem)
     fig = plot_solutions({"scg": one}, x_true=inst.x_true, y=inst.y)
     assert any(ax.get_title() == "ensemble std: 0 (1 particle)" for ax in fig.axes)

@@ -48,7 +48,7 @@ def test_a_forward_that_fails_for_another_reason_is_not_blamed_on_the_prior():
 
 
 def test_one_particle_warns_that_its_std_of_zero_measures_nothing():
-    solver = kd.SCGSolver(PRIOR, n_steps=4, n_candidates=8, random_state=0, verbose=False)
+    solver = kd.SCGSolver(PRIOR, n_steps=4, n_queries=8, random_state=0, verbose=False)
     assert solver.n_particles == 1  # SCG's default
     solver.fit(np.zeros(3), forward, noise_std=0.1)
     with pytest.warns(UserWarning, match="one particle.*exactly 0.*n_particles >= 2"):
@@ -57,5 +57,5 @@ def test_one_particle_warns_that_its_std_of_zero_measures_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         solver.reconstruct()  # the point estimate alone says nothing
-        many = kd.SCGSolver(PRIOR, n_particles=4, n_steps=4, n_candidates=8, random_state=0, verbose=False)
+        many = kd.SCGSolver(PRIOR, n_particles=4, n_steps=4, n_queries=8, random_state=0, verbose=False)
         many.fit(np.zeros(3), forward, noise_std=0.1).reconstruct(return_std=True)
