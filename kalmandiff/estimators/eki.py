@@ -21,7 +21,7 @@ which form the initial ensemble.  Two updates are offered:
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -95,6 +95,9 @@ class EKISolver(BaseSolver):
     _FAMILY_DEFAULTS = {
         "navier-stokes": dict(n_particles=512, update="paper", guidance_scale=2.0, max_iter=500),
     }
+
+    #: the updates whose ensemble approximates the posterior (kalmandiff.diagnostics.promises_calibration)
+    calibrated_when: ClassVar[dict] = {"update": _CALIBRATED}
 
     n_particles: int = 512
     update: str = "kalman"

@@ -12,7 +12,7 @@ linearised gradient.  Then one unconditional Euler step follows.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
@@ -263,6 +263,12 @@ class EnKGSolver(BaseSolver):
             batch_size=64,
         ),
     }
+
+    #: the updates whose ensemble approximates the posterior (kalmandiff.diagnostics.promises_calibration);
+    #: "auto" resolves to "kalman-sqrt" whenever the data are noisy
+    calibrated_when: ClassVar[dict] = {"update": ("kalman", "kalman-sqrt", "auto")}
+    #: the promise is for the full schedule: the testing kit's calibration check runs at these settings
+    calibration_check_params: ClassVar[dict] = {"n_steps": 80}
 
     n_particles: int = 1024
     n_steps: int = 80

@@ -6,6 +6,9 @@ Exact-posterior cases
     :func:`posterior_case`, :func:`posterior_cases`, :func:`posterior_scores`.
 Registered problems at test size
     :func:`problem_instance`, :data:`TEST_PROBLEM_SETTINGS`.
+Calibration references
+    :class:`ExactPosteriorSampler` (exact posterior draws, optionally with a
+    scaled spread), :func:`posterior_interval_mass`.
 Forward models that fail on purpose
     :class:`FailingForward`, :func:`failing_problem` (raise, NaN, hang).
 Checks
@@ -18,6 +21,7 @@ A pytest plugin (:mod:`kalmandiff.testing.plugin`, registered as an entry
 point) offers the fixtures ``kd_problem`` and ``kd_posterior_case``.
 """
 
+from ._calibration import ExactPosteriorSampler, posterior_interval_mass
 from ._cases import (
     TEST_PROBLEM_SETTINGS,
     PosteriorCase,
@@ -52,6 +56,8 @@ __all__ = [
     "random_spd",
     "TEST_PROBLEM_SETTINGS",
     "problem_instance",
+    "ExactPosteriorSampler",
+    "posterior_interval_mass",
     "FailingForward",
     "failing_problem",
     "CheckReport",
