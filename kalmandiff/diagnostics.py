@@ -774,6 +774,7 @@ class SBCResult:
     # -- the rank test ----------------------------------------------------------
     @property
     def n_trials(self) -> int:
+        """The number of trials (fits)."""
         return int(self.ranks.shape[0])
 
     @property
@@ -834,8 +835,9 @@ class SBCResult:
         """True when neither the rank test (``p_value >= alpha``) nor the coverage flags a fault.
 
         Coverage is flagged when it lies more than ``n_se`` standard errors
-        (:attr:`coverage_se`, and the binomial error of
-        :attr:`summary_coverage`) from a nominal level.
+        from a nominal level: :attr:`coverage_se` for :attr:`coverage`, and
+        for :attr:`summary_coverage` the binomial error of ``n_trials``
+        checks (conservative: the summaries of one trial are correlated).
         """
         if self.p_value < alpha:
             return False
@@ -843,8 +845,9 @@ class SBCResult:
             se = max(self.coverage_se[a], 1e-12)
             if abs(self.coverage[a] - a) > n_se * se:
                 return False
-            k = self.n_trials * len(self.summaries)
-            if abs(self.summary_coverage[a] - a) > n_se * math.sqrt(a * (1 - a) / k) + 1.0 / k:
+            # the summaries of one trial are correlated: count one independent check per trial
+            n = self.n_trials
+            if abs(self.summary_coverage[a] - a) > n_se * math.sqrt(a * (1 - a) / n) + 1.0 / n:
                 return False
         return True
 
