@@ -65,7 +65,28 @@ SOLVERS = {
     "DiffPIR": lambda prior, J, N, seed: kd.DiffPIRSolver(prior, n_particles=J, n_steps=N),
     "RMP": lambda prior, J, N, seed: kd.RMPSolver(prior, n_particles=J, n_steps=N),
 }
-_STEPLESS = ("exact posterior", "EKI kalman", "EKI kalman-sqrt")
+_STEPLESS = ("exact posterior", "EKI kalman", "EKI kalman-sqrt", "EKI kalman-sqrt, localised")
+
+
+def _grf_taper(case):
+    """Gaspari-Cohn localisation for the GRF case: its data are flat, so their pixels' positions are given."""
+    from kalmandiff.estimators.localization import GaspariCohnTaper, auto_radius, grid_coordinates
+
+    x_shape = case.forward.x_shape
+    coords = grid_coordinates(x_shape)
+    radius = auto_radius(case.prior, x_shape, x_shape)  # the data sit on the unknowns' own grid
+    return GaspariCohnTaper(radius, x_coords=coords, y_coords=coords[case.info["observed"]])
+
+
+#: localised variants, for the GRF case only (J = 64 << d = 1024)
+LOCALISED = {
+    "EnKG kalman-sqrt, localised": lambda case, J, N: kd.EnKGSolver(
+        case.prior, n_particles=J, n_steps=N, update="kalman-sqrt", localization=_grf_taper(case)
+    ),
+    "EKI kalman-sqrt, localised": lambda case, J, N: kd.EKISolver(
+        case.prior, n_particles=J, update="kalman-sqrt", localization=_grf_taper(case)
+    ),
+}
 
 
 def posterior_marginals(case):
@@ -106,7 +127,7 @@ def expected_crps_ratio(X, marginals) -> float:
 
 
 def _fit(name, case, J, N, seed):
-    solver = SOLVERS[name](case.prior, J, N, seed)
+    solver = LOCALISED[name](case, J, N) if name in LOCALISED else SOLVERS[name](case.prior, J, N, seed)
     solver.set_params(random_state=seed, verbose=False)
     t0 = time.perf_counter()
     solver.fit(case.y, case.forward)
@@ -122,7 +143,8 @@ def exact_table(args) -> None:
         label, make, kwargs = CASES[key]
         cases = [make(seed=100 + s, **kwargs) for s in range(args.seeds)]
         Js = [64] if key == "grf" else args.particles
-        for name in args.solvers:
+        names = [*args.solvers, *(LOCALISED if key == "grf" and args.localised else ())]
+        for name in names:
             for J in Js:
                 for N in [args.steps[0]] if name in _STEPLESS else args.steps:
                     _row(label, name, cases, J, N)
@@ -158,18 +180,25 @@ def sbc_runs(args) -> None:
     for update in args.updates:
 
         def factory(p, update=update):
-            return kd.EnKGSolver(p, n_particles=args.particles, n_steps=args.steps, update=update)
+            return kd.EnKGSolver(
+                p,
+                n_particles=args.particles,
+                n_steps=args.steps,
+                update=update,
+                localization=args.localization,
+            )
 
         t0 = time.perf_counter()
-        res = sbc(factory, prior, inst.problem, n_trials=args.trials, random_state=args.seed, verbose=False)
+        res = sbc(factory, prior, inst.problem, n_trials=args.trials, random_state=args.seed, verbose=True)
+        loc = f", localization={args.localization!r}" if args.localization else ""
         print(
-            f"\nEnKG update={update!r}, J = {args.particles}, N = {args.steps}: {time.perf_counter() - t0:.0f} s"
+            f"\nEnKG update={update!r}{loc}, J = {args.particles}, N = {args.steps}: {time.perf_counter() - t0:.0f} s"
         )
         print(res)
         print("  summary coverage", {a: round(v, 3) for a, v in res.summary_coverage.items()})
         print("  p-values", {k: round(v, 3) for k, v in res.p_values.items()})
         if args.out:
-            print("  written", res.export(f"{args.out}-{update}.nc"))
+            print("  written", res.export(f"{args.out}-{update}{'-loc' if loc else ''}.nc"))
 
 
 def main(argv=None) -> None:
@@ -181,12 +210,16 @@ def main(argv=None) -> None:
     ex.add_argument("--steps", type=int, nargs="+", default=[20, 80])
     ex.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS), metavar="NAME")
     ex.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ex.add_argument(
+        "--localised", action="store_true", help="add the localised Kalman updates on the GRF case"
+    )
     sb = sub.add_parser("sbc")
     sb.add_argument("--trials", type=int, default=20)
     sb.add_argument("--particles", type=int, default=20)
     sb.add_argument("--steps", type=int, default=16)
     sb.add_argument("--updates", nargs="+", default=["kalman-sqrt", "paper"])
     sb.add_argument("--seed", type=int, default=0)
+    sb.add_argument("--localization", default=None, help='e.g. "auto" (the Kalman updates only)')
     sb.add_argument("--out", default=None, help="write each SBCResult to <out>-<update>.nc")
     args = parser.parse_args(argv)
     kd.set_config(max_forward_evals=None)  # the sizes are chosen here; the per-fit CostWarning is noise

@@ -681,8 +681,12 @@ def _run_trials(args, seeds, W, levels, executor, label, verbose) -> list[dict]:
 
 
 def _default_bins(n_particles: int, n_trials: int) -> int:
-    """Bins with about ten expected ranks each, at most ``J + 1`` and at least 2."""
-    return int(max(2, min(n_particles + 1, n_trials // 10)))
+    """About five expected ranks per bin, at least 4 bins and at most ``J + 1``.
+
+    At least 4, because with 2 bins a U-shaped histogram (over-confidence,
+    the commonest fault) puts as many ranks in each half as uniform ranks do.
+    """
+    return int(min(n_particles + 1, max(4, n_trials // 5)))
 
 
 @dataclass
@@ -779,7 +783,7 @@ class SBCResult:
 
     @property
     def n_bins(self) -> int:
-        """The default number of rank bins: about ten expected ranks per bin."""
+        """The default number of rank bins: about five expected ranks per bin, at least 4."""
         return _default_bins(self.n_particles, self.n_trials)
 
     def _bin_edges(self, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
