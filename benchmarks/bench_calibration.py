@@ -56,6 +56,9 @@ SOLVERS = {
     "EnKG kalman-sqrt": lambda prior, J, N, seed: kd.EnKGSolver(
         prior, n_particles=J, n_steps=N, update="kalman-sqrt"
     ),
+    "EnKG kalman-sqrt, Heun": lambda prior, J, N, seed: kd.EnKGSolver(
+        prior, n_particles=J, n_steps=N, update="kalman-sqrt", ode_method="heun"
+    ),
     "EKI kalman": lambda prior, J, N, seed: kd.EKISolver(prior, n_particles=J),
     "EKI kalman-sqrt": lambda prior, J, N, seed: kd.EKISolver(prior, n_particles=J, update="kalman-sqrt"),
     "DPG": lambda prior, J, N, seed: kd.DPGSolver(prior, n_particles=J, n_steps=N),

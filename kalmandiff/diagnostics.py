@@ -49,6 +49,7 @@ __all__ = [
     "sbc",
     "sbc_plan",
     "SBCResult",
+    "load_sbc",
     "promises_calibration",
     "LEVELS",
 ]
@@ -959,7 +960,8 @@ class SBCResult:
         """Write the result: netCDF for a path ending in ``.nc`` (needs xarray), else ``.npz``.
 
         Returns the path written (its suffix tells the format), like
-        :func:`kalmandiff.export_results`, which calls this for an SBCResult.
+        :func:`kalmandiff.export_results`, which calls this for an SBCResult;
+        :func:`load_sbc` reads it back.
         """
         path = Path(path)
         if path.suffix == ".nc":
@@ -977,3 +979,60 @@ class SBCResult:
         path = path.with_suffix(".npz")
         np.savez(path, **arrays)
         return path
+
+
+def load_sbc(path) -> SBCResult:
+    """Read an :class:`SBCResult` written by :meth:`SBCResult.export` (``.nc`` or ``.npz``).
+
+    Arrays and summary numbers come back as written; no code runs on
+    loading (netCDF through xarray, or a NumPy archive without pickles).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    SBCResult
+    """
+    path = Path(path)
+    if path.suffix == ".nc":
+        import xarray as xr
+
+        with xr.open_dataset(path) as ds:
+            arrays = {k: ds[k].values for k in ds.data_vars}
+            attrs, summaries, levels = (
+                dict(ds.attrs),
+                [str(v) for v in ds["summary"].values],
+                ds["level"].values,
+            )
+    else:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        attrs, summaries, levels = (
+            json.loads(str(arrays["attributes"])),
+            list(arrays["summaries"]),
+            arrays["levels"],
+        )
+    levels = tuple(float(a) for a in levels)
+
+    def by_level(key):
+        return {float(a): float(v) for a, v in json.loads(attrs[key]).items()}
+
+    return SBCResult(
+        ranks=np.asarray(arrays["ranks"], dtype=np.int64),
+        summaries=[str(v) for v in summaries],
+        n_particles=int(attrs["n_particles"]),
+        levels=levels,
+        coverage=by_level("coverage"),
+        coverage_se=by_level("coverage_se"),
+        summary_coverage=by_level("summary_coverage"),
+        trial_coverage=np.asarray(arrays["trial_coverage"]),
+        crps=np.asarray(arrays["crps"]),
+        energy_score=np.asarray(arrays["energy_score"]),
+        spread_skill=np.asarray(arrays["spread_skill"]),
+        seeds=np.asarray(arrays["seeds"], dtype=np.int64),
+        plan=json.loads(attrs["plan"]),
+        stats=json.loads(attrs["stats"]),
+        solver=str(attrs.get("solver", "")),
+    )

@@ -257,6 +257,11 @@ def test_sbc_result_exports_to_netcdf_and_npz(tmp_path):
         assert ds.attrs["n_particles"] == 31 and ds.attrs["p_value"] == pytest.approx(res.p_value)
     npz = np.load(kd.export_results(res, tmp_path / "sbc.npz"))
     np.testing.assert_array_equal(npz["ranks"], res.ranks)
+    for name in ("sbc.nc", "sbc.npz"):
+        back = kd.diagnostics.load_sbc(tmp_path / name)
+        np.testing.assert_array_equal(back.ranks, res.ranks)
+        assert back.coverage == res.coverage and back.summaries == res.summaries
+        assert back.p_value == pytest.approx(res.p_value) and back.n_particles == res.n_particles
 
 
 def test_sbc_plot_draws_histograms_and_coverage():
