@@ -1,8 +1,14 @@
-import sys, time, numpy as np, warnings
+import sys
+import time
+import warnings
+
+import numpy as np
+
 warnings.simplefilter("ignore")
 import kalmandiff as kd
-from kalmandiff.testing import random_linear_gaussian_case as r
 from kalmandiff.estimators._guided import prior_scale
+from kalmandiff.testing import random_linear_gaussian_case as r
+
 name = sys.argv[1]; cases = [int(s) for s in sys.argv[2].split(',')]
 for spec in sys.argv[3:]:
     kw = eval(spec); out = []; t = time.perf_counter()

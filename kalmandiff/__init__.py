@@ -5,7 +5,7 @@
 >>> x_hat = solver.fit(y, problem).reconstruct()            # doctest: +SKIP
 """
 
-from . import diffusion, metrics, plotting, priors, problems
+from . import diagnostics, diffusion, metrics, plotting, priors, problems
 from ._config import CostWarning, DivergenceWarning, config_context, get_config, set_config
 from .compare import ComparisonTable, compare, plot_comparison
 from .estimators import SOLVER_CLASSES, MemberFailureError, NotFittedError
@@ -31,6 +31,7 @@ __all__ = [
     "load",
     "export_results",
     "plotting",
+    "diagnostics",
     "diffusion",
     "metrics",
     "priors",

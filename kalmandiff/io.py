@@ -420,7 +420,10 @@ def export_results(solver, path, y=None, x_true=None):
 
     Parameters
     ----------
-    solver : fitted solver, or the result of :func:`kalmandiff.compare`
+    solver : fitted solver, the result of :func:`kalmandiff.compare`, or an SBCResult
+        A :class:`~kalmandiff.diagnostics.SBCResult` (from
+        :func:`kalmandiff.diagnostics.sbc`) writes its ranks, coverage and
+        scores per trial (:meth:`~kalmandiff.diagnostics.SBCResult.export`).
         A comparison (its table or DataFrame) writes one file per fitted
         solver, ``<stem>-<solver name><suffix>`` beside ``path`` (into
         ``path`` when it is an existing directory).
@@ -434,6 +437,10 @@ def export_results(solver, path, y=None, x_true=None):
         The file written (its suffix tells which format was used); a list,
         one per solver, for a comparison.
     """
+    from .diagnostics import SBCResult
+
+    if isinstance(solver, SBCResult):
+        return solver.export(path)  # a calibration study exports its own arrays
     if not hasattr(solver, "particles_") and not hasattr(solver, "get_params"):
         from .compare import _fitted_solvers
 

@@ -21,7 +21,7 @@ which form the initial ensemble.  Two updates are offered:
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -112,6 +112,9 @@ class EKISolver(BaseSolver):
         "updates": "every iteration is one ensemble update (max_iter sets how many)",
         "queries": "each iteration evaluates the forward model once per member (n_particles)",
     }
+
+    #: the updates whose ensemble approximates the posterior (kalmandiff.diagnostics.promises_calibration)
+    calibrated_when: ClassVar[dict] = {"update": _CALIBRATED}
 
     n_particles: int = 512
     update: str = "kalman"

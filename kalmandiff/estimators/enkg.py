@@ -12,7 +12,7 @@ linearised gradient.  Then one unconditional Euler step follows.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -308,6 +308,12 @@ class EnKGSolver(BaseSolver):
         "updates": "its ensemble updates per corrected noise level are n_updates",
         "queries": "each ensemble update evaluates the forward model once per member (n_particles)",
     }
+
+    #: the updates whose ensemble approximates the posterior (kalmandiff.diagnostics.promises_calibration);
+    #: "auto" resolves to "kalman-sqrt" whenever the data are noisy
+    calibrated_when: ClassVar[dict] = {"update": ("kalman", "kalman-sqrt", "auto")}
+    #: the promise is for the full schedule: the testing kit's calibration check runs at these settings
+    calibration_check_params: ClassVar[dict] = {"n_steps": 80}
 
     n_particles: int = 256
     n_steps: int = 20

@@ -9,6 +9,9 @@ Exact-posterior cases
     posterior far from the prior) and :data:`ACCURACY_CASES`.
 Registered problems at test size
     :func:`problem_instance`, :data:`TEST_PROBLEM_SETTINGS`.
+Calibration references
+    :class:`ExactPosteriorSampler` (exact posterior draws, optionally with a
+    scaled spread), :func:`posterior_interval_mass`.
 Forward models that fail on purpose
     :class:`FailingForward`, :func:`failing_problem` (raise, NaN, hang).
 Checks
@@ -21,6 +24,7 @@ A pytest plugin (:mod:`kalmandiff.testing.plugin`, registered as an entry
 point) offers the fixtures ``kd_problem`` and ``kd_posterior_case``.
 """
 
+from ._calibration import ExactPosteriorSampler, posterior_interval_mass
 from ._cases import (
     TEST_PROBLEM_SETTINGS,
     PosteriorCase,
@@ -59,6 +63,8 @@ __all__ = [
     "random_linear_gaussian_case",
     "TEST_PROBLEM_SETTINGS",
     "problem_instance",
+    "ExactPosteriorSampler",
+    "posterior_interval_mass",
     "FailingForward",
     "failing_problem",
     "ACCURACY_CASES",

@@ -247,7 +247,8 @@ def mixture_case(
         noise_std=float(noise),
         prior_mean=w @ means,
         x_true=x,
-        info={"weights": wt},
+        # the posterior's components: weights, means and marginal stds, for exact interval masses and scores
+        info={"weights": wt, "means": np.stack(ms), "stds": np.sqrt(np.stack([np.diag(C) for C in Cs]))},
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ._calibration import check_calibrated_intervals
 from ._cases import gaussian_case, posterior_case, posterior_scores
 from ._failing import FailingForward
 
@@ -657,6 +658,7 @@ def solver_checks(
         dict(accuracy_params or {}),
     )
     fns = [*_sklearn_checks(), *_CONTRACT, *(_accuracy_check(c) for c in setting.cases)]
+    fns.append(check_calibrated_intervals)  # skipped unless the solver promises calibration
     select = None if select is None else set(select)
     exclude = set(exclude)
     known = {fn.__name__ for fn in fns}
@@ -703,6 +705,9 @@ def check_solver(factory: Callable, *, raise_on_failure: bool = True, **kwargs) 
     - ``check_posterior_accuracy[<case>]`` against the exact posteriors,
       on cases where the posterior lies far from the prior
       (:func:`accuracy_case`), so that ignoring the data fails.
+    - ``check_calibrated_intervals``: for a solver that promises a calibrated
+      ensemble (``calibrated_when``), its 50% and 90% intervals hold that
+      much exact posterior mass (:mod:`kalmandiff.testing._calibration`).
 
     The contract checks use a 3-dimensional linear-Gaussian problem, so a
     solver with a few particles and steps runs them in seconds.
