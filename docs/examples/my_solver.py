@@ -18,6 +18,7 @@ class TemperedEKI(BaseSolver):
 
     n_particles: int = 32
     n_iter: int = 4
+    calibrated_when = True  # ES-MDA's ensemble samples a linear-Gaussian posterior: check_solver checks it
     _param_constraints = {"n_iter": [POSITIVE_INT]}
 
     def _iterate(self, ctx, state):
