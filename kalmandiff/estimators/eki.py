@@ -29,7 +29,7 @@ from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
 from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import register_solver
-from .localization import check_localization, make_taper
+from .localization import check_localization, make_localizer
 
 __all__ = ["EKISolver"]
 
@@ -113,7 +113,7 @@ class EKISolver(BaseSolver):
     }
 
     def _check_more(self) -> None:
-        check_localization(self.localization, self.update, _CALIBRATED)
+        check_localization(self.localization, self.update)
         if self.update == "normalized":
             warnings.warn(
                 "EKISolver(update='normalized') is now update='paper', the name EnKGSolver uses for the "
@@ -178,7 +178,7 @@ class EKISolver(BaseSolver):
             self.n_iter_ = len(ctx.history)
             return state["final"]
         std = ctx.positive_noise_std(self.update) if not self._normalised else None
-        taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
+        taper, self.localization_ = make_localizer(self.localization, self.prior, ctx.problem, ctx.y, self.update)
         if state is None:
             u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
             X, t, it = self._flat(xp.asarray(u, dtype=ctx.y.dtype)), 0.0, 0

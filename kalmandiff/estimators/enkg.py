@@ -27,7 +27,7 @@ from ._params import (
     solver_parameters,
 )
 from ._registry import register_solver
-from .localization import check_localization, make_taper
+from .localization import check_localization, make_localizer
 
 __all__ = ["EnKGSolver"]
 
@@ -304,7 +304,7 @@ class EnKGSolver(BaseSolver):
     }
 
     def _check_more(self) -> None:
-        check_localization(self.localization, self.update, _CALIBRATED)
+        check_localization(self.localization, self.update)
         if self.tempering == "adaptive" and self.kalman_inflation is not None:
             raise ValueError(
                 "tempering='adaptive' chooses the inflation of each update; leave kalman_inflation=None."
@@ -362,7 +362,7 @@ class EnKGSolver(BaseSolver):
         window = set(self.correction_steps())
         noise_std = ctx.positive_noise_std(self.update) if self.update != "paper" else None
         fixed = self.kalman_inflation or max(len(window) * self.n_updates, 1)
-        taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
+        taper, self.localization_ = make_localizer(self.localization, self.prior, ctx.problem, ctx.y, self.update)
         step = heun_step if self.ode_method == "heun" else euler_step
 
         if state is None:

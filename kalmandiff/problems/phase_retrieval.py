@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._backend import array_device, get_namespace
+from ._geometry import NON_LOCAL
 from .imaging import ImageProblem, _check_image_shape
 from .linear import _check_noise_std
 
@@ -49,6 +50,8 @@ class PhaseRetrieval(ImageProblem):
     """
 
     differentiable = True
+    #: Not local: every Fourier magnitude depends on every pixel.
+    geometry = NON_LOCAL
 
     def __init__(self, shape=(3, 256, 256), oversample: float = 2.0, noise_std: Any = 0.05):
         self.x_shape = _check_image_shape(shape)
