@@ -22,7 +22,8 @@ Prints a markdown row per (case, J, localiser): the medians over seeds of the re
 posterior-mean error and of the spread ratio (mean ensemble std over mean exact std), the
 error range, and the seconds per fit.  Truth and noise come from the case's seed, the solver
 from its own (``random_state = 1000 + seed``).  EnKG runs ``update="kalman-sqrt"`` with
-``n_steps`` as given (the other parameters at their defaults).
+``n_steps`` as given (the other parameters at their defaults); ``--solver eki`` runs
+:class:`~kalmandiff.EKISolver` at its defaults (``update="kalman"``, data-misfit controller).
 """
 
 from __future__ import annotations
@@ -138,18 +139,15 @@ def make_case(name: str, seed: int) -> dict:
     raise ValueError(f"unknown case {name!r}")
 
 
-def run_one(case: dict, J: int, localizer: str, n_steps: int, seed: int):
+def run_one(case: dict, J: int, localizer: str, n_steps: int, seed: int, solver_name: str = "enkg"):
     loc = {"none": None, "gc": "auto"}.get(localizer, localizer)
-    solver = kd.EnKGSolver(
-        case["prior"],
-        n_particles=J,
-        n_steps=n_steps,
-        update="kalman-sqrt",
-        localization=loc,
-        random_state=1000 + seed,
-        verbose=False,
-        batch_size=None,
-    )
+    common = dict(n_particles=J, localization=loc, random_state=1000 + seed, verbose=False)
+    if solver_name == "eki":
+        solver = kd.EKISolver(case["prior"], **common)
+    else:
+        solver = kd.EnKGSolver(
+            case["prior"], n_steps=n_steps, update="kalman-sqrt", batch_size=None, **common
+        )
     if localizer == "gc":
         solver.fit(case["y"], case["problem"])
     else:
@@ -167,6 +165,9 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--localizers", nargs="+", default=["none", "secnice", "sec", "gc"])
+    parser.add_argument(
+        "--solver", choices=["enkg", "eki"], default="enkg", help="eki: EKISolver at its defaults"
+    )
     args = parser.parse_args(argv)
     print(
         f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
@@ -178,6 +179,7 @@ def main(argv=None) -> None:
         + " ".join(map(str, args.particles))
         + f" --steps {args.steps} --seeds {args.seeds} --localizers "
         + " ".join(args.localizers)
+        + f" --solver {args.solver}"
     )
     print()
     print(
@@ -191,7 +193,9 @@ def main(argv=None) -> None:
                 if localizer == "gc" and cases[0]["problem"] is None:
                     continue  # no geometry to declare
                 t0 = time.perf_counter()
-                r = np.array([run_one(c, J, localizer, args.steps, s) for s, c in enumerate(cases)])
+                r = np.array(
+                    [run_one(c, J, localizer, args.steps, s, args.solver) for s, c in enumerate(cases)]
+                )
                 secs = (time.perf_counter() - t0) / len(cases)
                 c = cases[0]
                 prior_err = np.median(

@@ -21,6 +21,7 @@ from kalmandiff.estimators.localization import (
     auto_radius,
     correlation_length,
     grid_coordinates,
+    make_localizer,
     make_taper,
     periodic_distance,
 )
@@ -676,3 +677,96 @@ def test_enkg_defaults_on_a_plain_callable_grf_blur(grf_case):
             pointwise = np.asarray(x_std).ravel() / case["std"]
             assert 0.7 <= np.median(pointwise) <= 1.3
     assert errors[16] > errors[64] > errors[256]
+
+
+# --------------------------------------------------------------------------
+# what the problems declare
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        kd.problems.GaussianDeblur((1, 24, 24), kernel_size=9, kernel_std=1.5, noise_std=0.1),
+        kd.problems.SuperResolution((1, 24, 24), factor=2, kind="avgpool", noise_std=0.1),
+        kd.problems.SuperResolution((1, 24, 24), factor=4, kind="bicubic", noise_std=0.1),
+        kd.problems.Inpainting((1, 24, 24), box=(4, 6, 8, 5), noise_std=0.1),
+    ],
+    ids=["deblur", "sr-avgpool", "sr-bicubic", "inpainting"],
+)
+def test_local_image_problems_declare_true_positions_and_reach(problem):
+    """Against the problem's own dense matrix: every weight beyond the declared reach is negligible,
+    and each datum sits at the centre of mass of its weights (away from the mirrored edges)."""
+    geometry = problem.geometry
+    assert geometry.local
+    A = problem.as_matrix()
+    xc, yc = geometry.x_coords, geometry.y_coords
+    assert xc.shape == (A.shape[1], 2) and yc.shape == (A.shape[0], 2)
+    rows = np.abs(A).max(axis=1) > 0  # masked pixels of inpainting have no weights
+    assert measured_reach(A[rows], xc, yc[rows]) <= geometry.reach + 1e-12
+    interior = rows & np.all((yc > 0.3) & (yc < 0.7), axis=1)
+    centre = (A[interior] @ xc) / A[interior].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(centre, yc[interior], atol=1e-9)
+    # A wrong declaration is caught: data shifted by one fine pixel.
+    shifted = (yc + 1 / problem.x_shape[-1]) % 1.0
+    assert not np.allclose((A[interior] @ xc) / A[interior].sum(axis=1, keepdims=True), shifted[interior])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: kd.problems.PhaseRetrieval((1, 8, 8), noise_std=0.1),
+        lambda: kd.problems.NavierStokes2D(resolution=16, noise_std=0.1),
+        lambda: kd.problems.make("interferometry", random_state=0).problem,
+    ],
+    ids=["phase-retrieval", "navier-stokes", "interferometry"],
+)
+def test_non_local_problems_refuse_a_spatial_taper_and_auto_corrects_without_geometry(make):
+    problem = make()
+    assert problem.geometry is not None and not problem.geometry.local
+    like = np.zeros(problem.y_shape)
+    for radius in (0.1, GaspariCohnTaper(0.1)):
+        with pytest.raises(ValueError, match="non-local map"):
+            make_localizer(radius, None, problem, like)
+    loc, what = make_localizer("auto", None, problem, like)
+    assert isinstance(loc, SamplingErrorCorrection) and "secnice" in what
+    assert make_localizer(math.inf, None, problem, like)[0] is not None  # all ones: no positions needed
+    assert make_localizer("auto", None, problem, like, update="paper") == (None, None)
+
+
+def test_navier_stokes_is_measured_non_local():
+    """A one-cell bump in the initial vorticity changes the data far beyond the largest taper radius."""
+    from kalmandiff.problems import sample_ns_grf
+
+    R = 32
+    p = kd.problems.NavierStokes2D(resolution=R, subsample=2, dtype="float64")
+    w0 = np.asarray(sample_ns_grf(1, R, random_state=np.random.default_rng(11))).reshape(1, 1, R, R)
+    i, j = np.meshgrid(np.arange(R), np.arange(R), indexing="ij")
+    di, dj = np.minimum(abs(i - 8), R - abs(i - 8)), np.minimum(abs(j - 10), R - abs(j - 10))
+    bump = 1e-3 * w0.std() * np.exp(-0.5 * (di**2 + dj**2))
+    resp = (p(w0 + bump) - p(w0))[0].ravel()
+    yc = grid_positions(p.y_shape, stride=2, offset=0.5)
+    dist = periodic_distance([[8.5 / R, 10.5 / R]], yc)[0]
+    inside = np.sum(resp[dist <= 0.25] ** 2) / np.sum(resp**2)
+    assert inside < 0.9  # measured 0.58-0.81 over 8 draws and positions (R = 32, 64)
+    assert np.abs(resp[dist > 0.5]).max() > 0.01 * np.abs(resp).max()
+
+
+def test_geometry_declarations_are_checked():
+    with pytest.raises(ValueError, match="x_coords, y_coords and reach"):
+        Geometry(local=True, x_coords=np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="reach"):
+        grid_geometry((1, 4, 4), (1, 2, 2), reach=-1.0)
+    with pytest.raises(ValueError, match="stride"):
+        grid_geometry((1, 4, 4), (1, 3, 3), reach=0.1)
+    problem = kd.problems.GaussianDeblur((1, 8, 8), kernel_size=3, kernel_std=1.0)
+    problem.geometry = grid_geometry((1, 4, 4), (1, 4, 4), reach=0.1)  # wrong sizes
+    with pytest.raises(ValueError, match="declares 16 positions for 64 unknowns"):
+        make_localizer("auto", None, problem, np.zeros(problem.y_shape))
+    # A declared local map is tapered by "auto"; wider than the largest radius, it is corrected instead.
+    problem.geometry = grid_geometry((1, 8, 8), (1, 8, 8), reach=0.1)
+    assert isinstance(make_localizer("auto", None, problem, np.zeros(problem.y_shape))[0], Taper)
+    problem.geometry = grid_geometry((1, 8, 8), (1, 8, 8), reach=0.6)
+    assert isinstance(
+        make_localizer("auto", None, problem, np.zeros(problem.y_shape))[0], SamplingErrorCorrection
+    )

@@ -178,7 +178,9 @@ class EKISolver(BaseSolver):
             self.n_iter_ = len(ctx.history)
             return state["final"]
         std = ctx.positive_noise_std(self.update) if not self._normalised else None
-        taper, self.localization_ = make_localizer(self.localization, self.prior, ctx.problem, ctx.y, self.update)
+        taper, self.localization_ = make_localizer(
+            self.localization, self.prior, ctx.problem, ctx.y, self.update, n_particles=int(self.n_particles)
+        )
         if state is None:
             u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
             X, t, it = self._flat(xp.asarray(u, dtype=ctx.y.dtype)), 0.0, 0

@@ -373,7 +373,9 @@ class EnKGSolver(BaseSolver):
         window = set(self.correction_steps())
         noise_std = ctx.positive_noise_std(self.update) if self.update != "paper" else None
         fixed = self.kalman_inflation or max(len(window) * self.n_updates, 1)
-        taper, self.localization_ = make_localizer(self.localization, self.prior, ctx.problem, ctx.y, self.update)
+        taper, self.localization_ = make_localizer(
+            self.localization, self.prior, ctx.problem, ctx.y, self.update, n_particles=int(self.n_particles)
+        )
         step = heun_step if self.ode_method == "heun" else euler_step
 
         if state is None:

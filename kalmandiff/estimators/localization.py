@@ -563,7 +563,9 @@ def check_localization(localization, update: str) -> None:
         )
 
 
-def make_localizer(localization, prior, problem, like, update: str = "kalman"):
+def make_localizer(
+    localization, prior, problem, like, update: str = "kalman", n_particles: int | None = None
+):
     """The localiser of one fit, and what it is in words.
 
     Parameters
@@ -578,13 +580,18 @@ def make_localizer(localization, prior, problem, like, update: str = "kalman"):
         Fixes namespace and device of the tapers.
     update : str
         The update that runs: the normalised one (``"paper"``) takes none.
+    n_particles : int, optional
+        ``J``.  ``"auto"`` uses the geometry-free correction only when
+        ``J < d`` (measured: with ``J >= d`` it was no better than none,
+        and on 8 unknowns worse; docs/benchmarks.md).
 
     Returns
     -------
     localizer : Taper, SamplingErrorCorrection or None
     description : str or None
-        E.g. ``"gaspari-cohn c=0.1085"``, ``"secnice"``, or None (off); for
-        ``"auto"`` beyond the size limit, says so.
+        E.g. ``"gaspari-cohn c=0.1085"``, ``"SamplingErrorCorrection('secnice', delta=1.0)"``,
+        or None (off); where ``"auto"`` turned itself off (``J >= d``, or
+        beyond the size limit), a sentence starting with ``"off"``.
     """
     if localization is None or update in _NORMALISED:
         return None, None
@@ -595,8 +602,8 @@ def make_localizer(localization, prior, problem, like, update: str = "kalman"):
         geometry.check_sizes(d, m)
     if isinstance(localization, str) and localization == "auto":
         localization = _auto_choice(prior, geometry)
-        if localization is None:
-            return None, None
+        if isinstance(localization, str) and n_particles is not None and n_particles >= d:
+            return None, f"off: J = {n_particles} >= d = {d} (no geometry declared)"
         if d * m + m * m > MAX_TAPER_ENTRIES:
             return None, f"off: d*m + m*m = {d * m + m * m} > {MAX_TAPER_ENTRIES} (the size limit)"
     if isinstance(localization, str):
@@ -617,7 +624,8 @@ def make_localizer(localization, prior, problem, like, update: str = "kalman"):
 
 
 def _auto_choice(prior, geometry):
-    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry, else the geometry-free default."""
+    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry (reach at most twice the largest
+    radius), else the geometry-free default."""
     if geometry is not None and geometry.local and geometry.reach / 2.0 <= MAX_RADIUS:
         return GaspariCohnTaper(auto_radius(prior, geometry))
     return AUTO_GEOMETRY_FREE

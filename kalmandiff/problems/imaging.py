@@ -136,6 +136,10 @@ class _SeparableImageProblem(ImageProblem, LinearOperatorProblem):
             self._geometry = grid_geometry(self.x_shape, self.y_shape, reach, note="reach from the matrices")
         return self._geometry
 
+    @geometry.setter
+    def geometry(self, value) -> None:
+        self._geometry = value
+
     def forward(self, X):
         """``M_h @ X @ M_w.T`` per channel: ``(J, C, H, W) -> (J, *y_shape)``."""
         Mh = self._cache.get("Mh", self._Mh, X)
@@ -266,6 +270,10 @@ class Inpainting(ImageProblem, LinearOperatorProblem):
                 self.x_shape, self.y_shape, 0.0, note="a mask: each datum is its pixel"
             )
         return self._geometry
+
+    @geometry.setter
+    def geometry(self, value) -> None:
+        self._geometry = value
 
     def forward(self, X):
         """``X * M``: masked pixels set to zero, shape kept."""
