@@ -64,17 +64,25 @@ class EKISolver(BaseSolver):
         given it is used).
     max_iter : int, default 500
         Iteration cap (the reference's 500 iterations for ``"paper"``).
-    localization : None, "auto", float or callable, default None
-        Covariance localisation of the Kalman updates (refused with
-        ``"paper"``), as in :class:`EnKGSolver`: Gaspari-Cohn Schur
-        tapers of ``C_uG`` and ``C_GG`` for unknowns and data on 2-D grids
-        of one periodic domain; a float is the half-width in units of the
-        domain side (``0 < c <= 0.25`` or ``math.inf``).  Localised
-        updates need several pseudo-time steps: a single full step
-        (``dt=1``) over-disperses (measured on a 32 x 32 Gaussian random
-        field with ``J = 64``: spread 1.33 times the exact posterior's,
-        mean error 0.23), ``dt=0.5`` gives 1.02-1.04 and 0.10, and the
-        data-misfit controller's 7 steps 0.96-0.98 and 0.08-0.09.
+    localization : "auto", None, "secnice", "sec", float or callable, default "auto"
+        Covariance localisation of the Kalman updates (an explicit one is
+        refused with ``"paper"``), as in :class:`EnKGSolver`: ``"auto"`` is
+        a Gaspari-Cohn taper when the problem declares a local map (its
+        ``geometry``), else the geometry-free sampling-error correction
+        ``"secnice"`` when ``J < d``, else off (what ran is in
+        ``localization_``); a float is a Gaspari-Cohn half-width on the
+        declared positions (``0 < c <= 0.25`` or ``math.inf``).  Measured
+        (docs/benchmarks.md, "Localisation: which default", EKI rows):
+        with ``J < d`` SECNice was better than none on every exact
+        posterior (a 32 x 32 random field through a plain callable,
+        ``J = 64``: error 0.19 against 0.59, spread 0.84 against 0.20);
+        with ``J >= d`` it was sometimes worse, hence off there.
+        Localised updates need several pseudo-time steps: a single full
+        step (``dt=1``) over-disperses (measured with the taper on a
+        32 x 32 Gaussian random field with ``J = 64``: spread 1.33 times the
+        exact posterior's, mean error 0.23), ``dt=0.5`` gives 1.02-1.04 and
+        0.10, and the data-misfit controller's 7 steps 0.96-0.98 and
+        0.08-0.09.
     on_failure : {"raise", "resample"}
         Failed-member policy, as in :class:`EnKGSolver`.
     %(shared)s
@@ -88,6 +96,8 @@ class EKISolver(BaseSolver):
         misfit statistics, spread, counts.
     n_iter_ : int
         Iterations run.
+    localization_ : str or None
+        The localisation that ran, None when off (see ``localization``).
     """
 
     # The reference EKI baseline (enkg-pytorch algo/eki.py): the normalised update, h = 2,
@@ -102,7 +112,7 @@ class EKISolver(BaseSolver):
     guidance_scale: float = 2.0
     step: float | None = None
     max_iter: int = 500
-    localization: Any = None
+    localization: Any = "auto"
 
     _param_constraints = {
         "update": [Options(*_UPDATES)],

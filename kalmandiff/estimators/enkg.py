@@ -170,10 +170,10 @@ class EnKGSolver(BaseSolver):
         default): a Gaspari-Cohn taper when the problem declares a local
         map (its ``geometry``, :class:`~kalmandiff.problems.Geometry`:
         blur, inpainting, super-resolution), else the geometry-free
-        sampling-error correction ``"secnice"`` (a plain callable, phase
-        retrieval, interferometry, Navier-Stokes); off with
-        ``update="paper"`` and, silently, beyond the size limit (what ran is
-        in ``localization_``).  ``"secnice"`` / ``"sec"`` /
+        sampling-error correction ``"secnice"`` when ``J < d`` (a plain
+        callable, phase retrieval, interferometry, Navier-Stokes); off with
+        ``update="paper"``, with ``J >= d`` and no local geometry, and,
+        silently, beyond the size limit (what ran is in ``localization_``).  ``"secnice"`` / ``"sec"`` /
         :class:`~kalmandiff.estimators.SamplingErrorCorrection`: shrink the
         sample correlations of ``C_xG`` and ``C_GG`` by a function of
         themselves and ``J`` (Vishny et al. 2024, parameter-free; Lee 2021,
@@ -195,11 +195,13 @@ class EnKGSolver(BaseSolver):
         entries), an ``m x m`` solve (``"kalman"``) or eigendecomposition
         (``"kalman-sqrt"``) per update.  Chosen by measurement
         (docs/benchmarks.md, "Localisation: which default"): on exact
-        posteriors ``"secnice"`` was never worse than none; on a 32 x 32
+        posteriors with ``J < d``, ``"secnice"`` was never worse than none
+        (with ``J >= d`` it sometimes was, hence off there); on a 32 x 32
         Gaussian random field seen through a blur and 2x subsampling
-        (``d = 1024, m = 256``) as a plain callable, ``J = 64``, error
-        0.18 and spread 1.25 against 0.61 and 0.28 unlocalised; declared as
-        a local problem, the taper gives 0.08 and 0.98.
+        (``d = 1024, m = 256``) as a plain callable, ``J = 64``,
+        ``update="kalman-sqrt"``: error 0.18 and spread 1.25 (over-dispersed)
+        against 0.61 and 0.28 unlocalised; declared as a local problem, the
+        taper gives 0.08 and 0.98.
     init : {"random", "centred"}, default "random"
         Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
         ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
