@@ -729,7 +729,11 @@ def test_non_local_problems_refuse_a_spatial_taper_and_auto_corrects_without_geo
         with pytest.raises(ValueError, match="non-local map"):
             make_localizer(radius, None, problem, like)
     loc, what = make_localizer("auto", None, problem, like)
-    assert isinstance(loc, SamplingErrorCorrection) and "secnice" in what
+    if problem.geometry.sampling_error_correction:
+        assert isinstance(loc, SamplingErrorCorrection) and "secnice" in what
+    else:  # phase retrieval: measured worse than none, so "auto" leaves it off
+        assert loc is None and what.startswith("off")
+        assert isinstance(make_localizer("secnice", None, problem, like)[0], SamplingErrorCorrection)
     assert make_localizer(math.inf, None, problem, like)[0] is not None  # all ones: no positions needed
     assert make_localizer("auto", None, problem, like, update="paper") == (None, None)
 

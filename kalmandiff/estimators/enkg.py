@@ -171,9 +171,11 @@ class EnKGSolver(BaseSolver):
         map (its ``geometry``, :class:`~kalmandiff.problems.Geometry`:
         blur, inpainting, super-resolution), else the geometry-free
         sampling-error correction ``"secnice"`` when ``J < d`` (a plain
-        callable, phase retrieval, interferometry, Navier-Stokes); off with
-        ``update="paper"``, with ``J >= d`` and no local geometry, and,
-        silently, beyond the size limit (what ran is in ``localization_``).  ``"secnice"`` / ``"sec"`` /
+        callable, interferometry, Navier-Stokes); off with
+        ``update="paper"``, with ``J >= d`` and no local geometry, on phase
+        retrieval (measured worse than none there; its geometry says so),
+        and, silently, beyond the size limit (what ran is in
+        ``localization_``).  ``"secnice"`` / ``"sec"`` /
         :class:`~kalmandiff.estimators.SamplingErrorCorrection`: shrink the
         sample correlations of ``C_xG`` and ``C_GG`` by a function of
         themselves and ``J`` (Vishny et al. 2024, parameter-free; Lee 2021,

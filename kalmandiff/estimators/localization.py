@@ -602,6 +602,11 @@ def make_localizer(
         geometry.check_sizes(d, m)
     if isinstance(localization, str) and localization == "auto":
         localization = _auto_choice(prior, geometry)
+        if localization is None:
+            return (
+                None,
+                f"off: {type(problem).__name__} declares that sampling-error correction does not help it",
+            )
         if isinstance(localization, str) and n_particles is not None and n_particles >= d:
             return None, f"off: J = {n_particles} >= d = {d} (no geometry declared)"
         if d * m + m * m > MAX_TAPER_ENTRIES:
@@ -628,6 +633,8 @@ def _auto_choice(prior, geometry):
     radius), else the geometry-free default."""
     if geometry is not None and geometry.local and geometry.reach / 2.0 <= MAX_RADIUS:
         return GaspariCohnTaper(auto_radius(prior, geometry))
+    if geometry is not None and not geometry.local and not geometry.sampling_error_correction:
+        return None
     return AUTO_GEOMETRY_FREE
 
 

@@ -80,15 +80,28 @@ class Geometry:
         problem documents) effect on a datum.
     note : str, optional
         How the declaration was obtained (e.g. a measurement), for people.
+    sampling_error_correction : bool, default True
+        Whether ``localization="auto"`` may apply the geometry-free
+        sampling-error correction to this (non-local) map; False where it
+        was measured worse than no localisation (phase retrieval).
 
     Attributes
     ----------
-    local, x_coords, y_coords, reach, note
+    local, x_coords, y_coords, reach, note, sampling_error_correction
         As given (coordinates as float64 NumPy arrays, or None).
     """
 
-    def __init__(self, local: bool, x_coords=None, y_coords=None, reach: float | None = None, note: str = ""):
+    def __init__(
+        self,
+        local: bool,
+        x_coords=None,
+        y_coords=None,
+        reach: float | None = None,
+        note: str = "",
+        sampling_error_correction: bool = True,
+    ):
         self.local = bool(local)
+        self.sampling_error_correction = bool(sampling_error_correction)
         self.x_coords = None if x_coords is None else _check_coords(x_coords, "x_coords")
         self.y_coords = None if y_coords is None else _check_coords(y_coords, "y_coords")
         self.note = str(note)
@@ -111,7 +124,8 @@ class Geometry:
 
     def __repr__(self) -> str:
         if not self.local:
-            return "Geometry(local=False)"
+            extra = "" if self.sampling_error_correction else ", sampling_error_correction=False"
+            return f"Geometry(local=False{extra})"
         return (
             f"Geometry(local=True, {self.x_coords.shape[0]} unknowns, {self.y_coords.shape[0]} data, "
             f"reach={self.reach:.4g})"
