@@ -171,6 +171,8 @@ def problem_rows(names, J: int, n_steps: int, n_seeds: int, localizers) -> None:
         p = insts[0].problem
         for localizer in localizers:
             loc = None if localizer == "none" else localizer
+            if localizer.startswith("taper"):  # "taper0.25": a Gaspari-Cohn taper of that half-width
+                loc = kd.estimators.GaspariCohnTaper(float(localizer[5:]))
             errs, what, t0 = [], None, time.perf_counter()
             for seed, inst in enumerate(insts):
                 solver = kd.EnKGSolver(

@@ -774,3 +774,30 @@ def test_geometry_declarations_are_checked():
     assert isinstance(
         make_localizer("auto", None, problem, np.zeros(problem.y_shape))[0], SamplingErrorCorrection
     )
+
+
+def test_correlation_length_from_a_dense_covariance_matches_the_spectrum():
+    """Two independent routes to the same number: the GRF's spectrum, and its dense covariance on positions."""
+    grf = kd.priors.GaussianRandomFieldPrior((1, N, N), alpha=2.5, tau=3.0, scale=1.0)
+    dense = kd.priors.GaussianPrior(np.zeros(N * N), grf.cov_matrix())
+    ell = correlation_length(dense, grid_positions((1, N, N)))
+    assert ell == pytest.approx(correlation_length(grf), rel=0.02)
+    short = kd.priors.GaussianRandomFieldPrior((1, N, N), alpha=2.5, tau=10.0, scale=1.0)
+    assert (
+        correlation_length(
+            kd.priors.GaussianPrior(np.zeros(N * N), short.cov_matrix()), grid_positions((1, N, N))
+        )
+        < 0.5 * ell
+    )
+    assert correlation_length(kd.priors.GaussianPrior(np.zeros(N * N), 2.0), grid_positions((1, N, N))) == 0.0
+
+
+def test_auto_on_a_local_map_with_a_long_correlated_prior_corrects_without_geometry():
+    """A prior correlated beyond the largest taper radius: "auto" takes the geometry-free corrector."""
+    inst = kd.problems.make("deblur", random_state=1)
+    assert correlation_length(inst.prior, inst.problem.geometry.x_coords) > 0.25
+    loc, _ = make_localizer("auto", inst.prior, inst.problem, np.zeros(1), n_particles=64)
+    assert isinstance(loc, SamplingErrorCorrection)
+    grf = kd.priors.GaussianRandomFieldPrior(inst.problem.x_shape, alpha=2.5, tau=3.0, scale=1.0)
+    loc, what = make_localizer("auto", grf, inst.problem, np.zeros(1), n_particles=64)
+    assert isinstance(loc, Taper) and what.startswith("gaspari-cohn")

@@ -291,8 +291,15 @@ def _check_size(d: int, m: int) -> None:
         )
 
 
-def correlation_length(prior) -> float | None:
+def correlation_length(prior, coords=None) -> float | None:
     """The prior's e-folding correlation length in units of the domain side, or None if unknown.
+
+    A :class:`~kalmandiff.priors.GaussianPrior` with a full covariance and
+    the unknowns' positions ``coords`` (``(d, 2)``): the distance at which
+    the mean correlation of pairs at that distance (bins one
+    :func:`grid_spacing` wide, at most 2048 of the positions, evenly
+    chosen) first falls below ``1/e``, linearly interpolated between bin
+    centres; 0.5 if it never does.  A diagonal or isotropic covariance: 0.
 
     Known for priors with a 2-D ``spectrum`` attribute holding the
     eigenvalues of a stationary periodic covariance on the FFT grid of the
@@ -305,6 +312,8 @@ def correlation_length(prior) -> float | None:
     """
     spectrum = getattr(prior, "spectrum", None)
     shape = tuple(getattr(prior, "event_shape", ()))
+    if spectrum is None and coords is not None and getattr(prior, "cov_kind", None) is not None:
+        return _covariance_correlation_length(prior, np.asarray(coords, dtype=float))
     if spectrum is None or len(shape) < 2:
         return None
     spectrum = np.asarray(spectrum, dtype=float)
@@ -325,6 +334,35 @@ def correlation_length(prior) -> float | None:
         frac = (half[k - 1] - math.exp(-1.0)) / (half[k - 1] - half[k])
         lengths.append((k - 1 + frac) / n)
     return float(np.mean(lengths))
+
+
+def _covariance_correlation_length(prior, coords) -> float | None:
+    if prior.cov_kind != "full":
+        return 0.0
+    C = np.asarray(prior.cov, dtype=float)
+    if C.shape != (coords.shape[0], coords.shape[0]):
+        return None
+    keep = np.unique(np.linspace(0, coords.shape[0] - 1, min(coords.shape[0], 2048)).astype(int))
+    C, coords = C[np.ix_(keep, keep)], coords[keep]
+    sd = np.sqrt(np.diag(C))
+    if not np.all(sd > 0):
+        return None
+    R, D = C / np.outer(sd, sd), periodic_distance(coords, coords)
+    h = grid_spacing(coords) if coords.shape[0] == len(keep) else 1.0 / 32
+    centres, means = [], []
+    for lo in np.arange(0.0, D.max() + h, h):
+        inside = (D >= lo) & (D < lo + h)
+        if inside.any():
+            centres.append(float(D[inside].mean()))
+            means.append(float(R[inside].mean()))
+    below = np.flatnonzero(np.array(means) < math.exp(-1.0))
+    if below.size == 0:
+        return 0.5
+    k = int(below[0])
+    if k == 0:
+        return 0.0
+    frac = (means[k - 1] - math.exp(-1.0)) / (means[k - 1] - means[k])
+    return centres[k - 1] + frac * (centres[k] - centres[k - 1])
 
 
 def grid_spacing(coords) -> float:
@@ -366,7 +404,7 @@ def auto_radius(prior, geometry) -> float:
     """
     if geometry is None or not geometry.local:
         raise ValueError("auto_radius needs a local Geometry (positions and reach).")
-    ell = correlation_length(prior) or 0.0
+    ell = correlation_length(prior, geometry.x_coords) or 0.0
     h = max(grid_spacing(geometry.x_coords), grid_spacing(geometry.y_coords))
     c = max(AUTO_RADIUS_CORRELATION_LENGTHS * ell, AUTO_RADIUS_GRID_CELLS * h, geometry.reach / 2.0)
     return min(c, MAX_RADIUS)
@@ -629,10 +667,12 @@ def make_localizer(
 
 
 def _auto_choice(prior, geometry):
-    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry (reach at most twice the largest
-    radius), else the geometry-free default."""
+    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry (reach at most twice, and the
+    prior's correlation length at most once, the largest radius), else the geometry-free default."""
     if geometry is not None and geometry.local and geometry.reach / 2.0 <= MAX_RADIUS:
-        return GaspariCohnTaper(auto_radius(prior, geometry))
+        # A prior correlated beyond the largest radius: a taper would cut true correlations.
+        if (correlation_length(prior, geometry.x_coords) or 0.0) <= MAX_RADIUS:
+            return GaspariCohnTaper(auto_radius(prior, geometry))
     if geometry is not None and not geometry.local and not geometry.sampling_error_correction:
         return None
     return AUTO_GEOMETRY_FREE
