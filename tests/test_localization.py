@@ -767,13 +767,15 @@ def test_geometry_declarations_are_checked():
     problem.geometry = grid_geometry((1, 4, 4), (1, 4, 4), reach=0.1)  # wrong sizes
     with pytest.raises(ValueError, match="declares 16 positions for 64 unknowns"):
         make_localizer("auto", None, problem, np.zeros(problem.y_shape))
-    # A declared local map is tapered by "auto"; wider than the largest radius, it is corrected instead.
+    # A declared local map is tapered by "auto" for a prior of known, short correlation length;
+    # wider than the largest radius, or for a prior of unknown correlations, it is corrected instead.
+    grf = kd.priors.GaussianRandomFieldPrior((1, 8, 8), scale=1.0)
+    like = np.zeros(problem.y_shape)
     problem.geometry = grid_geometry((1, 8, 8), (1, 8, 8), reach=0.1)
-    assert isinstance(make_localizer("auto", None, problem, np.zeros(problem.y_shape))[0], Taper)
+    assert isinstance(make_localizer("auto", grf, problem, like)[0], Taper)
+    assert isinstance(make_localizer("auto", None, problem, like)[0], SamplingErrorCorrection)
     problem.geometry = grid_geometry((1, 8, 8), (1, 8, 8), reach=0.6)
-    assert isinstance(
-        make_localizer("auto", None, problem, np.zeros(problem.y_shape))[0], SamplingErrorCorrection
-    )
+    assert isinstance(make_localizer("auto", grf, problem, like)[0], SamplingErrorCorrection)
 
 
 def test_correlation_length_from_a_dense_covariance_matches_the_spectrum():

@@ -169,7 +169,9 @@ class EnKGSolver(BaseSolver):
         leave the ``J``-dimensional span of the ensemble.  ``"auto"`` (the
         default): a Gaspari-Cohn taper when the problem declares a local
         map (its ``geometry``, :class:`~kalmandiff.problems.Geometry`:
-        blur, inpainting, super-resolution), else the geometry-free
+        blur, inpainting, super-resolution) and the prior's correlation
+        length is known (a Gaussian random field, a full-covariance
+        Gaussian) and at most 0.25 of the domain, else the geometry-free
         sampling-error correction ``"secnice"`` when ``J < d`` (a plain
         callable, interferometry, Navier-Stokes); off with
         ``update="paper"``, with ``J >= d`` and no local geometry, on phase

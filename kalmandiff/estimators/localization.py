@@ -667,11 +667,15 @@ def make_localizer(
 
 
 def _auto_choice(prior, geometry):
-    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry (reach at most twice, and the
-    prior's correlation length at most once, the largest radius), else the geometry-free default."""
+    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry (reach at most twice the largest
+    radius) for a prior of known correlation length at most the largest radius, else the
+    geometry-free default."""
     if geometry is not None and geometry.local and geometry.reach / 2.0 <= MAX_RADIUS:
-        # A prior correlated beyond the largest radius: a taper would cut true correlations.
-        if (correlation_length(prior, geometry.x_coords) or 0.0) <= MAX_RADIUS:
+        # Only a prior known to be correlated within the largest radius gets a taper: beyond it the
+        # taper cuts true correlations, and on the one prior of unknown length measured (a fitted
+        # image Gaussian, before its length was computed) the corrector was as good or better.
+        ell = correlation_length(prior, geometry.x_coords)
+        if ell is not None and ell <= MAX_RADIUS:
             return GaspariCohnTaper(auto_radius(prior, geometry))
     if geometry is not None and not geometry.local and not geometry.sampling_error_correction:
         return None

@@ -52,7 +52,7 @@ class PhaseRetrieval(ImageProblem):
     differentiable = True
     #: Not local: every Fourier magnitude depends on every pixel.  The geometry-free correction is
     #: off under ``localization="auto"``: measured worse than none here (32 x 32, J = 64, EnKG
-    #: kalman-sqrt: relative L2 0.69 against 0.41 with 10 steps; docs/benchmarks.md).
+    #: kalman-sqrt, 20 steps: relative L2 0.59 against 0.37, and 130x the time; docs/benchmarks.md).
     geometry = Geometry(
         local=False,
         sampling_error_correction=False,
