@@ -677,6 +677,10 @@ def test_enkg_defaults_on_a_plain_callable_grf_blur(grf_case):
             pointwise = np.asarray(x_std).ravel() / case["std"]
             assert 0.7 <= np.median(pointwise) <= 1.3
     assert errors[16] > errors[64] > errors[256]
+    # The bounds can fail: the same fit unlocalised misses them (measured 0.61 and 0.28).
+    plain = enkg(case["prior"], n_particles=64, update="kalman-sqrt", localization=None, random_state=0)
+    err, spread = grf_scores(plain.fit(case["y_grid"], case["forward"], noise_std=case["noise"]), case)
+    assert err > 0.25 and spread < 0.7
 
 
 # --------------------------------------------------------------------------

@@ -56,6 +56,14 @@ EnsembleKalmanProcesses.jl (``src/Localizers.jl``), which corrects the whole
 use, ``C_xG`` and ``C_GG``, are formed and corrected, in the tapers' memory
 ``O(d m + m^2)`` (same size limit).  The correction changes with the
 ensemble, so it is applied at every update.
+
+``localization="auto"`` (the solvers' default, :func:`make_localizer`): a
+Gaspari-Cohn taper on a declared local map under a prior whose correlation
+length is known and at most :data:`MAX_RADIUS`; else SECNice when
+``J < d``; else nothing (and nothing where the problem declares that the
+correction does not help it, as phase retrieval does).  Each branch was
+admitted where it measured never worse than no localisation
+(docs/benchmarks.md, "Localisation: which default").
 """
 
 from __future__ import annotations
@@ -570,8 +578,12 @@ _GEOMETRY_FREE = ("sec", "secnice")
 _NORMALISED = ("paper", "normalized")
 
 
-def check_localization(localization, update: str) -> None:
+def check_localization(localization, update: str, calibrated=None) -> None:
     """Validate a ``localization`` parameter at fit time (before any work).
+
+    ``calibrated`` is accepted and ignored (the old signature named the
+    calibrated updates; now every update but the normalised one takes a
+    localiser).
 
     Raises
     ------
