@@ -48,7 +48,7 @@ for _module in pkgutil.iter_modules(__path__):
             continue
 
 from .gsg import gaussian_smoothing_gradient  # noqa: E402
-from .localization import GaspariCohnTaper, gaspari_cohn  # noqa: E402
+from .localization import GaspariCohnTaper, SamplingErrorCorrection, gaspari_cohn  # noqa: E402
 
 #: the registered solver classes, by class name (``EnKGSolver``, ...)
 SOLVER_CLASSES = {spec.cls.__name__: spec.cls for spec in registered_solvers()}
@@ -75,6 +75,7 @@ __all__ = [
     *SOLVER_CLASSES,
     "gaussian_smoothing_gradient",
     "GaspariCohnTaper",
+    "SamplingErrorCorrection",
     "gaspari_cohn",
     "MemberFailureError",
     "NotFittedError",

@@ -118,12 +118,13 @@ def kalman_update(X, G, y, noise_std, inflation: float, rng: RandomSource, resid
         ``residual(G, data) -> G - data`` on ``(J, m)`` rows; defaults to
         plain subtraction.  Problems whose data are angles (closure phases)
         pass a residual that wraps the difference.
-    taper : Taper, optional
-        Localisation (:func:`~kalmandiff.estimators.localization.make_taper`):
+    taper : Taper or SamplingErrorCorrection, optional
+        Localisation (:func:`~kalmandiff.estimators.localization.make_localizer`):
         the gain becomes ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``
-        (Schur products with the tapers ``(d, m)`` and ``(m, m)``), applied
-        to the same perturbed innovations; see :func:`kalman_gain`.  None:
-        the unlocalised ensemble-space update above.
+        (Schur products with the tapers ``(d, m)`` and ``(m, m)``), or the
+        same with the sampling-error-corrected covariances, applied to the
+        same perturbed innovations; see :func:`kalman_gain`.  None: the
+        unlocalised ensemble-space update above.
     """
     xp = get_namespace(X)
     J = X.shape[0]
@@ -204,7 +205,12 @@ def _tapered_covariances(X, Gw, inflation: float, taper):
 
     ``Gw`` are the whitened forward anomalies ``(G - mean G) Gamma^{-1/2}``
     (``(J, m)``, float64).  Whitening is a diagonal scaling, so it commutes
-    with the Schur products.  ``taper=None`` leaves the covariances untapered.
+    with the Schur products.  ``taper`` is any localiser with
+    ``localise(Cxg, Cgg, A, Gw) -> (Cxg', Cgg')``: a
+    :class:`~kalmandiff.estimators.localization.Taper` (Schur products) or a
+    :class:`~kalmandiff.estimators.localization.SamplingErrorCorrection`
+    (corrected correlations, recomputed from this ensemble); ``taper=None``
+    leaves the covariances as they are.
     """
     xp = get_namespace(X)
     J, m = Gw.shape
@@ -212,8 +218,7 @@ def _tapered_covariances(X, Gw, inflation: float, taper):
     Cxg = (A64.T @ Gw) / (J - 1)
     Cgg = (Gw.T @ Gw) / (J - 1)
     if taper is not None:
-        Cxg = Cxg * taper.xy
-        Cgg = Cgg * taper.yy
+        Cxg, Cgg = taper.localise(Cxg, Cgg, A64, Gw)
     return Cxg, Cgg + inflation * xp.eye(m, dtype=xp.float64, device=array_device(X))
 
 

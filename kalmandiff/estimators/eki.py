@@ -29,7 +29,7 @@ from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
 from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import register_solver
-from .localization import check_localization, make_taper
+from .localization import check_localization, make_localizer
 
 __all__ = ["EKISolver"]
 
@@ -74,17 +74,25 @@ class EKISolver(BaseSolver):
         given it is used).
     max_iter : int, default 500
         Iteration cap (the reference's 500 iterations for ``"paper"``).
-    localization : None, "auto", float or callable, default None
-        Covariance localisation of the Kalman updates (refused with
-        ``"paper"``), as in :class:`EnKGSolver`: Gaspari-Cohn Schur
-        tapers of ``C_uG`` and ``C_GG`` for unknowns and data on 2-D grids
-        of one periodic domain; a float is the half-width in units of the
-        domain side (``0 < c <= 0.25`` or ``math.inf``).  Localised
-        updates need several pseudo-time steps: a single full step
-        (``dt=1``) over-disperses (measured on a 32 x 32 Gaussian random
-        field with ``J = 64``: spread 1.33 times the exact posterior's,
-        mean error 0.23), ``dt=0.5`` gives 1.02-1.04 and 0.10, and the
-        data-misfit controller's 7 steps 0.96-0.98 and 0.08-0.09.
+    localization : "auto", None, "secnice", "sec", float or callable, default "auto"
+        Covariance localisation of the Kalman updates (an explicit one is
+        refused with ``"paper"``), as in :class:`EnKGSolver`: ``"auto"`` is
+        a Gaspari-Cohn taper when the problem declares a local map (its
+        ``geometry``), else the geometry-free sampling-error correction
+        ``"secnice"`` when ``J < d``, else off (what ran is in
+        ``localization_``); a float is a Gaspari-Cohn half-width on the
+        declared positions (``0 < c <= 0.25`` or ``math.inf``).  Measured
+        (docs/benchmarks.md, "Localisation: which default", EKI rows):
+        with ``J < d`` SECNice was better than none on every exact
+        posterior (a 32 x 32 random field through a plain callable,
+        ``J = 64``: error 0.19 against 0.59, spread 0.84 against 0.20);
+        with ``J >= d`` it was sometimes worse, hence off there.
+        Localised updates need several pseudo-time steps: a single full
+        step (``dt=1``) over-disperses (measured with the taper on a
+        32 x 32 Gaussian random field with ``J = 64``: spread 1.33 times the
+        exact posterior's, mean error 0.23), ``dt=0.5`` gives 1.02-1.04 and
+        0.10, and the data-misfit controller's 7 steps 0.96-0.98 and
+        0.08-0.09.
     on_failure : {"raise", "resample"}
         Failed-member policy, as in :class:`EnKGSolver`.
     %(shared)s
@@ -98,6 +106,8 @@ class EKISolver(BaseSolver):
         misfit statistics, spread, counts.
     n_iter_ : int
         Iterations run.
+    localization_ : str or None
+        The localisation that ran, None when off (see ``localization``).
     """
 
     # The reference EKI baseline (enkg-pytorch algo/eki.py): the normalised update, h = 2,
@@ -122,7 +132,7 @@ class EKISolver(BaseSolver):
     guidance_scale: float = 2.0
     step: float | None = None
     max_iter: int = 500
-    localization: Any = None
+    localization: Any = "auto"
 
     _param_constraints = {
         "update": [Options(*_UPDATES)],
@@ -133,7 +143,7 @@ class EKISolver(BaseSolver):
     }
 
     def _check_more(self) -> None:
-        check_localization(self.localization, self.update, _CALIBRATED)
+        check_localization(self.localization, self.update)
         if self.update == "normalized":
             warnings.warn(
                 "EKISolver(update='normalized') is now update='paper', the name EnKGSolver uses for the "
@@ -198,7 +208,9 @@ class EKISolver(BaseSolver):
             self.n_iter_ = len(ctx.history)
             return state["final"]
         std = ctx.positive_noise_std(self.update) if not self._normalised else None
-        taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
+        taper, self.localization_ = make_localizer(
+            self.localization, self.prior, ctx.problem, ctx.y, self.update, n_particles=int(self.n_particles)
+        )
         if state is None:
             u = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
             X, t, it = self._flat(xp.asarray(u, dtype=ctx.y.dtype)), 0.0, 0

@@ -30,7 +30,7 @@ from ._params import (
     solver_parameters,
 )
 from ._registry import register_solver
-from .localization import check_localization, make_taper
+from .localization import check_localization, make_localizer
 
 __all__ = ["EnKGSolver"]
 
@@ -181,38 +181,52 @@ class EnKGSolver(BaseSolver):
         rest late; docs/benchmarks.md, "EnKG updates"), hence not the
         default.  Needs ``kalman_inflation=None``.
 
-    localization : None, "auto", float or callable, default None
+    localization : "auto", None, "secnice", "sec", float or callable, default "auto"
         Covariance localisation of the calibrated updates (``"kalman"``,
-        ``"kalman-sqrt"``; refused with ``"paper"``): the gain becomes
-        ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, Schur products
-        of the ensemble covariances with Gaspari-Cohn tapers, which removes
-        the spurious long-range sample correlations of a small ensemble
-        (``J << d``) and lets the update leave the ``J``-dimensional span
-        of the ensemble.  Unknowns and data must lie on 2-D grids of one
-        periodic domain (the last two axes of ``x_shape`` and ``y_shape``,
-        mapped to cell centres in ``[0, 1)^2``; a data grid of another
-        resolution must keep the aspect ratio); flat data are refused with
-        a ValueError at ``fit`` unless their positions are given.
-        ``None``: off (the unlocalised updates, unchanged).  A float ``c``:
-        the Gaspari-Cohn half-width in units of the domain side,
-        ``0 < c <= 0.25`` (support ``2c``), or ``math.inf`` (all-ones
-        tapers: the unlocalised gain).  ``"auto"``: ``c = max(l, 1.5 h)``,
-        ``l`` the prior's correlation length when it has a stationary
-        ``spectrum`` (:class:`~kalmandiff.priors.GaussianRandomFieldPrior`;
-        else 0), ``h`` the spacing of the coarser of the two grids, capped
-        at 0.25 (:func:`~kalmandiff.estimators.localization.auto_radius`).
+        ``"kalman-sqrt"``): the gain becomes
+        ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}`` with localised
+        ensemble covariances, which removes the spurious sample
+        correlations of a small ensemble (``J << d``) and lets the update
+        leave the ``J``-dimensional span of the ensemble.  ``"auto"`` (the
+        default): a Gaspari-Cohn taper when the problem declares a local
+        map (its ``geometry``, :class:`~kalmandiff.problems.Geometry`:
+        blur, inpainting, super-resolution) and the prior's correlation
+        length is known (a Gaussian random field, a full-covariance
+        Gaussian) and at most 0.25 of the domain, else the geometry-free
+        sampling-error correction ``"secnice"`` when ``J < d`` (a plain
+        callable, interferometry, Navier-Stokes); off with
+        ``update="paper"``, with ``J >= d`` and no local geometry, on phase
+        retrieval (measured worse than none there; its geometry says so),
+        and, silently, beyond the size limit (what ran is in
+        ``localization_``).  ``"secnice"`` / ``"sec"`` /
+        :class:`~kalmandiff.estimators.SamplingErrorCorrection`: shrink the
+        sample correlations of ``C_xG`` and ``C_GG`` by a function of
+        themselves and ``J`` (Vishny et al. 2024, parameter-free; Lee 2021,
+        ``r |r|^2``), recomputed at every update, no positions needed.  A
+        float ``c``: the Gaspari-Cohn half-width in units of the domain
+        side, ``0 < c <= 0.25`` (support ``2c``), or ``math.inf`` (all-ones
+        tapers: the unlocalised gain), on the positions the problem
+        declares; refused (ValueError at ``fit``) when it declares none (a
+        plain callable: array shapes are never taken for positions) or
+        declares a non-local map.  The ``"auto"`` radius is
+        ``c = max(l, 1.5 h, reach / 2)`` with ``l`` the prior's correlation
+        length (:func:`~kalmandiff.estimators.localization.auto_radius`).
         A callable ``f(x_shape, y_shape) -> (taper_xy, taper_yy)`` gives
         the tapers (NumPy, ``(d, m)`` and ``(m, m)``, the latter symmetric
         positive semi-definite), e.g.
         :class:`~kalmandiff.estimators.localization.GaspariCohnTaper` with
-        explicit positions.  Memory ``O(d m + m^2)`` (refused beyond
-        ``d m + m^2 = 2**24`` entries) and an ``m x m`` solve
-        (``"kalman"``) or eigendecomposition (``"kalman-sqrt"``) per update.
-        Measured on a 32 x 32 Gaussian random field (``d = 1024``) seen
-        through a blur and 2x subsampling (``m = 256``) with ``J = 64``
-        (``tests/test_localization.py``): ``"auto"`` gives posterior-mean
-        errors 0.08-0.10 and spreads 0.89-0.98 times the exact posterior's,
-        against 0.60-0.62 and 0.18-0.28 unlocalised.
+        explicit positions.  None: off.  Memory ``O(d m + m^2)`` (an
+        explicit localiser is refused beyond ``d m + m^2 = 2**24``
+        entries), an ``m x m`` solve (``"kalman"``) or eigendecomposition
+        (``"kalman-sqrt"``) per update.  Chosen by measurement
+        (docs/benchmarks.md, "Localisation: which default"): on exact
+        posteriors with ``J < d``, ``"secnice"`` was never worse than none
+        (with ``J >= d`` it sometimes was, hence off there); on a 32 x 32
+        Gaussian random field seen through a blur and 2x subsampling
+        (``d = 1024, m = 256``) as a plain callable, ``J = 64``,
+        ``update="kalman-sqrt"``: error 0.18 and spread 1.25 (over-dispersed)
+        against 0.61 and 0.28 unlocalised; declared as a local problem, the
+        taper gives 0.08 and 0.98.
     init : {"auto", "random", "centred", "prior-centred"}, default "auto"
         Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
         ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
@@ -263,6 +277,9 @@ class EnKGSolver(BaseSolver):
         Evaluation counts (total and sequential), times, failures.
     history_ : list of dict
         One record per step: step, sigma, misfit statistics, spread, counts.
+    localization_ : str or None
+        The localisation that ran (e.g. ``"gaspari-cohn c=0.1085"``,
+        ``"SamplingErrorCorrection('secnice', delta=1.0)"``), None when off.
     """
 
     # enkg-pytorch scripts/*.sh (research notes, section 1 table); denoiser batch 64 throughout.
@@ -331,7 +348,7 @@ class EnKGSolver(BaseSolver):
     update: str = "auto"
     kalman_inflation: float | None = None
     tempering: str = "fixed"
-    localization: Any = None
+    localization: Any = "auto"
 
     init: str = "auto"
     data_scale: float | str = "auto"
@@ -358,7 +375,7 @@ class EnKGSolver(BaseSolver):
 
     def _check_more(self) -> None:
         # "auto" may still resolve to "paper" (noiseless data): checked again at fit, in _iterate
-        check_localization(self.localization, self.resolved_update(), _CALIBRATED)
+        check_localization(self.localization, self.update)
         if self.tempering == "adaptive" and self.kalman_inflation is not None:
             raise ValueError(
                 "tempering='adaptive' chooses the inflation of each update; leave kalman_inflation=None."
@@ -449,9 +466,12 @@ class EnKGSolver(BaseSolver):
     # -- the loop --------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
         update = self.resolved_update(np.asarray(self._noise_std_host(ctx)))
-        if update == "paper" and self.localization is not None:
-            check_localization(self.localization, update, _CALIBRATED)  # auto resolved to paper: refuse
+        if update == "paper":
+            check_localization(self.localization, update)  # "auto" resolved to paper: refuse an explicit one
         self.update_ = update
+        taper, self.localization_ = make_localizer(
+            self.localization, self.prior, ctx.problem, ctx.y, update, n_particles=int(self.n_particles)
+        )
         if state is not None and "final" in state:
             return state["final"]
         J, N = int(self.n_particles), int(self.n_steps)
@@ -460,7 +480,6 @@ class EnKGSolver(BaseSolver):
         window = set(self.correction_steps())
         noise_std = ctx.positive_noise_std(update) if update != "paper" else None
         fixed = self.kalman_inflation or max(len(window) * self.n_updates, 1)
-        taper = make_taper(self.localization, self.prior, ctx.x_shape, ctx.problem.y_shape, ctx.y)
         step = heun_step if self.ode_method == "heun" else euler_step
 
         if state is None:

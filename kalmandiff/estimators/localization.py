@@ -34,13 +34,36 @@ core with ``J = 64``: ``d = 1024, m = 256`` costs 5 ms (``"kalman"``) and
 ``d = 4096, m = 1024`` costs 94 and 334 ms against 5 and 8 ms, and building
 its tapers once per fit 0.4 s.
 
-Positions.  Unknowns and data live on 2-D grids of one periodic domain,
-mapped to ``[0, 1)^2``: entry ``(..., i, j)`` of an array whose last two
-axes are ``(H, W)`` sits at the cell centre ``((i + 1/2) / H, (j + 1/2) / W)``,
-for every leading (channel) index.  A data grid coarser by an integer
-factor (average pooling, or strided subsampling up to half a fine cell)
-therefore lines up with the unknowns' grid.  Distances are periodic
-(the shorter way round each axis) and Euclidean, in units of the domain side.
+Positions come only from what the problem declares
+(:class:`~kalmandiff.problems.Geometry`, the ``geometry`` attribute of a
+:class:`~kalmandiff.problems.ForwardProblem`): positions of the unknowns
+and data on the unit periodic square ``[0, 1)^2``, whether the map is local,
+and its reach.  Array shapes are never read as positions: a Fourier
+magnitude has the shape of an image and depends on every pixel.  A plain
+callable declares nothing, and a problem that declares a non-local map
+(phase retrieval, interferometry, Navier-Stokes) refuses a spatial taper.
+
+Without geometry.  Sampling-error correction (SEC) shrinks each sample
+correlation towards zero by a factor that depends only on the correlation
+and on ``J`` (:class:`SamplingErrorCorrection`): Lee (2021,
+arXiv:2105.11341) replaces a correlation ``r`` by ``r |r|^alpha``; the
+parameter-free variant of Vishny, Morzfeld et al. (2024, "SECNice",
+doi:10.22541/essoar.171501094.44068137/v1) picks the exponent per block by a
+discrepancy principle: the correction may change the block's correlations
+by no more, in Frobenius norm, than their sampling noise.  Both were read in
+EnsembleKalmanProcesses.jl (``src/Localizers.jl``), which corrects the whole
+``(d + m) x (d + m)`` joint covariance; here only the two blocks the updates
+use, ``C_xG`` and ``C_GG``, are formed and corrected, in the tapers' memory
+``O(d m + m^2)`` (same size limit).  The correction changes with the
+ensemble, so it is applied at every update.
+
+``localization="auto"`` (the solvers' default, :func:`make_localizer`): a
+Gaspari-Cohn taper on a declared local map under a prior whose correlation
+length is known and at most :data:`MAX_RADIUS`; else SECNice when
+``J < d``; else nothing (and nothing where the problem declares that the
+correction does not help it, as phase retrieval does).  Each branch was
+admitted where it measured never worse than no localisation
+(docs/benchmarks.md, "Localisation: which default").
 """
 
 from __future__ import annotations
@@ -53,9 +76,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import asarray_like, get_namespace
+from ..problems._geometry import grid_positions
 
 __all__ = [
     "MAX_TAPER_ENTRIES",
+    "AUTO_GEOMETRY_FREE",
+    "SamplingErrorCorrection",
+    "correlation_std",
+    "make_localizer",
     "AUTO_RADIUS_CORRELATION_LENGTHS",
     "AUTO_RADIUS_GRID_CELLS",
     "GaspariCohnTaper",
@@ -94,6 +122,10 @@ class Taper(NamedTuple):
     xy: Any
     yy: Any
 
+    def localise(self, Cxg, Cgg, A, Gw):
+        """Schur products ``(xy o Cxg, yy o Cgg)``; ``A`` and ``Gw`` (the anomalies) are not needed."""
+        return Cxg * self.xy, Cgg * self.yy
+
 
 def gaspari_cohn(r) -> np.ndarray:
     """Gaspari-Cohn fifth-order piecewise rational taper (Gaspari and Cohn 1999, eq. 4.10).
@@ -123,27 +155,14 @@ def gaspari_cohn(r) -> np.ndarray:
 
 
 def grid_coordinates(shape) -> np.ndarray:
-    """Positions in ``[0, 1)^2`` of the entries of an array of ``shape``, last two axes a grid.
+    """Cell centres in ``[0, 1)^2`` of an array whose last two axes are a grid, shape ``(prod(shape), 2)``.
 
-    Parameters
-    ----------
-    shape : tuple of int
-        ``(..., H, W)``, at least two axes.
-
-    Returns
-    -------
-    numpy.ndarray, shape ``(prod(shape), 2)``
-        Row ``p`` holds the cell centre ``((i + 1/2) / H, (j + 1/2) / W)``
-        of the ``p``-th entry in C order (leading axes repeat the grid).
+    The same as :func:`kalmandiff.problems.grid_positions` with stride 1:
+    row ``p`` holds ``((i + 1/2) / H, (j + 1/2) / W)`` for the ``p``-th entry
+    in C order (leading axes repeat the grid).  A helper for declaring
+    positions; localisation never calls it on its own.
     """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 2:
-        raise ValueError(f"a grid needs at least two axes (got shape {shape}).")
-    h, w = shape[-2:]
-    rows = (np.arange(h) + 0.5) / h
-    cols = (np.arange(w) + 0.5) / w
-    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
-    return np.tile(grid, (math.prod(shape[:-2]), 1))
+    return grid_positions(shape)
 
 
 def periodic_distance(p, q) -> np.ndarray:
@@ -188,9 +207,12 @@ def _check_radius(radius, what: str = "localization radius") -> float:
 class GaspariCohnTaper:
     """A localisation callable: Gaspari-Cohn tapers of half-width ``radius`` on given positions.
 
-    ``localization=0.1`` is ``localization=GaspariCohnTaper(0.1)``; pass an
-    instance to give positions to unknowns or data that are not on a 2-D
-    grid (a :class:`~kalmandiff.problems.LinearProblem` has flat data).
+    ``localization=0.1`` is ``localization=GaspariCohnTaper(0.1)``, with the
+    positions the problem declares (its ``geometry``).  Pass an instance with
+    positions to localise a problem that declares none (a plain callable,
+    a :class:`~kalmandiff.problems.LinearProblem`): giving them is declaring
+    that the map is local at this radius.  A problem that declares a
+    non-local map refuses it either way.
 
     Parameters
     ----------
@@ -199,15 +221,15 @@ class GaspariCohnTaper:
         ``[0, 1)^2`` (support ``2c``), ``0 < c <= 0.25``, or ``math.inf``
         (all-ones tapers: no localisation).
     x_coords : array_like ``(d, 2)``, optional
-        Positions of the flattened unknowns in ``[0, 1)^2``; default
-        :func:`grid_coordinates` of ``x_shape``.
+        Positions of the flattened unknowns in ``[0, 1)^2``; default: the
+        problem's declared ones.
     y_coords : array_like ``(m, 2)``, optional
-        Positions of the flattened data; default :func:`grid_coordinates`
-        of ``y_shape``.
+        Positions of the flattened data; default: the problem's declared ones.
 
     Examples
     --------
-    >>> taper = GaspariCohnTaper(0.125)
+    >>> from kalmandiff.problems import grid_positions
+    >>> taper = GaspariCohnTaper(0.125, grid_positions((1, 8, 8)), grid_positions((1, 4, 4), stride=2, offset=1))
     >>> xy, yy = taper((1, 8, 8), (1, 4, 4))
     >>> xy.shape, yy.shape
     ((64, 16), (16, 16))
@@ -225,13 +247,19 @@ class GaspariCohnTaper:
             raise ValueError(f"{name} must be a finite array of shape (n, 2) (got shape {c.shape}).")
         return c
 
-    def __call__(self, x_shape, y_shape) -> tuple[np.ndarray, np.ndarray]:
-        """The tapers ``(rho_xG (d, m), rho_GG (m, m))`` for these shapes, NumPy float64."""
-        px = _positions(self.x_coords, x_shape, "unknowns", "x_shape", x_shape)
-        py = _positions(self.y_coords, y_shape, "data", "y_shape", x_shape)
-        _check_size(px.shape[0], py.shape[0])
-        if math.isinf(self.radius):
-            return np.ones((px.shape[0], py.shape[0])), np.ones((py.shape[0], py.shape[0]))
+    def __call__(self, x_shape, y_shape, geometry=None) -> tuple[np.ndarray, np.ndarray]:
+        """The tapers ``(rho_xG (d, m), rho_GG (m, m))``, NumPy float64.
+
+        Positions: this taper's own, else those of ``geometry`` (a local
+        :class:`~kalmandiff.problems.Geometry`); neither is a ValueError,
+        except for an infinite radius (all-ones tapers, no positions needed).
+        """
+        d, m = math.prod(tuple(x_shape)), math.prod(tuple(y_shape))
+        _check_size(d, m)
+        if math.isinf(self.radius):  # all ones: no positions needed
+            return np.ones((d, m)), np.ones((m, m))
+        px = _positions(self.x_coords, geometry, "x_coords", d, "unknowns")
+        py = _positions(self.y_coords, geometry, "y_coords", m, "data")
         xy = gaspari_cohn(periodic_distance(px, py) / self.radius)
         yy = gaspari_cohn(periodic_distance(py, py) / self.radius)
         return xy, yy
@@ -247,28 +275,19 @@ class GaspariCohnTaper:
         return f"GaspariCohnTaper({', '.join(parts)})"
 
 
-def _positions(coords, shape, what: str, name: str, x_shape) -> np.ndarray:
-    shape = tuple(int(s) for s in shape)
-    n = math.prod(shape)
-    if coords is not None:
-        if coords.shape[0] != n:
-            raise ValueError(f"{len(coords)} positions given for {n} {what} ({name} {shape}).")
-        return coords
-    if len(shape) < 2:
+def _positions(coords, geometry, name: str, n: int, what: str) -> np.ndarray:
+    if coords is None and geometry is not None and geometry.local:
+        coords = getattr(geometry, name)
+    if coords is None:
         raise ValueError(
-            f"localization needs the {what} on a 2-D grid: {name} {shape} has no two grid axes. "
-            "Give their positions with localization=GaspariCohnTaper(radius, x_coords=..., y_coords=...) "
-            "or any callable (x_shape, y_shape) -> (taper_xy, taper_yy)."
+            f"a spatial taper needs the positions of the {what}, and none are declared: a plain callable "
+            "declares no geometry, and array shapes are not positions. Use localization='secnice' (needs "
+            "no positions), give a ForwardProblem with a local geometry, or pass "
+            "GaspariCohnTaper(radius, x_coords=..., y_coords=...)."
         )
-    H, W = (int(s) for s in tuple(x_shape)[-2:]) if len(x_shape) >= 2 else shape[-2:]
-    h, w = shape[-2:]
-    if h * W != w * H:
-        raise ValueError(
-            f"localization takes the last two axes of {name} {shape} for a grid of the unknowns' "
-            f"periodic domain, but its aspect ratio {h}:{w} differs from the unknowns' {H}:{W}; "
-            "give the data positions with GaspariCohnTaper(radius, y_coords=...)."
-        )
-    return grid_coordinates(shape)
+    if coords.shape[0] != n:
+        raise ValueError(f"{coords.shape[0]} positions given for {n} {what}.")
+    return coords
 
 
 def _check_size(d: int, m: int) -> None:
@@ -280,8 +299,15 @@ def _check_size(d: int, m: int) -> None:
         )
 
 
-def correlation_length(prior) -> float | None:
+def correlation_length(prior, coords=None) -> float | None:
     """The prior's e-folding correlation length in units of the domain side, or None if unknown.
+
+    A :class:`~kalmandiff.priors.GaussianPrior` with a full covariance and
+    the unknowns' positions ``coords`` (``(d, 2)``): the distance at which
+    the mean correlation of pairs at that distance (bins one
+    :func:`grid_spacing` wide, at most 2048 of the positions, evenly
+    chosen) first falls below ``1/e``, linearly interpolated between bin
+    centres; 0.5 if it never does.  A diagonal or isotropic covariance: 0.
 
     Known for priors with a 2-D ``spectrum`` attribute holding the
     eigenvalues of a stationary periodic covariance on the FFT grid of the
@@ -294,6 +320,8 @@ def correlation_length(prior) -> float | None:
     """
     spectrum = getattr(prior, "spectrum", None)
     shape = tuple(getattr(prior, "event_shape", ()))
+    if spectrum is None and coords is not None and getattr(prior, "cov_kind", None) is not None:
+        return _covariance_correlation_length(prior, np.asarray(coords, dtype=float))
     if spectrum is None or len(shape) < 2:
         return None
     spectrum = np.asarray(spectrum, dtype=float)
@@ -316,84 +344,381 @@ def correlation_length(prior) -> float | None:
     return float(np.mean(lengths))
 
 
-def auto_radius(prior, x_shape, y_shape) -> float:
-    """The Gaspari-Cohn half-width that ``localization="auto"`` uses, in units of the domain side.
+def _covariance_correlation_length(prior, coords) -> float | None:
+    if prior.cov_kind != "full":
+        return 0.0
+    C = np.asarray(prior.cov, dtype=float)
+    if C.shape != (coords.shape[0], coords.shape[0]):
+        return None
+    keep = np.unique(np.linspace(0, coords.shape[0] - 1, min(coords.shape[0], 2048)).astype(int))
+    C, coords = C[np.ix_(keep, keep)], coords[keep]
+    sd = np.sqrt(np.diag(C))
+    if not np.all(sd > 0):
+        return None
+    R, D = C / np.outer(sd, sd), periodic_distance(coords, coords)
+    h = grid_spacing(coords) if coords.shape[0] == len(keep) else 1.0 / 32
+    centres, means = [], []
+    for lo in np.arange(0.0, D.max() + h, h):
+        inside = (D >= lo) & (D < lo + h)
+        if inside.any():
+            centres.append(float(D[inside].mean()))
+            means.append(float(R[inside].mean()))
+    below = np.flatnonzero(np.array(means) < math.exp(-1.0))
+    if below.size == 0:
+        return 0.5
+    k = int(below[0])
+    if k == 0:
+        return 0.0
+    frac = (means[k - 1] - math.exp(-1.0)) / (means[k - 1] - means[k])
+    return centres[k - 1] + frac * (centres[k] - centres[k - 1])
 
-    ``c = max(l, 1.5 h)``, capped at ``MAX_RADIUS`` (0.25): ``l`` is the
-    prior's :func:`correlation_length` (taken as 0 when the prior has none,
-    e.g. a score network: then give a radius if its fields are correlated
-    over more than a cell or two), ``h`` the spacing of the coarser of the
-    data and unknown grids (the larger of ``1/H``, ``1/W``, ``1/h``, ``1/w``),
-    so that the taper's support ``2c`` always reaches the data around each
-    unknown.  The factors (:data:`AUTO_RADIUS_CORRELATION_LENGTHS`,
-    :data:`AUTO_RADIUS_GRID_CELLS`) come from Gaussian random fields on a
-    32 x 32 grid observed through a Gaussian blur and 2x subsampling
-    (``tests/test_localization.py``): with ``J = 64`` the posterior-mean
-    error was smallest for ``c`` between 0.08 and 0.1 both for ``l = 0.11``
-    and for ``l = 0.058`` (``1.5 h = 0.094``); with ``J = 128`` radii up to
-    0.125 did as well.  Larger ensembles tolerate larger radii.
+
+def grid_spacing(coords) -> float:
+    """The spacing of a square grid with as many distinct positions as ``coords`` (units of the domain side).
+
+    ``1 / sqrt(n)`` for ``n`` distinct positions: exactly the cell side of
+    an ``n = k x k`` grid, and of the grid repeated over channels.
+    """
+    n = np.unique(np.round(np.asarray(coords, dtype=float), 12), axis=0).shape[0]
+    return 1.0 / math.sqrt(max(n, 1))
+
+
+def auto_radius(prior, geometry) -> float:
+    """The Gaspari-Cohn half-width that ``localization="auto"`` uses on a local geometry (domain side units).
+
+    ``c = max(l, 1.5 h, reach / 2)``, capped at ``MAX_RADIUS`` (0.25):
+    ``l`` is the prior's :func:`correlation_length` (taken as 0 when the
+    prior has none, e.g. a score network: then give a radius if its fields
+    are correlated over more than a cell or two), ``h`` the
+    :func:`grid_spacing` of the coarser of the declared data and unknown
+    positions, and ``reach`` the declared reach of the map, so that the
+    taper's support ``2c`` always covers it.  The factors
+    (:data:`AUTO_RADIUS_CORRELATION_LENGTHS`, :data:`AUTO_RADIUS_GRID_CELLS`)
+    come from Gaussian random fields on a 32 x 32 grid observed through a
+    Gaussian blur and 2x subsampling (``tests/test_localization.py``): with
+    ``J = 64`` the posterior-mean error was smallest for ``c`` between 0.08
+    and 0.1 both for ``l = 0.11`` and for ``l = 0.058`` (``1.5 h = 0.094``);
+    with ``J = 128`` radii up to 0.125 did as well.
 
     Parameters
     ----------
     prior : Prior
-    x_shape, y_shape : tuple of int
-        Grids: their last two axes (flat shapes are skipped).
+    geometry : Geometry
+        Local (positions and reach declared).
 
     Returns
     -------
     float
     """
-    ell = correlation_length(prior) or 0.0
-    cells = [1.0 / max(int(s), 1) for shape in (x_shape, y_shape) if len(shape) >= 2 for s in shape[-2:]]
-    if not cells and not ell:
-        raise ValueError(
-            "localization='auto' needs the unknowns or the data on a 2-D grid, or a prior with a "
-            "known correlation length; give a radius or a callable."
-        )
-    c = max(AUTO_RADIUS_CORRELATION_LENGTHS * ell, AUTO_RADIUS_GRID_CELLS * max(cells, default=0.0))
+    if geometry is None or not geometry.local:
+        raise ValueError("auto_radius needs a local Geometry (positions and reach).")
+    ell = correlation_length(prior, geometry.x_coords) or 0.0
+    h = max(grid_spacing(geometry.x_coords), grid_spacing(geometry.y_coords))
+    c = max(AUTO_RADIUS_CORRELATION_LENGTHS * ell, AUTO_RADIUS_GRID_CELLS * h, geometry.reach / 2.0)
     return min(c, MAX_RADIUS)
 
 
-def check_localization(localization, update: str, calibrated: tuple[str, ...]) -> None:
+# --------------------------------------------------------------------------
+# sampling-error correction: localisation without positions
+# --------------------------------------------------------------------------
+
+
+def correlation_std(r, J: int):
+    """Standard deviation of a sample correlation of ``J`` Gaussian pairs whose correlation is ``r``.
+
+    From Fisher's transformation (``atanh`` of a sample correlation is about
+    normal with standard deviation ``s = 1 / sqrt(J - 3)``): half the width
+    of ``tanh(atanh(r) +- s)``, as Flowerdew (2015) does; about
+    ``(1 - r^2) / sqrt(J - 3)`` for small ``s``.  ``J <= 4`` uses ``s = 1``.
+
+    Parameters
+    ----------
+    r : array
+        Correlations in ``[-1, 1]``, any shape, any array namespace.
+    J : int
+        Ensemble size.
+
+    Returns
+    -------
+    array, shape of ``r``
+        Dimensionless; 0 at ``|r| = 1``.
+    """
+    xp = get_namespace(r)
+    s = 1.0 / math.sqrt(max(J - 3, 1))
+    z = xp.atanh(xp.clip(r, -1.0 + 1e-12, 1.0 - 1e-12))
+    return 0.5 * (xp.tanh(z + s) - xp.tanh(z - s))
+
+
+class SamplingErrorCorrection:
+    """Geometry-free localisation: shrink the ensemble's correlations by a function of themselves and ``J``.
+
+    The updates use the covariances ``C_xG`` (``d x m``) and ``C_GG``
+    (``m x m``).  Each is written ``V R W`` with the ensemble standard
+    deviations on the diagonals of ``V`` and ``W`` and the sample
+    correlations ``R``; the correction replaces ``R`` entrywise and the
+    covariance is rebuilt with the same standard deviations (so variances
+    are kept: the diagonal of ``R_GG`` stays 1).  Only these two blocks are
+    formed, never the ``(d + m) x (d + m)`` joint covariance: memory
+    ``O(d m + m^2)``, refused beyond ``d m + m^2 = MAX_TAPER_ENTRIES``.
+
+    Parameters
+    ----------
+    method : {"secnice", "sec"}, default "secnice"
+        ``"sec"`` (Lee 2021): ``R' = R |R|^alpha``, then entries with
+        ``|R'| <= cutoff`` set to zero.  ``"secnice"`` (Vishny, Morzfeld et
+        al. 2024), parameter-free: for each block separately, with
+        ``tol = delta ||sd(R)||_F`` the Frobenius norm of the sampling
+        standard deviations of its correlations (:func:`correlation_std`),
+        find the smallest even ``g`` in 2, 4, ..., 10 with
+        ``||R^(g+1) - R||_F > tol`` (powers entrywise; odd powers of a
+        correlation matrix stay positive semi-definite, by the Schur product
+        theorem), then take the largest ``t`` in ``[0, 1]`` with
+        ``||(1 - t) R^(g-1) + t R^(g+1) - R||_F <= tol`` (a quadratic in
+        ``t``, solved exactly; EnsembleKalmanProcesses.jl scans ten values),
+        and ``R' = (1 - t) R^(g-1) + t R^(g+1)``.  If no ``g <= 10`` exceeds
+        the tolerance, ``R' = R^11``.
+    alpha : float, default 2.0
+        ``"sec"`` only: the exponent (Lee's ``R |R|^2``).
+    cutoff : float, default 0.0
+        ``"sec"`` only: corrected correlations of at most this magnitude
+        become zero.  A positive cutoff can make ``C_GG`` indefinite.
+    delta : float, default 1.0
+        ``"secnice"`` only: the discrepancy-principle factor (larger: more
+        shrinkage).
+
+    Examples
+    --------
+    >>> kd.EnKGSolver(prior, update="kalman-sqrt", localization="secnice")  # doctest: +SKIP
+    >>> kd.EnKGSolver(prior, localization=SamplingErrorCorrection("sec", alpha=2.0))  # doctest: +SKIP
+    """
+
+    max_exponent = 10
+
+    def __init__(self, method: str = "secnice", alpha: float = 2.0, cutoff: float = 0.0, delta: float = 1.0):
+        if method not in ("sec", "secnice"):
+            raise ValueError(f"SamplingErrorCorrection method must be 'sec' or 'secnice' (got {method!r}).")
+        for name, value, low in (("alpha", alpha, 0.0), ("cutoff", cutoff, 0.0), ("delta", delta, 0.0)):
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < low or (name == "delta" and value == 0):
+                raise ValueError(
+                    f"SamplingErrorCorrection {name} must be a finite number >= 0 (got {value!r})."
+                )
+        if cutoff >= 1:
+            raise ValueError(f"SamplingErrorCorrection cutoff must be below 1 (got {cutoff!r}).")
+        self.method, self.alpha, self.cutoff, self.delta = method, float(alpha), float(cutoff), float(delta)
+
+    def correct(self, R, J: int):
+        """The corrected correlations ``R'`` of one block (any shape, any namespace)."""
+        xp = get_namespace(R)
+        if self.method == "sec":
+            out = R * xp.abs(R) ** self.alpha
+            return xp.where(xp.abs(out) > self.cutoff, out, xp.zeros_like(out)) if self.cutoff else out
+        tol = self.delta * float(xp.sqrt(xp.sum(correlation_std(R, J) ** 2)))
+        R2 = R * R
+        low, high, g = R, R * R2, 2  # R^(g-1), R^(g+1)
+        while _frobenius(high - R) <= tol and g < self.max_exponent:
+            low, high, g = high, high * R2, g + 2
+        a, b = low - R, high - low
+        aa, ab, bb = (float(xp.sum(u * v)) for u, v in ((a, a), (a, b), (b, b)))
+        if bb == 0.0 or aa + 2 * ab + bb <= tol**2:
+            return high
+        # ||a + t b||^2 = tol^2: the larger root; aa <= tol^2, so it lies in [0, 1].
+        t = (-ab + math.sqrt(max(ab * ab - bb * (aa - tol**2), 0.0))) / bb
+        t = min(max(t, 0.0), 1.0)
+        return (1.0 - t) * low + t * high
+
+    def localise(self, Cxg, Cgg, A, Gw):
+        """Corrected ``(C_xG, C_GG)`` from the ensemble's covariances and anomalies.
+
+        Parameters
+        ----------
+        Cxg : array ``(d, m)``
+        Cgg : array ``(m, m)``
+            Ensemble covariances (divisor ``J - 1``), float64.
+        A : array ``(J, d)``
+            Anomalies of the unknowns (rows minus their mean), float64.
+        Gw : array ``(J, m)``
+            Anomalies of the (whitened) forward values, float64.
+        """
+        xp = get_namespace(Cxg)
+        J = A.shape[0]
+        sx = _inverse_or_zero(xp.sqrt(xp.sum(A * A, axis=0) / (J - 1)))
+        sg = _inverse_or_zero(xp.sqrt(xp.linalg.diagonal(Cgg)))
+        Rxg = self.correct(xp.clip(Cxg * sx[:, None] * sg[None, :], -1.0, 1.0), J)
+        Rgg = self.correct(xp.clip(Cgg * sg[:, None] * sg[None, :], -1.0, 1.0), J)
+        vx, vg = _inverse_or_zero(sx), _inverse_or_zero(sg)
+        return Rxg * vx[:, None] * vg[None, :], Rgg * vg[:, None] * vg[None, :]
+
+    def __repr__(self) -> str:
+        if self.method == "secnice":
+            return f"SamplingErrorCorrection('secnice', delta={self.delta!r})"
+        return f"SamplingErrorCorrection('sec', alpha={self.alpha!r}, cutoff={self.cutoff!r})"
+
+
+def _frobenius(B) -> float:
+    xp = get_namespace(B)
+    return float(xp.sqrt(xp.sum(B * B)))
+
+
+def _inverse_or_zero(s):
+    """``1 / s`` entrywise, 0 where ``s`` is 0 (a member-constant quantity has no correlations)."""
+    xp = get_namespace(s)
+    zero = s == 0
+    return xp.where(zero, xp.zeros_like(s), 1.0 / xp.where(zero, xp.ones_like(s), s))
+
+
+# --------------------------------------------------------------------------
+# the solvers' parameter
+# --------------------------------------------------------------------------
+
+#: What ``localization="auto"`` uses where no local geometry is declared: chosen by measurement
+#: (docs/benchmarks.md, "Localisation: which default").
+AUTO_GEOMETRY_FREE = "secnice"
+_GEOMETRY_FREE = ("sec", "secnice")
+_NORMALISED = ("paper", "normalized")
+
+
+def check_localization(localization, update: str, calibrated=None) -> None:
     """Validate a ``localization`` parameter at fit time (before any work).
+
+    ``calibrated`` is accepted and ignored (the old signature named the
+    calibrated updates; now every update but the normalised one takes a
+    localiser).
 
     Raises
     ------
     ValueError
         Unknown value, non-positive or too large radius, or localisation
-        asked of an update that is not one of the ``calibrated`` ones.
+        asked explicitly of the normalised update (``"paper"``), which uses
+        no Kalman gain.  ``"auto"`` is accepted with every update (it is off
+        for ``"paper"``).
     """
     if localization is None:
         return
     if isinstance(localization, str):
-        if localization != "auto":
+        if localization not in ("auto", *_GEOMETRY_FREE):
             raise ValueError(
-                f"localization must be None, 'auto', a radius, or a callable (got {localization!r})."
+                "localization must be None, 'auto', 'sec', 'secnice', a radius, a SamplingErrorCorrection "
+                f"or a callable (got {localization!r})."
             )
-    elif not callable(localization):
+        if localization == "auto":
+            return
+    elif not (callable(localization) or isinstance(localization, SamplingErrorCorrection)):
         _check_radius(localization)
-    if update not in calibrated:
+    if update in _NORMALISED:
         raise ValueError(
-            f"localization applies to the calibrated updates {calibrated}, not to update={update!r}: "
-            "that update does not use a Kalman gain. Set localization=None or choose a calibrated update."
+            f"localization applies to the calibrated updates ('kalman', 'kalman-sqrt'), not to "
+            f"update={update!r}: that update does not use a Kalman gain. Set localization=None or 'auto', "
+            "or choose a calibrated update."
         )
 
 
-def make_taper(localization, prior, x_shape, y_shape, like) -> Taper | None:
+def make_localizer(
+    localization, prior, problem, like, update: str = "kalman", n_particles: int | None = None
+):
+    """The localiser of one fit, and what it is in words.
+
+    Parameters
+    ----------
+    localization : None, "auto", "sec", "secnice", float, SamplingErrorCorrection or callable
+        As the solvers' parameter (validated by :func:`check_localization`).
+    prior : Prior
+        For ``"auto"`` (its correlation length).
+    problem : ForwardProblem
+        Its ``x_shape``, ``y_shape`` and declared ``geometry``.
+    like : array
+        Fixes namespace and device of the tapers.
+    update : str
+        The update that runs: the normalised one (``"paper"``) takes none.
+    n_particles : int, optional
+        ``J``.  ``"auto"`` uses the geometry-free correction only when
+        ``J < d`` (measured: with ``J >= d`` it was no better than none,
+        and on 8 unknowns worse; docs/benchmarks.md).
+
+    Returns
+    -------
+    localizer : Taper, SamplingErrorCorrection or None
+    description : str or None
+        E.g. ``"gaspari-cohn c=0.1085"``, ``"SamplingErrorCorrection('secnice', delta=1.0)"``,
+        or None (off); where ``"auto"`` turned itself off (``J >= d``, or
+        beyond the size limit), a sentence starting with ``"off"``.
+    """
+    if localization is None or update in _NORMALISED:
+        return None, None
+    x_shape, y_shape = tuple(problem.x_shape), tuple(problem.y_shape)
+    d, m = math.prod(x_shape), math.prod(y_shape)
+    geometry = getattr(problem, "geometry", None)
+    if geometry is not None:
+        geometry.check_sizes(d, m)
+    if isinstance(localization, str) and localization == "auto":
+        localization = _auto_choice(prior, geometry)
+        if localization is None:
+            return (
+                None,
+                f"off: {type(problem).__name__} declares that sampling-error correction does not help it",
+            )
+        if isinstance(localization, str) and n_particles is not None and n_particles >= d:
+            return None, f"off: J = {n_particles} >= d = {d} (no geometry declared)"
+        if d * m + m * m > MAX_TAPER_ENTRIES:
+            return None, f"off: d*m + m*m = {d * m + m * m} > {MAX_TAPER_ENTRIES} (the size limit)"
+    if isinstance(localization, str):
+        localization = SamplingErrorCorrection(localization)
+    if isinstance(localization, SamplingErrorCorrection):
+        _check_size(d, m)
+        return localization, repr(localization)
+    if not callable(localization):
+        localization = GaspariCohnTaper(localization)
+    spatial = isinstance(localization, GaspariCohnTaper) and not math.isinf(localization.radius)
+    if geometry is not None and not geometry.local and spatial:
+        raise ValueError(
+            f"{type(problem).__name__} declares a non-local map (its data may depend on every unknown), so "
+            "a spatial taper would cut true correlations. Use localization='secnice' (no positions needed) "
+            "or None."
+        )
+    return make_taper(localization, prior, x_shape, y_shape, like, geometry), _describe(localization)
+
+
+def _auto_choice(prior, geometry):
+    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry (reach at most twice the largest
+    radius) for a prior of known correlation length at most the largest radius, else the
+    geometry-free default."""
+    if geometry is not None and geometry.local and geometry.reach / 2.0 <= MAX_RADIUS:
+        # Only a prior known to be correlated within the largest radius gets a taper: beyond it the
+        # taper cuts true correlations, and on the one prior of unknown length measured (a fitted
+        # image Gaussian, before its length was computed) the corrector was as good or better.
+        ell = correlation_length(prior, geometry.x_coords)
+        if ell is not None and ell <= MAX_RADIUS:
+            return GaspariCohnTaper(auto_radius(prior, geometry))
+    if geometry is not None and not geometry.local and not geometry.sampling_error_correction:
+        return None
+    return AUTO_GEOMETRY_FREE
+
+
+def _describe(localization) -> str:
+    if isinstance(localization, GaspariCohnTaper):
+        return f"gaspari-cohn c={localization.radius:.4g}"
+    return f"callable {localization!r}"
+
+
+def make_taper(localization, prior, x_shape, y_shape, like, geometry=None) -> Taper | None:
     """Build the tapers of one fit in the namespace and device of ``like`` (float64).
 
     Parameters
     ----------
-    localization : None, "auto", float or callable
-        As the solvers' parameter; a callable is called as
-        ``localization(x_shape, y_shape)`` and returns ``(taper_xy, taper_yy)``
-        of shapes ``(d, m)`` and ``(m, m)``, ``taper_yy`` symmetric positive
-        semi-definite.
+    localization : None, float or callable
+        A radius (a :class:`GaspariCohnTaper` on the declared positions) or a
+        callable, called as ``localization(x_shape, y_shape)`` (a
+        :class:`GaspariCohnTaper` also gets ``geometry``), returning
+        ``(taper_xy, taper_yy)`` of shapes ``(d, m)`` and ``(m, m)``,
+        ``taper_yy`` symmetric positive semi-definite.
     prior : Prior
-        For ``"auto"`` (its correlation length).
+        Unused (kept for callers that pass it).
     x_shape, y_shape : tuple of int
     like : array
         Fixes namespace and device.
+    geometry : Geometry, optional
+        The problem's declaration: where a :class:`GaspariCohnTaper` without
+        positions of its own takes them.
 
     Returns
     -------
@@ -403,14 +728,12 @@ def make_taper(localization, prior, x_shape, y_shape, like) -> Taper | None:
     if localization is None:
         return None
     x_shape, y_shape = tuple(x_shape), tuple(y_shape)
-    if isinstance(localization, str):  # "auto" (validated)
-        localization = GaspariCohnTaper(auto_radius(prior, x_shape, y_shape))
-    elif not callable(localization):
+    if not callable(localization):
         localization = GaspariCohnTaper(localization)
     # Gaspari-Cohn tapers are positive semi-definite by construction; others are checked.
     known_psd = isinstance(localization, GaspariCohnTaper)
     d, m = math.prod(x_shape), math.prod(y_shape)
-    out = localization(x_shape, y_shape)
+    out = localization(x_shape, y_shape, geometry) if known_psd else localization(x_shape, y_shape)
     try:
         xy, yy = (np.asarray(t, dtype=float) for t in out)
     except (TypeError, ValueError) as exc:

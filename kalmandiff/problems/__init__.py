@@ -3,6 +3,7 @@
 from . import _fixtures  # noqa: F401  (registers the problem instances of make())
 from ._base import CallableProblem, ForwardProblem, as_problem
 from ._fixtures import crescent_prior, default_prior, fitted_gaussian_prior, smooth_image_prior
+from ._geometry import Geometry, grid_geometry, grid_positions
 from ._registry import ProblemInstance, available, lookup_keys, make, register
 from .black_box import BlackBox
 from .imaging import GaussianDeblur, ImageProblem, Inpainting, SuperResolution, smooth_test_image
@@ -15,6 +16,9 @@ __all__ = [
     "ForwardProblem",
     "CallableProblem",
     "as_problem",
+    "Geometry",
+    "grid_geometry",
+    "grid_positions",
     "BlackBox",
     "ProblemInstance",
     "available",

@@ -66,12 +66,22 @@ class ForwardProblem:
         differentiate through it (gradient-based solvers need this); None
         (a plain callable given to ``fit``): unknown, so the gradient-based
         solvers probe it once.
+    geometry : Geometry or None
+        Where the unknowns and data live and whether the map is local
+        (:class:`~kalmandiff.problems.Geometry`): what spatial localisation
+        (``localization="auto"`` or a radius) may use, never the array
+        shapes.  None (the default, and a plain callable's): nothing
+        declared, so only the geometry-free localiser applies;
+        ``Geometry(local=False)`` (phase retrieval, interferometry,
+        Navier-Stokes): the data may depend on every unknown.  Any
+        problem may be given one (``problem.geometry = Geometry(...)``).
     """
 
     x_shape: tuple[int, ...] = ()
     y_shape: tuple[int, ...] = ()
     noise_std: Any = 0.0
     differentiable: bool = False
+    geometry: Any = None
 
     # -- the map -----------------------------------------------------------
     def forward(self, X):

@@ -11,12 +11,14 @@ torch, ``array_api_strict``) and differentiable by torch autograd.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .._backend import check_random_state, to_numpy
 from ._base import ForwardProblem
+from ._geometry import Geometry, grid_geometry, matrix_reach
 from .linear import LinearOperatorProblem, _check_noise_std, _ConstantCache
 
 __all__ = [
@@ -116,6 +118,27 @@ class _SeparableImageProblem(ImageProblem, LinearOperatorProblem):
     def col_matrix(self) -> np.ndarray:
         """``M_w``, shape ``(W_out, W)``: the map along the image columns."""
         return self._Mw.copy()
+
+    @property
+    def geometry(self) -> Geometry:
+        """Local: pixels on the grid of the image, data at the centres of their output cells.
+
+        The reach is measured from the matrices: per axis, the farthest input
+        pixel whose weight in an output exceeds ``1e-3`` of that output's
+        largest weight (:func:`~kalmandiff.problems._geometry.matrix_reach`),
+        the two axes combined as ``hypot``.
+        """
+        if getattr(self, "_geometry", None) is None:
+            _, H, W = self.x_shape
+            _, h, w = self.y_shape
+            s = H // h
+            reach = math.hypot(matrix_reach(self._Mh, s / 2, s), matrix_reach(self._Mw, s / 2, s))
+            self._geometry = grid_geometry(self.x_shape, self.y_shape, reach, note="reach from the matrices")
+        return self._geometry
+
+    @geometry.setter
+    def geometry(self, value) -> None:
+        self._geometry = value
 
     def forward(self, X):
         """``M_h @ X @ M_w.T`` per channel: ``(J, C, H, W) -> (J, *y_shape)``."""
@@ -238,6 +261,19 @@ class Inpainting(ImageProblem, LinearOperatorProblem):
         top = int(rng.integers(m_h, H - m_h - h + 1))
         left = int(rng.integers(m_w, W - m_w - w + 1))
         return top, left, h, w
+
+    @property
+    def geometry(self) -> Geometry:
+        """Local with reach 0: each datum is its own pixel (masked ones are zero)."""
+        if getattr(self, "_geometry", None) is None:
+            self._geometry = grid_geometry(
+                self.x_shape, self.y_shape, 0.0, note="a mask: each datum is its pixel"
+            )
+        return self._geometry
+
+    @geometry.setter
+    def geometry(self, value) -> None:
+        self._geometry = value
 
     def forward(self, X):
         """``X * M``: masked pixels set to zero, shape kept."""

@@ -24,6 +24,7 @@ import numpy as np
 from .._backend import RandomSource, array_device, asarray_like, get_namespace, to_numpy
 from . import _interferometry_geometry as geo
 from ._base import ForwardProblem
+from ._geometry import NON_LOCAL
 
 __all__ = ["ClosurePhaseInterferometry", "crescent_image", "blur_circular"]
 
@@ -161,6 +162,9 @@ class ClosurePhaseInterferometry(ForwardProblem):
     """
 
     differentiable = True
+
+    #: Not local: every visibility, hence every closure quantity, depends on every pixel.
+    geometry = NON_LOCAL
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ import numpy as np
 from .._backend import array_device, asarray_like, check_random_state, get_namespace, to_numpy
 from ._base import ForwardProblem
 from ._base import check_noise_std as _check_noise_std
+from ._geometry import NON_LOCAL
 
 __all__ = ["NavierStokes2D", "ns_grf_params", "sample_ns_grf"]
 
@@ -327,6 +328,12 @@ class NavierStokes2D(ForwardProblem):
     """
 
     differentiable = True
+    #: Not local, measured: a small bump (1 cell wide) added to a draw of :func:`sample_ns_grf` changes
+    #: the final vorticity over the whole torus (the velocity is a non-local function of the vorticity),
+    #: with 99% of the response's energy reaching 0.47-0.55 of the domain side from the bump and only
+    #: 58-81% inside 0.25, the largest taper radius (R = 32 and 64, Re = 200, t_final = 1, 4 draws x 2
+    #: positions; tests/test_localization.py checks it).  So spatial tapers are refused.
+    geometry = NON_LOCAL
 
     def __init__(
         self,
