@@ -1201,6 +1201,8 @@ def _qualifier(planned, solver) -> str:
     if qualifier is not None:
         return qualifier
     return "up to " if solver._planned_is_bound() else ""
+
+
 def _looks_like_a_shape_error(exc: BaseException) -> bool:
     """Whether an exception from a forward call reads as a shape mismatch (NumPy, torch, CuPy wording)."""
     text = str(exc).lower()

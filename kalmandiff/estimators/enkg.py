@@ -453,7 +453,9 @@ class EnKGSolver(BaseSolver):
             k = self.phi_steps(i, update)
             seq_den += self.n_updates * (k if per_call == 1 else 2 * k - 1)
         seq_fwd = len(window) * self.n_updates
-        start = 1 if self.resolved_init(update) == "prior-centred" else 0  # D(0, sigma_max): one call, one row
+        start = (
+            1 if self.resolved_init(update) == "prior-centred" else 0
+        )  # D(0, sigma_max): one call, one row
         return {
             "n_sequential_denoiser_evals": seq_den + start,
             "n_denoiser_evals": J * seq_den + start,
