@@ -40,8 +40,8 @@ from ._checks import (
     solver_factory,
 )
 from ._failing import FailingForward, failing_problem
-from ._random_cases import random_linear_gaussian_case
 from ._model_checks import check_forward, check_prior
+from ._random_cases import random_linear_gaussian_case
 
 __all__ = [
     "PosteriorCase",
