@@ -160,8 +160,10 @@ class EnKGSolver(BaseSolver):
         choice when the noise level is known (better than the prior mean on
         exact posteriors where ``"paper"`` is worse, at least as accurate on
         Navier-Stokes and phase retrieval, improving with ``J``), hence the
-        default; ``"paper"`` is slightly ahead on closure phases, where
-        :class:`EKISolver` beats both.
+        default.  With the calibrated mode's resolved ``phi_factor``, ``init``
+        and ``data_scale`` it also fits closure phases to the noise level
+        (black hole 32 x 32: relative L2 0.072-0.083, chi^2 1.0, where the
+        paper update gives 0.25-0.26, chi^2 11; :class:`EKISolver` 0.069-0.079).
     kalman_inflation : float or None, default None
         Inflation ``a`` of the noise covariance in each Kalman update; None
         uses the number of updates in the window, so that the inverses add
