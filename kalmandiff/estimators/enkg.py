@@ -196,9 +196,10 @@ class EnKGSolver(BaseSolver):
         length is known (a Gaussian random field, a full-covariance
         Gaussian) and at most 0.25 of the domain, else the geometry-free
         sampling-error correction ``"secnice"`` when ``J < d`` (a plain
-        callable, interferometry, Navier-Stokes); off with
-        ``update="paper"``, with ``J >= d`` and no local geometry, on phase
-        retrieval (measured worse than none there; its geometry says so),
+        callable, interferometry); off with ``update="paper"``, with
+        ``J >= d`` and no local geometry, on phase retrieval and
+        Navier-Stokes (measured worse than none there at some ``J``; their
+        geometry says so),
         and, silently, beyond the size limit (what ran is in
         ``localization_``).  ``"secnice"`` / ``"sec"`` /
         :class:`~kalmandiff.estimators.SamplingErrorCorrection`: shrink the

@@ -61,7 +61,7 @@ ensemble, so it is applied at every update.
 Gaspari-Cohn taper on a declared local map under a prior whose correlation
 length is known and at most :data:`MAX_RADIUS`; else SECNice when
 ``J < d``; else nothing (and nothing where the problem declares that the
-correction does not help it, as phase retrieval does).  Each branch was
+correction does not help it, as phase retrieval and Navier-Stokes do).  Each branch was
 admitted where it measured never worse than no localisation
 (docs/benchmarks.md, "Localisation: which default").
 """

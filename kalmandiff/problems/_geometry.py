@@ -83,7 +83,7 @@ class Geometry:
     sampling_error_correction : bool, default True
         Whether ``localization="auto"`` may apply the geometry-free
         sampling-error correction to this (non-local) map; False where it
-        was measured worse than no localisation (phase retrieval).
+        was measured worse than no localisation (phase retrieval, Navier-Stokes).
 
     Attributes
     ----------
