@@ -275,9 +275,10 @@ def train_denoiser(
     augment : callable, optional
         ``augment(batch, generator) -> batch`` on each batch (e.g. :func:`random_roll`).
     validation_data : array of shape (M, C, H, W), optional
-        Held-out images: every ``validate_every`` steps and at the end, the
-        EMA network's :func:`validation_loss` on them (fixed noise draws) is
-        appended to ``TrainResult.val_losses`` as ``(step, loss)``.
+        Held-out images: every ``validate_every`` steps and at ``n_steps``, the
+        EMA network's :func:`validation_loss` on them (the fixed noise draws
+        of seed 0, the same for every run, so runs compare) is appended to
+        ``TrainResult.val_losses`` as ``(step, loss)``.
     validate_every : int, default 500
     max_minutes : float, optional
         Stop after this much wall-clock time even if ``n_steps`` is not reached.
@@ -373,9 +374,7 @@ def train_denoiser(
 
     def validate():
         if val_images is not None and (not val_losses or val_losses[-1][0] != step):
-            val_losses.append(
-                (step, validation_loss(ema.module, val_images, seed=seed % 2**31, P_mean=P_mean, P_std=P_std))
-            )
+            val_losses.append((step, validation_loss(ema.module, val_images, P_mean=P_mean, P_std=P_std)))
 
     t0 = time.perf_counter()
     bar = tqdm(total=n_steps, initial=step, disable=not progress, desc="train_denoiser")
@@ -404,7 +403,8 @@ def train_denoiser(
         if checkpoint is not None and step % checkpoint_every == 0:
             _save_state(checkpoint, net, ema, opt, sched, step, losses, val_losses, gen, config)
     bar.close()
-    validate()
+    if step == n_steps:  # the run's end (a stop_step or max_minutes pause validates on schedule only)
+        validate()
     if checkpoint is not None:
         _save_state(checkpoint, net, ema, opt, sched, step, losses, val_losses, gen, config)
     net.eval()
