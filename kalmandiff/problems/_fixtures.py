@@ -419,30 +419,43 @@ make_inpainting.__doc__ += _FAMILY_DOC
 
 
 @register("super-resolution")
-def make_super_resolution(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """4x bicubic super-resolution of a :func:`smooth_test_image` (``kwargs`` go to :class:`SuperResolution`)."""
-    shape = _image_shape(size, kwargs)
+def make_super_resolution(
+    size: str = "small", random_state: Any = 0, family: str = "smooth", prior: str | None = None, **kwargs
+) -> ProblemInstance:
+    """4x bicubic super-resolution of a :func:`smooth_test_image` (default) or a held-out digit.
+
+    ``kwargs`` go to :class:`SuperResolution`.
+    """
+    shape = _family_shape(size, family, kwargs)
     truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(SuperResolution(shape, **kwargs), truth, noise, size, "super-resolution")
+    return _instance(SuperResolution(shape, **kwargs), truth, noise, size, "super-resolution", family, prior)
+
+
+make_super_resolution.__doc__ += _FAMILY_DOC.replace('default "digits"', 'default "smooth"')
 
 
 _DEBLUR_KERNELS = {"small": (13, 1.5), "medium": (25, 3.0), "paper": (61, 3.0)}
 
 
 @register("deblur")
-def make_deblur(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """Gaussian deblurring of a :func:`smooth_test_image`.
+def make_deblur(
+    size: str = "small", random_state: Any = 0, family: str = "smooth", prior: str | None = None, **kwargs
+) -> ProblemInstance:
+    """Gaussian deblurring of a :func:`smooth_test_image` (default) or a held-out digit.
 
     Kernels (size, std): small (13, 1.5), medium (25, 3.0) (the paper's
     kernel without its zero border), paper (61, 3.0).  ``kwargs`` go to
     :class:`GaussianDeblur`.
     """
-    shape = _image_shape(size, kwargs)
+    shape = _family_shape(size, family, kwargs)
     kernel_size, kernel_std = _DEBLUR_KERNELS[size]
     kwargs.setdefault("kernel_size", kernel_size)
     kwargs.setdefault("kernel_std", kernel_std)
     truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(GaussianDeblur(shape, **kwargs), truth, noise, size, "deblur")
+    return _instance(GaussianDeblur(shape, **kwargs), truth, noise, size, "deblur", family, prior)
+
+
+make_deblur.__doc__ += _FAMILY_DOC.replace('default "digits"', 'default "smooth"')
 
 
 # --------------------------------------------------------------------------
