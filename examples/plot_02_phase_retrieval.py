@@ -26,9 +26,7 @@ import numpy as np
 import kalmandiff as kd
 from kalmandiff.problems import smooth_test_image
 
-inst = kd.problems.make(
-    "phase-retrieval", size="small", shape=(1, 16, 16), random_state=1, family="smooth"
-)
+inst = kd.problems.make("phase-retrieval", size="small", shape=(1, 16, 16), random_state=1, family="smooth")
 problem = inst.problem
 print(problem)
 
