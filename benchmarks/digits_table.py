@@ -99,8 +99,8 @@ def run(args):
             done = {_key(json.loads(line)) for line in f if line.strip()}
     plan = [
         (p, i, pr, s, J, seed)
-        for seed in args.solver_seeds
         for J in args.budgets
+        for seed in args.solver_seeds
         for p in args.problems
         for i in args.instances
         for s in args.solvers
