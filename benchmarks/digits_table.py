@@ -101,9 +101,9 @@ def run(args):
         (p, i, pr, s, J, seed)
         for J in args.budgets
         for seed in args.solver_seeds
+        for s in args.solvers
         for p in args.problems
         for i in args.instances
-        for s in args.solvers
         for pr in args.priors
         if not (seed != args.solver_seeds[0] and s not in args.second_seed_solvers)
     ]
