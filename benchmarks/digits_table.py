@@ -169,8 +169,12 @@ def report(args) -> str:
                 if not any(cells.values()):
                     continue
 
-                def fmt(pr, k, digits, cells=cells):
-                    return " / ".join(f"{c[k]:.{digits}f}" for c in cells[pr]) or "-"
+                def fmt(pr, k, digits, cells=cells, n_inst=n_inst):
+                    # a seed's mean over fewer instances than the row's is marked with its count
+                    parts = [
+                        f"{c[k]:.{digits}f}" + (f" ({c[2]})" if c[2] < n_inst else "") for c in cells[pr]
+                    ]
+                    return " / ".join(parts) or "-"
 
                 lines.append(
                     f"| {s} | {J} | {fmt('network', 0, 3)} | {fmt('gaussian', 0, 3)} | "
