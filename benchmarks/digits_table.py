@@ -130,10 +130,14 @@ def run(args):
 
 def report(args) -> str:
     """The markdown table: mean relative L2 and PSNR over the instances, per solver seed."""
-    rows = []
+    rows = {}
     for path in [args.out, *args.also]:
         with open(path) as f:
-            rows += [json.loads(line) for line in f if line.strip()]
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[_key(row)] = row  # a row run twice (two overlapping runs) counts once
+    rows = list(rows.values())
     lines = []
     for p in args.problems:
         lines += [
