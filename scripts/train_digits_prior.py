@@ -6,8 +6,8 @@ Data: scikit-learn's bundled digits upsampled to 16x16 in [-1, 1]
 (EDM loss, EMA through ``AveragedModel``, cosine learning-rate schedule,
 validation loss on the held-out images, checkpoint and resume), seeded, on
 one CPU thread.  The shipped weights are the EMA at step 7,000 of a
-16,000-step cosine schedule (the defaults; about 9 minutes on an idle core,
-30 on the shared one they were made on)::
+16,000-step cosine schedule (the defaults; about 4 minutes on an idle core,
+bit-identical to the shipped file, checked 2026-12-04)::
 
     python scripts/train_digits_prior.py --checkpoint /tmp/digits_ck.pt
 
