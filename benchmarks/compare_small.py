@@ -8,7 +8,7 @@ solver, with torch limited to one thread), so they get the fewest steps.  The nu
 
 * Navier-Stokes: ``kd.problems.make("navier-stokes", size="small")`` (32 x 32 vorticity, final
   state subsampled by 2, noise 1), with its Gaussian-random-field prior ``inst.prior``.
-* Phase retrieval: ``kd.problems.make("phase-retrieval", size="small")`` (32 x 32 smooth image,
+* Phase retrieval: ``kd.problems.make("phase-retrieval", size="small", family="smooth")`` (32 x 32 smooth image,
   oversampling 2, noise 0.05).  It comes without a prior; we fit a Gaussian prior (empirical mean
   and covariance, plus 1e-3 I) to 2000 other smooth test images (seeds 1000-2999, never the truth's).
 
@@ -143,7 +143,7 @@ def run(problems) -> dict:
         inst = kd.problems.make("navier-stokes", size="small", random_state=0)
         results["navier-stokes"] = (inst, ns_solvers(inst.prior))
     if "pr" in problems:
-        inst = kd.problems.make("phase-retrieval", size="small", random_state=0)
+        inst = kd.problems.make("phase-retrieval", size="small", random_state=0, family="smooth")
         prior = fitted_gaussian_prior(inst.problem.x_shape)
         results["phase-retrieval"] = (inst, pr_solvers(prior))
     tables = {}

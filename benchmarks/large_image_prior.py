@@ -67,7 +67,7 @@ def run(quick: bool = False) -> dict:
     rows = []
     for name in PROBLEMS:
         for seed in SEEDS:
-            inst = kd.problems.make(name, size="medium", random_state=seed)
+            inst = kd.problems.make(name, size="medium", random_state=seed, family="smooth")
             assert inst.prior is lowrank
             for label, prior in priors.items():
                 rows.append({"problem": name, "seed": seed, "prior": label, "method": "prior mean"})

@@ -269,7 +269,7 @@ NS32_NEURAL = ProblemSpec(
 PR32 = ProblemSpec(
     "pr32",
     "phase-retrieval",
-    {"size": "small"},
+    {"size": "small", "family": "smooth"},
     "smooth-gaussian",
     metric="psnr",
     higher_is_better=True,

@@ -334,17 +334,23 @@ def test_smooth_test_image_is_deterministic_and_in_range():
     assert np.abs(np.diff(a, axis=-1)).max() < 0.5
 
 
-@pytest.mark.parametrize("name", ["inpainting", "super-resolution", "deblur"])
-def test_registered_factories(name):
-    inst = kd.problems.make(name, size="small", random_state=3)
-    again = kd.problems.make(name, size="small", random_state=3)
+# inpainting's default family is the 16x16 digits (32x32 at "medium"); the others default to the
+# smooth images (32x32, 64x64)
+@pytest.mark.parametrize(
+    "name, small, medium", [("inpainting", 16, 32), ("super-resolution", 32, 64), ("deblur", 32, 64)]
+)
+def test_registered_factories(name, small, medium):
+    inst = kd.problems.make(name, size="small", random_state=3, prior="gaussian")
+    again = kd.problems.make(name, size="small", random_state=3, prior="gaussian")
     problem = inst.problem
-    assert inst.x_true.shape == problem.x_shape == (1, 32, 32)
+    assert inst.x_true.shape == problem.x_shape == (1, small, small)
     assert inst.y.shape == problem.y_shape
     np.testing.assert_array_equal(inst.y, again.y)
     residual = inst.y - problem(inst.x_true[None])[0]
     assert 0.03 < residual.std() < 0.07  # noise_std 0.05
-    assert kd.problems.make(name, size="medium").x_true.shape == (1, 64, 64)
+    assert kd.problems.make(name, size="medium").x_true.shape == (1, medium, medium)
+    smooth = kd.problems.make(name, size="small", random_state=3, family="smooth")
+    assert smooth.x_true.shape == (1, 32, 32) and smooth.info["family"] == "smooth"
     with pytest.raises(ValueError, match="size"):
         kd.problems.make(name, size="huge")
 

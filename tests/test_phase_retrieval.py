@@ -115,10 +115,12 @@ def test_bad_arguments(kwargs):
         PhaseRetrieval(**kwargs)
 
 
-def test_registered_factory():
-    inst = kd.problems.make("phase-retrieval", size="small", random_state=1)
-    assert inst.x_true.shape == (1, 32, 32)
-    assert inst.y.shape == inst.problem.y_shape == (1, 48, 48)
-    np.testing.assert_array_equal(inst.y, kd.problems.make("phase-retrieval", random_state=1).y)
+@pytest.mark.parametrize("family, side", [("digits", 16), ("smooth", 32)])
+def test_registered_factory(family, side):
+    inst = kd.problems.make("phase-retrieval", size="small", random_state=1, family=family, prior="gaussian")
+    assert inst.x_true.shape == (1, side, side)
+    assert inst.y.shape == inst.problem.y_shape == (1, side * 3 // 2, side * 3 // 2)
+    again = kd.problems.make("phase-retrieval", random_state=1, family=family, prior="gaussian")
+    np.testing.assert_array_equal(inst.y, again.y)
     metrics = inst.problem.metrics(inst.x_true, inst.x_true)
     assert metrics["psnr"] == np.inf and metrics["ssim"] == pytest.approx(1.0) and metrics["relative_l2"] == 0

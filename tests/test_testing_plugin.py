@@ -32,7 +32,9 @@ def test_kd_problem_by_name(kd_problem):
     assert tuple(G.shape[1:]) == tuple(kd_problem.problem.y_shape)
 
 
-@pytest.mark.parametrize("kd_problem", [{"name": "inpainting", "shape": (1, 6, 6)}], indirect=True)
+@pytest.mark.parametrize(
+    "kd_problem", [{"name": "inpainting", "shape": (1, 6, 6), "family": "smooth"}], indirect=True
+)
 def test_kd_problem_with_settings(kd_problem):
     assert kd_problem.problem.x_shape == (1, 6, 6)
 

@@ -2,7 +2,7 @@
 
 Analytic priors with exact denoisers and posteriors are always available;
 the torch ones (``TorchDenoiser``, the adapters, ``train_denoiser`` and the
-shipped Navier-Stokes prior) are imported on first use, so kalmandiff works
+shipped Navier-Stokes and digits priors) are imported on first use, so kalmandiff works
 without torch installed.
 """
 
@@ -28,6 +28,7 @@ _TORCH_NAMES = {
     "train_denoiser": "training",
     "TrainResult": "training",
     "load_navier_stokes_prior": "pretrained",
+    "load_digits_prior": "pretrained",
 }
 
 __all__ = [

@@ -5,6 +5,11 @@ of 32x32 Navier-Stokes vorticity fields (Kolmogorov forcing, Re 200), GRF
 initial conditions evolved 5 time units, as the EnKG paper's data were made.
 The network works on ``x / 10``; the loader returns it in physical units.
 Reproduce it with ``python scripts/train_ns_prior.py`` (see that script).
+
+``digits_16.pt``: a :class:`~kalmandiff.priors.unet.SmallUNet` denoiser of
+scikit-learn's bundled handwritten digits upsampled to 16x16 in [-1, 1]
+(:func:`kalmandiff.problems.digits.digits_split`, training part only);
+reproduce it with ``python scripts/train_digits_prior.py``.
 """
 
 from __future__ import annotations
@@ -14,13 +19,22 @@ import os
 from .adapters import ScaledDenoiser, load_edm_checkpoint
 from .torch_denoiser import TorchDenoiser
 
-__all__ = ["load_navier_stokes_prior", "NS_SCALE", "NS_PRIOR_PATH"]
+__all__ = [
+    "load_navier_stokes_prior",
+    "load_digits_prior",
+    "NS_SCALE",
+    "NS_PRIOR_PATH",
+    "DIGITS_PRIOR_PATH",
+]
 
 #: Physical vorticity units per network unit of the Navier-Stokes prior.
 NS_SCALE = 10.0
 
 #: Location of the shipped Navier-Stokes weights.
 NS_PRIOR_PATH = os.path.join(os.path.dirname(__file__), "data", "ns_vorticity_32.pt")
+
+#: Location of the shipped 16x16 digits weights.
+DIGITS_PRIOR_PATH = os.path.join(os.path.dirname(__file__), "data", "digits_16.pt")
 
 
 def load_navier_stokes_prior(batch_size: int = 64, device=None, dtype=None, path=None) -> TorchDenoiser:
@@ -59,6 +73,42 @@ def load_navier_stokes_prior(batch_size: int = 64, device=None, dtype=None, path
         batch_size=batch_size,
         device=device,
         dtype=dtype,
+    )
+    prior.info = info
+    return prior
+
+
+def load_digits_prior(batch_size: int = 256, device=None, dtype=None, path=None) -> TorchDenoiser:
+    """The shipped 16x16 handwritten-digits prior, on images in [-1, 1] (background -1).
+
+    Parameters
+    ----------
+    batch_size : int, default 256
+        Chunk size of network calls (see :class:`TorchDenoiser`).
+    device : str or torch.device, optional
+        Default CPU.
+    dtype : torch dtype, optional
+        Default ``torch.float32``.
+    path : str, optional
+        Another checkpoint of the same format (default: the shipped one).
+
+    Returns
+    -------
+    TorchDenoiser
+        ``event_shape == (1, 16, 16)``; ``denoise(x, sigma)`` takes images
+        and ``sigma`` in image units.  Its ``info`` attribute holds the
+        checkpoint's config, training command and validation losses.
+
+    Examples
+    --------
+    >>> prior = load_digits_prior()
+    >>> prior.event_shape
+    (1, 16, 16)
+    """
+    net = load_edm_checkpoint(DIGITS_PRIOR_PATH if path is None else path)
+    info = net.checkpoint_info
+    prior = TorchDenoiser(
+        net, tuple(info["config"]["event_shape"]), batch_size=batch_size, device=device, dtype=dtype
     )
     prior.info = info
     return prior

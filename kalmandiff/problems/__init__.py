@@ -2,10 +2,17 @@
 
 from . import _fixtures  # noqa: F401  (registers the problem instances of make())
 from ._base import CallableProblem, ForwardProblem, as_problem
-from ._fixtures import crescent_prior, default_prior, fitted_gaussian_prior, smooth_image_prior
+from ._fixtures import (
+    crescent_prior,
+    default_prior,
+    digits_gaussian_prior,
+    fitted_gaussian_prior,
+    smooth_image_prior,
+)
 from ._geometry import Geometry, grid_geometry, grid_positions
 from ._registry import ProblemInstance, available, lookup_keys, make, register
 from .black_box import BlackBox
+from .digits import digit_images, digits_split
 from .imaging import GaussianDeblur, ImageProblem, Inpainting, SuperResolution, smooth_test_image
 from .interferometry import ClosurePhaseInterferometry, blur_circular, crescent_image
 from .linear import LinearOperatorProblem, LinearProblem
@@ -41,6 +48,9 @@ __all__ = [
     "crescent_image",
     "smooth_image_prior",
     "crescent_prior",
+    "digits_gaussian_prior",
+    "digit_images",
+    "digits_split",
     "fitted_gaussian_prior",
     "default_prior",
 ]

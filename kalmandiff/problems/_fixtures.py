@@ -37,7 +37,13 @@ from .linear import LinearProblem
 from .navier_stokes import NavierStokes2D, _positive, ns_grf_params, sample_ns_grf
 from .phase_retrieval import PhaseRetrieval
 
-__all__ = ["smooth_image_prior", "crescent_prior", "fitted_gaussian_prior", "default_prior"]
+__all__ = [
+    "smooth_image_prior",
+    "crescent_prior",
+    "digits_gaussian_prior",
+    "fitted_gaussian_prior",
+    "default_prior",
+]
 
 #: the seed whose ``"prior-fit"`` stream draws the images a built-in prior is fitted to
 PRIOR_FIT_SEED = 20261201
@@ -187,6 +193,91 @@ def crescent_prior(npix: int = 32, fov_uas: float = 160.0, n: int = PRIOR_FIT_SI
     return _prior_from_images(images)
 
 
+#: image side of the digits family at each ``size`` (the shipped network is 16x16)
+_DIGITS_SIDES = {"small": 16, "medium": 32, "paper": 64}
+#: image families of the image problems: name -> description (``make(..., family=...)``)
+IMAGE_FAMILIES = ("digits", "smooth")
+
+
+@functools.lru_cache(maxsize=8)
+def digits_gaussian_prior(side: int = 16):
+    """The best Gaussian of the digits family: mean and covariance of the network's training digits.
+
+    A Gaussian fitted (:func:`fitted_gaussian_prior`, 1% ridge) to the
+    1,597 training images of :func:`~kalmandiff.problems.digits.digits_split`
+    at ``side x side``, the same images the shipped network was trained on;
+    a low-rank plus ridge one beyond :data:`DENSE_PRIOR_MAX_DIM` pixels.
+    Cached per side.
+
+    Returns
+    -------
+    GaussianPrior or LowRankGaussianPrior
+        Event shape ``(1, side, side)``.
+    """
+    from .digits import digits_split
+
+    train, _ = digits_split(int(side))
+    return _prior_from_images(np.asarray(train, dtype=np.float64))
+
+
+def _digits_network_prior(side: int):
+    """The shipped network of ``side x side`` digits, or None where none ships."""
+    if side != 16:
+        return None
+    try:
+        from ..priors.pretrained import load_digits_prior
+    except ImportError:  # torch is optional: no network without it
+        return None
+    return load_digits_prior()
+
+
+def _check_family(family: str) -> str:
+    if family not in IMAGE_FAMILIES:
+        raise ValueError(f"family must be one of {IMAGE_FAMILIES} (got {family!r}).")
+    return family
+
+
+def _digits_shape(size: str, kwargs: dict) -> tuple[int, int, int]:
+    if size not in _DIGITS_SIDES:
+        raise ValueError(f"size must be one of {sorted(_DIGITS_SIDES)} (got {size!r}).")
+    side = _DIGITS_SIDES[size]
+    shape = _check_image_shape(kwargs.pop("shape", (1, side, side)))
+    if shape[0] != 1 or shape[1] != shape[2] or shape[1] % 8:
+        raise ValueError(
+            f"the digits family has shapes (1, S, S) with S a multiple of 8 (got {shape}); "
+            "family='smooth' takes any image shape."
+        )
+    return shape
+
+
+def _choose_prior(family: str, shape, prior: str | None):
+    """``(prior object, "network" | "gaussian")`` for an image instance of ``family`` and ``shape``."""
+    network = _digits_network_prior(shape[1]) if family == "digits" and prior != "gaussian" else None
+    if prior is None:
+        prior = "network" if network is not None else "gaussian"
+    if prior not in ("network", "gaussian"):
+        raise ValueError(f"prior must be 'network' or 'gaussian' (got {prior!r}).")
+    if prior == "network":
+        if network is None:
+            raise ValueError(
+                f"no network prior ships for the {family!r} family at shape {tuple(shape)} "
+                "(the digits family's is 16x16 and needs torch); use prior='gaussian'."
+            )
+        return network, "network"
+    if family == "digits":
+        return digits_gaussian_prior(shape[1]), "gaussian"
+    return smooth_image_prior(tuple(shape)), "gaussian"
+
+
+def _draw_digit(shape, truth_rng) -> tuple[np.ndarray, int]:
+    """A held-out test digit (never seen by the network) chosen by the truth stream, and its index."""
+    from .digits import digits_split
+
+    _, test = digits_split(shape[1])
+    index = int(truth_rng.integers(test.shape[0]))
+    return np.array(test[index], dtype=np.float64), index
+
+
 def default_prior(inst: ProblemInstance):
     """The instance's own prior, or a generic smooth prior (a GRF) of its unknown's shape.
 
@@ -267,52 +358,104 @@ def _image_shape(size: str, kwargs: dict) -> tuple[int, int, int]:
     return _check_image_shape(kwargs.pop("shape", _IMAGE_SIZES[size]))
 
 
-def _instance(problem, truth_rng, noise_rng, size, name) -> ProblemInstance:
-    x_true = smooth_test_image(problem.x_shape, truth_rng)
+def _instance(problem, truth_rng, noise_rng, size, name, family="smooth", prior=None) -> ProblemInstance:
+    """Draw the truth (a smooth test image or a held-out digit), observe it, attach the prior.
+
+    The truth and the noise come from their own streams before the prior is
+    chosen, so they never depend on ``prior``.
+    """
+    info = {"size": size, "name": name, "family": family}
+    if family == "digits":
+        x_true, info["digit_index"] = _draw_digit(problem.x_shape, truth_rng)
+    else:
+        x_true = smooth_test_image(problem.x_shape, truth_rng)
     y = problem.observe(x_true, random_state=noise_rng)
-    prior = smooth_image_prior(tuple(problem.x_shape))
-    return ProblemInstance(problem, x_true, y, prior=prior, info={"size": size, "name": name})
+    prior_obj, info["prior"] = _choose_prior(family, problem.x_shape, prior)
+    return ProblemInstance(problem, x_true, y, prior=prior_obj, info=info)
+
+
+_FAMILY_DOC = """
+    Parameters
+    ----------
+    size : {"small", "medium", "paper"}
+    random_state : None, int or numpy.random.Generator
+        Seeds the truth, the noise (and a drawn setting), each from its own stream.
+    family : {"digits", "smooth"}, default "digits"
+        ``"digits"``: the truth is a held-out handwritten digit
+        (:func:`kalmandiff.problems.digits.digits_split`) in [-1, 1],
+        (1, 16, 16) / (1, 32, 32) / (1, 64, 64) by size; ``"smooth"``: a
+        :func:`smooth_test_image`, (1, 32, 32) / (1, 64, 64) / (3, 256, 256).
+    prior : {"network", "gaussian"}, optional
+        ``"network"``: the shipped digits network (16x16 digits only, the
+        default there); ``"gaussian"``: the best Gaussian of the family's
+        training images (:func:`digits_gaussian_prior` or
+        :func:`smooth_image_prior`), the default elsewhere.  The truth and
+        the data do not depend on it; ``info["prior"]`` says which is attached.
+    **kwargs
+        Passed to the problem's constructor (``shape`` overrides the size)."""
+
+
+def _family_shape(size, family, kwargs):
+    return _digits_shape(size, kwargs) if _check_family(family) == "digits" else _image_shape(size, kwargs)
 
 
 @register("inpainting")
-def make_inpainting(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """Box inpainting of a :func:`smooth_test_image`; sizes (1, 32, 32), (1, 64, 64), (3, 256, 256).
+def make_inpainting(
+    size: str = "small", random_state: Any = 0, family: str = "digits", prior: str | None = None, **kwargs
+) -> ProblemInstance:
+    """Box inpainting of a held-out digit (default) or a :func:`smooth_test_image`.
 
-    ``kwargs`` go to :class:`Inpainting` (``shape`` overrides the size).
-    The box, truth and noise are drawn from ``random_state``; the prior is
-    :func:`smooth_image_prior`.
+    The box (drawn from the ``"setting"`` stream, sides about 40-70% of the
+    image, the paper's proportions), the truth and the noise (0.05) come
+    from ``random_state``; ``kwargs`` go to :class:`Inpainting`.
     """
-    shape = _image_shape(size, kwargs)
+    shape = _family_shape(size, family, kwargs)
     setting, truth, noise = spawn_streams(random_state, "setting", "truth", "noise")
     kwargs.setdefault("random_state", setting)
-    return _instance(Inpainting(shape, **kwargs), truth, noise, size, "inpainting")
+    return _instance(Inpainting(shape, **kwargs), truth, noise, size, "inpainting", family, prior)
+
+
+make_inpainting.__doc__ += _FAMILY_DOC
 
 
 @register("super-resolution")
-def make_super_resolution(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """4x bicubic super-resolution of a :func:`smooth_test_image` (``kwargs`` go to :class:`SuperResolution`)."""
-    shape = _image_shape(size, kwargs)
+def make_super_resolution(
+    size: str = "small", random_state: Any = 0, family: str = "smooth", prior: str | None = None, **kwargs
+) -> ProblemInstance:
+    """4x bicubic super-resolution of a :func:`smooth_test_image` (default) or a held-out digit.
+
+    ``kwargs`` go to :class:`SuperResolution`.
+    """
+    shape = _family_shape(size, family, kwargs)
     truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(SuperResolution(shape, **kwargs), truth, noise, size, "super-resolution")
+    return _instance(SuperResolution(shape, **kwargs), truth, noise, size, "super-resolution", family, prior)
+
+
+make_super_resolution.__doc__ += _FAMILY_DOC.replace('default "digits"', 'default "smooth"')
 
 
 _DEBLUR_KERNELS = {"small": (13, 1.5), "medium": (25, 3.0), "paper": (61, 3.0)}
 
 
 @register("deblur")
-def make_deblur(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """Gaussian deblurring of a :func:`smooth_test_image`.
+def make_deblur(
+    size: str = "small", random_state: Any = 0, family: str = "smooth", prior: str | None = None, **kwargs
+) -> ProblemInstance:
+    """Gaussian deblurring of a :func:`smooth_test_image` (default) or a held-out digit.
 
     Kernels (size, std): small (13, 1.5), medium (25, 3.0) (the paper's
     kernel without its zero border), paper (61, 3.0).  ``kwargs`` go to
     :class:`GaussianDeblur`.
     """
-    shape = _image_shape(size, kwargs)
+    shape = _family_shape(size, family, kwargs)
     kernel_size, kernel_std = _DEBLUR_KERNELS[size]
     kwargs.setdefault("kernel_size", kernel_size)
     kwargs.setdefault("kernel_std", kernel_std)
     truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(GaussianDeblur(shape, **kwargs), truth, noise, size, "deblur")
+    return _instance(GaussianDeblur(shape, **kwargs), truth, noise, size, "deblur", family, prior)
+
+
+make_deblur.__doc__ += _FAMILY_DOC.replace('default "digits"', 'default "smooth"')
 
 
 # --------------------------------------------------------------------------
@@ -321,18 +464,19 @@ def make_deblur(size: str = "small", random_state: Any = 0, **kwargs) -> Problem
 
 
 @register("phase-retrieval")
-def make_phase_retrieval(size: str = "small", random_state: Any = 0, **kwargs) -> ProblemInstance:
-    """Phase retrieval of a :func:`~kalmandiff.problems.imaging.smooth_test_image`.
+def make_phase_retrieval(
+    size: str = "small", random_state: Any = 0, family: str = "digits", prior: str | None = None, **kwargs
+) -> ProblemInstance:
+    """Phase retrieval (oversampling 2, noise 0.05) of a held-out digit (default) or a smooth image.
 
-    Sizes (1, 32, 32), (1, 64, 64), (3, 256, 256); ``kwargs`` go to
-    :class:`PhaseRetrieval` (``shape`` overrides the size).  The prior is
-    :func:`smooth_image_prior`.
+    ``kwargs`` go to :class:`PhaseRetrieval`.
     """
-    if size not in _IMAGE_SIZES:
-        raise ValueError(f"size must be one of {sorted(_IMAGE_SIZES)} (got {size!r}).")
-    shape = _check_image_shape(kwargs.pop("shape", _IMAGE_SIZES[size]))
+    shape = _family_shape(size, family, kwargs)
     truth, noise = spawn_streams(random_state, "truth", "noise")
-    return _instance(PhaseRetrieval(shape, **kwargs), truth, noise, size, "phase-retrieval")
+    return _instance(PhaseRetrieval(shape, **kwargs), truth, noise, size, "phase-retrieval", family, prior)
+
+
+make_phase_retrieval.__doc__ += _FAMILY_DOC
 
 
 # --------------------------------------------------------------------------

@@ -42,9 +42,11 @@ class ProblemInstance:
         ``problem.observe(x_true, random_state)``.
     prior : Prior or None
         A prior that matches how ``x_true`` was drawn.  Every built-in
-        problem has one (exact for linear-Gaussian and Navier-Stokes "small",
-        a Gaussian fitted to similar images for the image and interferometry
-        problems); None only for a third-party factory that supplies none.
+        problem has one (exact for linear-Gaussian and Navier-Stokes "small";
+        the shipped digits network for 16x16 digit phase retrieval and
+        inpainting, the default there; a Gaussian fitted to the family's
+        images for the other image problems, for ``prior="gaussian"`` and for
+        interferometry); None only for a third-party factory that supplies none.
     info : dict
         Free-form settings (sizes, seeds) for reports.
     """
@@ -100,7 +102,10 @@ def make(name: str, size: str = "small", random_state: Any = 0, **kwargs) -> Pro
         the same integer given to a solver draws independently of all three.
         A Generator spawns one independent child per stream.
     **kwargs
-        Passed to the problem's constructor (override the size's defaults).
+        Passed to the problem's factory: the image problems take ``family``
+        (``"digits"`` or ``"smooth"``) and ``prior`` (``"network"`` or
+        ``"gaussian"``); the rest go to the problem's constructor (override
+        the size's defaults).
     """
     if name not in _FACTORIES:
         raise ValueError(f"unknown problem {name!r}; available: {', '.join(available())}.")
