@@ -37,11 +37,14 @@ import kalmandiff as kd
 PROBLEMS = ("phase-retrieval", "inpainting")
 PRIORS = ("network", "gaussian")
 SOLVERS = ("EnKG kalman-sqrt", "EnKG paper", "EKI", "DPS", "SCG", "DPG")
+#: also available: "EnKG default" (every setting but J at the class defaults)
 
 
 def make_solver(label: str, prior, J: int, seed: int):
     """The solver ``label`` at budget ``J`` with solver seed ``seed``."""
     common = {"random_state": seed, "verbose": False}
+    if label == "EnKG default":
+        return kd.EnKGSolver(prior, n_particles=J, **common)
     if label == "EnKG kalman-sqrt":
         return kd.EnKGSolver(prior, n_particles=J, n_steps=20, update="kalman-sqrt", **common)
     if label == "EnKG paper":
@@ -51,9 +54,9 @@ def make_solver(label: str, prior, J: int, seed: int):
     if label == "DPS":
         return kd.DPSSolver(prior, n_steps=2 * J, **common)
     if label == "SCG":
-        return kd.SCGSolver(prior, n_steps=100, n_candidates=J, **common)
+        return kd.SCGSolver(prior, n_steps=100, n_queries=J, **common)
     if label == "DPG":
-        return kd.DPGSolver(prior, n_steps=100, n_samples=J, **common)
+        return kd.DPGSolver(prior, n_steps=100, n_queries=J, **common)
     raise ValueError(f"unknown solver {label!r}")
 
 

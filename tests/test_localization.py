@@ -807,3 +807,20 @@ def test_auto_on_a_local_map_with_a_long_correlated_prior_corrects_without_geome
     grf = kd.priors.GaussianRandomFieldPrior(inst.problem.x_shape, alpha=2.5, tau=3.0, scale=1.0)
     loc, what = make_localizer("auto", grf, inst.problem, np.zeros(1), n_particles=64)
     assert isinstance(loc, Taper) and what.startswith("gaspari-cohn")
+
+
+def test_auto_leaves_a_learned_prior_unlocalised():
+    """A score network: "auto" is off (measured worse than none on the digits inpainting problem)."""
+    torch = pytest.importorskip("torch")
+
+    class Shrink(torch.nn.Module):
+        def forward(self, x, sigma):
+            return x / (1.0 + sigma.reshape(-1, *([1] * (x.ndim - 1))) ** 2)
+
+    problem = kd.problems.Inpainting((1, 12, 12), box=(2, 3, 5, 4), noise_std=0.1)
+    net = kd.priors.TorchDenoiser(Shrink(), event_shape=problem.x_shape)
+    loc, what = make_localizer("auto", net, problem, np.zeros(1), n_particles=16)
+    assert loc is None and "learned prior" in what
+    analytic = kd.priors.GaussianPrior(np.zeros(144), 1.0)  # the same problem, an analytic prior
+    loc, what = make_localizer("auto", analytic, problem, np.zeros(1), n_particles=16)
+    assert loc is not None

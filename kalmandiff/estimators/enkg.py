@@ -199,7 +199,8 @@ class EnKGSolver(BaseSolver):
         callable, interferometry); off with ``update="paper"``, with
         ``J >= d`` and no local geometry, on phase retrieval and
         Navier-Stokes (measured worse than none there at some ``J``; their
-        geometry says so),
+        geometry says so), with a learned prior (a score network: measured
+        worse than none on the digits inpainting problem),
         and, silently, beyond the size limit (what ran is in
         ``localization_``).  ``"secnice"`` / ``"sec"`` /
         :class:`~kalmandiff.estimators.SamplingErrorCorrection`: shrink the

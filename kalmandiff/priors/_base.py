@@ -37,9 +37,13 @@ class Prior:
     ----------
     event_shape : tuple of int
         Shape of one sample, e.g. ``(d,)`` or ``(C, H, W)``.
+    learned : bool
+        True for a trained network (:class:`~kalmandiff.priors.TorchDenoiser`),
+        whose covariance is unknown; solvers' ``"auto"`` settings read it.
     """
 
     event_shape: tuple[int, ...] = ()
+    learned: bool = False
 
     def denoise(self, x, sigma):
         """Return ``D(x, sigma)`` for a batch ``x`` of shape ``(n, *event_shape)``.

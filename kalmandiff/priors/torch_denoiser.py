@@ -98,6 +98,8 @@ class TorchDenoiser(Prior):
     array([0.5, 0.5, 0.5], dtype=float32)
     """
 
+    learned = True  # a trained network: its covariance is unknown
+
     def __init__(self, module, event_shape, batch_size: int | None = 64, device=None, dtype=None):
         import torch
 
