@@ -64,18 +64,7 @@ def load_navier_stokes_prior(batch_size: int = 64, device=None, dtype=None, path
     >>> prior.event_shape
     (1, 32, 32)
     """
-    net = load_edm_checkpoint(NS_PRIOR_PATH if path is None else path)
-    info = net.checkpoint_info
-    scale = float(info.get("scale", NS_SCALE))
-    prior = TorchDenoiser(
-        ScaledDenoiser(net, scale=scale),
-        tuple(info["config"]["event_shape"]),
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-    )
-    prior.info = info
-    return prior
+    return _shipped_prior(NS_PRIOR_PATH if path is None else path, NS_SCALE, batch_size, device, dtype)
 
 
 def load_digits_prior(batch_size: int = 256, device=None, dtype=None, path=None) -> TorchDenoiser:
@@ -105,10 +94,17 @@ def load_digits_prior(batch_size: int = 256, device=None, dtype=None, path=None)
     >>> prior.event_shape
     (1, 16, 16)
     """
-    net = load_edm_checkpoint(DIGITS_PRIOR_PATH if path is None else path)
+    return _shipped_prior(DIGITS_PRIOR_PATH if path is None else path, None, batch_size, device, dtype)
+
+
+def _shipped_prior(path, default_scale, batch_size, device, dtype) -> TorchDenoiser:
+    """A checkpoint as a :class:`TorchDenoiser`, in data units when it (or ``default_scale``) names a scale."""
+    net = load_edm_checkpoint(path)
     info = net.checkpoint_info
+    scale = info.get("scale", default_scale)
+    module = net if scale is None else ScaledDenoiser(net, scale=float(scale))
     prior = TorchDenoiser(
-        net, tuple(info["config"]["event_shape"]), batch_size=batch_size, device=device, dtype=dtype
+        module, tuple(info["config"]["event_shape"]), batch_size=batch_size, device=device, dtype=dtype
     )
     prior.info = info
     return prior
