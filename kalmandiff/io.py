@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -415,8 +416,9 @@ def export_results(solver, path, y=None, x_true=None):
     """Write a fitted solver's results for other tools.
 
     A path ending in ``.nc`` is written as netCDF through xarray (the scipy
-    backend suffices); anything else, or no xarray, gives a ``.npz``
-    archive with the same variables and a JSON ``attributes`` entry.
+    backend suffices); ``.npz`` or no suffix (or ``.nc`` without xarray,
+    with a warning) gives a ``.npz`` archive with the same variables and a
+    JSON ``attributes`` entry; any other suffix is a ValueError.
 
     Parameters
     ----------
@@ -456,10 +458,18 @@ def export_results(solver, path, y=None, x_true=None):
             targets = {name: path.with_name(f"{path.stem}-{name}{path.suffix}") for name in fitted}
         return [export_results(s, targets[name], y=y, x_true=x_true) for name, s in fitted.items()]
     path = Path(path)
+    if path.suffix not in ("", ".nc", ".npz"):
+        raise ValueError(
+            f"export_results writes .npz or .nc (netCDF) files, not {path.suffix!r} ({path}); "
+            "name the file with one of those suffixes."
+        )
     if path.suffix == ".nc":
         try:
             ds = results_dataset(solver, y=y, x_true=x_true)
         except ImportError:
+            warnings.warn(
+                f"xarray is not installed: {path} is written as {path.with_suffix('.npz')}.", stacklevel=2
+            )
             path = path.with_suffix(".npz")
         else:
             ds.to_netcdf(path)

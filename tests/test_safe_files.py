@@ -230,3 +230,16 @@ def test_callbacks_are_not_stored_and_may_be_passed_back(tmp_path):
     path = _solver(callbacks=[seen.append]).save(tmp_path / "s.npz")
     assert kd.load(path).callbacks is None
     assert kd.load(path, callbacks=[seen.append]).callbacks == [seen.append]
+
+
+def test_export_refuses_a_suffix_it_would_not_write(tmp_path):
+    """``x.h5`` was silently written as ``x.npz``: now it is refused, naming the formats."""
+    import kalmandiff as kd
+
+    prior = kd.priors.GaussianPrior(np.zeros(3), 1.0)
+    solver = kd.EKISolver(prior, n_particles=8, random_state=0, verbose=False)
+    solver.fit(np.ones(2), lambda X: X[:, :2], noise_std=0.5)
+    with pytest.raises(ValueError, match=r"\.npz or \.nc"):
+        kd.export_results(solver, tmp_path / "x.h5")
+    assert not (tmp_path / "x.npz").exists()
+    assert kd.export_results(solver, tmp_path / "x.npz").exists()
