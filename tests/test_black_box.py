@@ -102,3 +102,11 @@ def test_dask_local_cluster_gives_the_serial_particles():
         )
         parallel = make().fit(inst.y, box)
     np.testing.assert_allclose(parallel.particles_, serial.particles_, rtol=1e-10, atol=1e-10)
+
+
+def test_a_wrapped_problem_keeps_its_declared_geometry():
+    """Wrapping a problem in BlackBox must not change what localization="auto" does."""
+    inst = kd.problems.make("navier-stokes", size="small")
+    box = kd.problems.BlackBox(inst.problem, inst.problem.x_shape, inst.problem.y_shape, vectorized=True)
+    assert box.geometry is inst.problem.geometry is not None
+    assert kd.problems.BlackBox(lambda x: x, (3,), (3,)).geometry is None

@@ -75,6 +75,10 @@ class BlackBox(ForwardProblem):
     blas_threads : int or None, default 1
         BLAS/OpenMP threads inside each call (``threadpoolctl``), so that
         workers do not oversubscribe the cores; None leaves them alone.
+    geometry : Geometry, optional
+        Where the unknowns and data live (:class:`~kalmandiff.problems.Geometry`),
+        for localisation.  Default: ``fn.geometry`` when ``fn`` declares one (a
+        wrapped :class:`ForwardProblem` keeps its declaration), else none.
 
     Attributes
     ----------
@@ -95,6 +99,7 @@ class BlackBox(ForwardProblem):
         timeout: float | None = None,
         vectorized: bool = False,
         blas_threads: int | None = 1,
+        geometry: Any = None,
     ):
         if not callable(fn):
             raise ValueError(f"fn must be callable (got {type(fn).__name__}).")
@@ -119,6 +124,7 @@ class BlackBox(ForwardProblem):
         self.vectorized = vectorized
         self.blas_threads = blas_threads
         self.last_failures: dict[int, str] = {}
+        self.geometry = getattr(fn, "geometry", None) if geometry is None else geometry
 
     def forward(self, X):
         X_np = np.asarray(to_numpy(X), dtype=float)
