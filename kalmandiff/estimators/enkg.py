@@ -332,7 +332,7 @@ class EnKGSolver(BaseSolver):
 
     #: the updates whose ensemble approximates the posterior (kalmandiff.diagnostics.promises_calibration);
     #: "auto" resolves to "kalman-sqrt" whenever the data are noisy
-    calibrated_when: ClassVar[dict] = {"update": ("kalman", "kalman-sqrt", "auto")}
+    calibrated_when: ClassVar[dict] = {"update": (*_CALIBRATED, "auto")}
     #: the promise is for the full schedule: the testing kit's calibration check runs at these settings
     calibration_check_params: ClassVar[dict] = {"n_steps": 80}
 

@@ -578,12 +578,8 @@ _GEOMETRY_FREE = ("sec", "secnice")
 _NORMALISED = ("paper", "normalized")
 
 
-def check_localization(localization, update: str, calibrated=None) -> None:
+def check_localization(localization, update: str) -> None:
     """Validate a ``localization`` parameter at fit time (before any work).
-
-    ``calibrated`` is accepted and ignored (the old signature named the
-    calibrated updates; now every update but the normalised one takes a
-    localiser).
 
     Raises
     ------
@@ -651,17 +647,9 @@ def make_localizer(
     if geometry is not None:
         geometry.check_sizes(d, m)
     if isinstance(localization, str) and localization == "auto":
-        localization = _auto_choice(prior, geometry)
+        localization, why_off = _auto_choice(prior, problem, geometry)
         if localization is None:
-            if not _is_analytic(prior):
-                return (
-                    None,
-                    f"off: a learned prior ({type(prior).__name__}); measured worse with the corrector",
-                )
-            return (
-                None,
-                f"off: {type(problem).__name__} declares that sampling-error correction does not help it",
-            )
+            return None, f"off: {why_off}"
         if isinstance(localization, str) and n_particles is not None and n_particles >= d:
             return None, f"off: J = {n_particles} >= d = {d} (no geometry declared)"
         if d * m + m * m > MAX_TAPER_ENTRIES:
@@ -683,32 +671,28 @@ def make_localizer(
     return make_taper(localization, prior, x_shape, y_shape, like, geometry), _describe(localization)
 
 
-def _auto_choice(prior, geometry):
-    """``"auto"``: a Gaspari-Cohn taper on a declared local geometry (reach at most twice the largest
-    radius) for a prior of known correlation length at most the largest radius, else the
-    geometry-free default."""
+def _auto_choice(prior, problem, geometry):
+    """``"auto"``: ``(localiser, None)``, or ``(None, why)`` where it stays off.
+
+    A Gaspari-Cohn taper on a declared local geometry (reach at most twice the largest radius)
+    for a prior of known correlation length at most the largest radius; else the geometry-free
+    default, except where the problem declares that it does not help, or for a learned prior
+    (``prior.learned``, True for a score network): on the digits inpainting problem with the
+    shipped network, J = 64, SECNice raised EnKG's error from 0.152 / 0.084 to 0.191 / 0.211
+    (instances 1 / 2; docs/benchmarks.md, top section).
+    """
     if geometry is not None and geometry.local and geometry.reach / 2.0 <= MAX_RADIUS:
         # Only a prior known to be correlated within the largest radius gets a taper: beyond it the
         # taper cuts true correlations, and on the one prior of unknown length measured (a fitted
         # image Gaussian, before its length was computed) the corrector was as good or better.
         ell = correlation_length(prior, geometry.x_coords)
         if ell is not None and ell <= MAX_RADIUS:
-            return GaspariCohnTaper(auto_radius(prior, geometry))
+            return GaspariCohnTaper(auto_radius(prior, geometry)), None
     if geometry is not None and not geometry.local and not geometry.sampling_error_correction:
-        return None
-    if not _is_analytic(prior):
-        return None
-    return AUTO_GEOMETRY_FREE
-
-
-def _is_analytic(prior) -> bool:
-    """Whether ``prior`` is not a learned one (``prior.learned``, True for a score network).
-
-    ``"auto"`` leaves a learned prior (a score network) unlocalised: on the digits inpainting
-    problem with the shipped network, J = 64, SECNice raised EnKG's error from 0.152 / 0.084 to
-    0.191 / 0.211 (instances 1 / 2; docs/benchmarks.md, "Localisation: which default").
-    """
-    return not getattr(prior, "learned", False)
+        return None, f"{type(problem).__name__} declares that sampling-error correction does not help it"
+    if getattr(prior, "learned", False):
+        return None, f"a learned prior ({type(prior).__name__}); measured worse with the corrector"
+    return AUTO_GEOMETRY_FREE, None
 
 
 def _describe(localization) -> str:
