@@ -7,17 +7,31 @@
 
 from . import diagnostics, diffusion, metrics, plotting, priors, problems
 from ._config import CostWarning, DivergenceWarning, config_context, get_config, set_config
+from ._version import __version__
 from .compare import ComparisonTable, compare, plot_comparison
-from .estimators import SOLVER_CLASSES, MemberFailureError, NotFittedError
+from .estimators import (
+    DiffPIRSolver,
+    DPGSolver,
+    DPSSolver,
+    EKISolver,
+    EnKGSolver,
+    GSGSolver,
+    MemberFailureError,
+    NotFittedError,
+    RMPSolver,
+    SCGSolver,
+)
 from .io import export_results, load
 
-__version__ = "0.1.0.dev0"
-
-# The solver classes (EnKGSolver, EKISolver, ...) come from the solver registry.
-globals().update(SOLVER_CLASSES)
-
 __all__ = [
-    *SOLVER_CLASSES,
+    "EnKGSolver",
+    "EKISolver",
+    "DPGSolver",
+    "SCGSolver",
+    "GSGSolver",
+    "DPSSolver",
+    "DiffPIRSolver",
+    "RMPSolver",
     "compare",
     "plot_comparison",
     "ComparisonTable",

@@ -33,6 +33,7 @@ from array_api_compat import array_namespace, is_cupy_array, is_numpy_array, is_
 from array_api_compat import device as array_device
 
 __all__ = [
+    "move_like",
     "get_namespace",
     "namespace_for_device",
     "check_device",
@@ -137,6 +138,16 @@ def asarray_like(value: Any, like: Any, dtype=None):
 # --------------------------------------------------------------------------
 # random numbers
 # --------------------------------------------------------------------------
+
+
+def move_like(arr: Any, like: Any):
+    """``arr`` in the namespace and on the device of ``like`` (itself if already there)."""
+    try:
+        if get_namespace(arr) is get_namespace(like) and array_device(arr) == array_device(like):
+            return arr
+    except TypeError:
+        pass
+    return asarray_like(to_numpy(arr), like)
 
 
 def stream_seed(seed: int, stream: str) -> np.random.SeedSequence:

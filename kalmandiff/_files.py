@@ -134,7 +134,7 @@ def write_archive(path, kind: str, tree: Any, extra: dict[str, np.ndarray] | Non
     and renamed over ``path``, so a process that dies mid-write leaves the
     previous file intact.  ``path`` is used as given (no ``.npz`` appended).
     """
-    from . import __version__
+    from ._version import __version__
 
     arrays: dict[str, np.ndarray] = {}
     meta = {"kalmandiff": kind, "format": FORMAT, "version": __version__, "tree": encode(tree, arrays)}

@@ -26,21 +26,10 @@ from typing import Any
 import numpy as np
 
 from ._backend import to_numpy
+from ._colour import colour_limits
+from .estimators._recorder import COUNT_COLUMNS, TIME_COLUMNS
 
-__all__ = ["compare", "plot_comparison", "ComparisonTable", "COUNT_COLUMNS", "TIME_COLUMNS"]
-
-#: evaluation counts copied from each solver's ``stats_`` (0 when a solver does not report one)
-COUNT_COLUMNS = (
-    "n_denoiser_evals",
-    "n_sequential_denoiser_evals",
-    "n_forward_evals",
-    "n_sequential_forward_evals",
-    "n_forward_vjps",
-    "n_denoiser_vjps",
-    "n_failed",
-)
-#: wall times in seconds copied from ``stats_``
-TIME_COLUMNS = ("time_total_s", "time_denoiser_s", "time_forward_s")
+__all__ = ["compare", "plot_comparison", "ComparisonTable", "COUNT_COLUMNS", "TIME_COLUMNS", "fitted_solvers"]
 
 _ERRORS = ("record", "raise")
 
@@ -366,7 +355,8 @@ def _as_output(records, columns, fitted, as_frame):
 # --------------------------------------------------------------------------
 
 
-def _fitted_solvers(results) -> dict:
+def fitted_solvers(results) -> dict:
+    """``{name: fitted solver}`` of a :func:`compare` result (table or DataFrame), a list or a dict of solvers."""
     if isinstance(results, ComparisonTable):
         return {k: v for k, v in results.solvers.items() if v is not None}
     attrs = getattr(results, "attrs", None)
@@ -430,7 +420,7 @@ def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=
     """
     import matplotlib.pyplot as plt
 
-    solvers = _fitted_solvers(results_or_solvers)
+    solvers = fitted_solvers(results_or_solvers)
     estimates = []
     for name, est in solvers.items():
         x_hat = np.asarray(to_numpy(est.reconstruct()))
@@ -463,8 +453,6 @@ def plot_comparison(results_or_solvers, problem=None, x_true=None, y=None, axes=
         if not _uses_layout_engine(fig):
             # colour bars in a tight_layout figure overlap the panels; constrained layout makes room
             fig.set_layout_engine("constrained")
-    from .plotting import colour_limits
-
     lo, hi = colour_limits(ref)  # symmetric for signed fields: white is zero
     shared, shared_im = [], None
     for ax, (title, arr, note) in zip(axes, panels):
@@ -524,8 +512,6 @@ def _draw(ax, arr, limits, cmap):
         ax.imshow(np.clip((np.moveaxis(img, 0, -1) + 1) / 2, 0, 1))
         im = None
     elif img.ndim == 2:
-        from .plotting import colour_limits
-
         lo, hi = limits if limits is not None else colour_limits(img)
         im = ax.imshow(img, cmap=cmap or ("RdBu_r" if lo < 0 else "gray"), vmin=lo, vmax=hi)
     else:

@@ -654,7 +654,7 @@ def sbc(
 
 
 def _run_trials(args, seeds, W, levels, executor, label, verbose) -> list[dict]:
-    from .estimators._base import _progress_enabled
+    from .estimators._recorder import progress_enabled as _progress_enabled
 
     bar = None
     if _progress_enabled(verbose):
@@ -916,7 +916,7 @@ class SBCResult:
 
     # -- export -----------------------------------------------------------------
     def _attributes(self) -> dict:
-        from . import __version__
+        from ._version import __version__
 
         return {
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),

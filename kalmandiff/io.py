@@ -188,7 +188,7 @@ def _solver_class(name: str, solver_class):
         if solver_class.__name__ != name:
             raise ValueError(f"the file holds a {name}, not a {solver_class.__name__}.")
         return solver_class
-    from .estimators import registered_solvers
+    from .estimators._registry import registered_solvers
 
     for spec in registered_solvers():
         if spec.cls.__name__ == name:
@@ -362,7 +362,7 @@ def _history_arrays(history: list[dict]) -> dict[str, np.ndarray]:
 
 
 def _attributes(solver) -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     params = {k: repr(v) for k, v in solver.get_params(deep=False).items() if k != "callbacks"}
     attrs = {
@@ -444,9 +444,9 @@ def export_results(solver, path, y=None, x_true=None):
     if isinstance(solver, SBCResult):
         return solver.export(path)  # a calibration study exports its own arrays
     if not hasattr(solver, "particles_") and not hasattr(solver, "get_params"):
-        from .compare import _fitted_solvers
+        from .compare import fitted_solvers
 
-        fitted = _fitted_solvers(solver) if _is_comparison(solver) else {}
+        fitted = fitted_solvers(solver) if _is_comparison(solver) else {}
         if not fitted:
             raise TypeError(
                 f"export_results needs a fitted solver or the result of kd.compare (got {type(solver).__name__})."

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import to_numpy
+from ._colour import colour_limits
 
 __all__ = [
     "plot_reconstruction",
@@ -41,20 +42,6 @@ def _as_image(a) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[0]
     return arr
-
-
-def colour_limits(arr) -> tuple[float, float]:
-    """``(vmin, vmax)`` for showing ``arr``: symmetric about zero for signed data, so that a
-    diverging colour map's centre (white in ``RdBu_r``) is zero; the data's range otherwise."""
-    a = np.asarray(to_numpy(arr), dtype=float)
-    finite = a[np.isfinite(a)]
-    if finite.size == 0:
-        return (0.0, 1.0)
-    lo, hi = float(finite.min()), float(finite.max())
-    if lo < 0:
-        vmax = max(abs(lo), abs(hi)) or 1.0
-        return (-vmax, vmax)
-    return (lo, hi if hi > lo else lo + 1.0)
 
 
 def _show(ax, arr: np.ndarray, title: str, cmap: str | None, vlim: tuple | None):

@@ -112,7 +112,7 @@ def test_a_registered_toy_solver_appears_everywhere(toy):
 
 
 def test_every_parameter_is_documented_with_the_shared_block():
-    from kalmandiff.estimators._base import SHARED_PARAMETERS
+    from kalmandiff.estimators._docstrings import SHARED_PARAMETERS
 
     first = SHARED_PARAMETERS.splitlines()[0]
     for spec in registered_solvers():

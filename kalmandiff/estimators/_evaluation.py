@@ -1,7 +1,7 @@
 """Counting, timing and checking the two expensive calls: the denoiser and the forward model.
 
-:class:`Accounting` holds the figures behind a solver's ``stats_``;
-:class:`CountingDenoiser` calls a prior in memory-bounded chunks;
+:class:`~kalmandiff.estimators._recorder.Accounting` (re-exported here)
+holds the figures behind a solver's ``stats_``; :class:`CountingDenoiser` calls a prior in memory-bounded chunks;
 :class:`ForwardEvaluator` calls the forward model in chunks and turns its
 output into forward values plus a mask of failed members, following
 EnsembleKalmanProcesses.jl: a member fails when more than ``nan_tolerance``
@@ -14,133 +14,15 @@ place where ``fit`` differentiates a forward model.
 
 from __future__ import annotations
 
-import resource
-import sys
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any
 
 import numpy as np
 
 from .._backend import asarray_like, get_namespace, is_torch_array, to_numpy
 from ..problems._base import ForwardProblem
-from ..problems.linear import LinearOperatorProblem
+from ._recorder import STATS_KEYS, Accounting
 
 __all__ = ["Accounting", "CountingDenoiser", "ForwardEvaluator", "STATS_KEYS"]
-
-#: keys of every solver's ``stats_`` (one schema for all solvers; :meth:`Accounting.as_dict`)
-STATS_KEYS = (
-    "n_denoiser_evals",
-    "n_sequential_denoiser_evals",
-    "n_forward_evals",
-    "n_sequential_forward_evals",
-    "n_failed",
-    "n_forward_probe_evals",
-    "n_forward_vjps",
-    "n_sequential_forward_vjps",
-    "n_denoiser_vjps",
-    "n_sequential_denoiser_vjps",
-    "time_total_s",
-    "time_denoiser_s",
-    "time_forward_s",
-    "time_gradient_s",
-    "time_overhead_s",
-    "peak_rss_mb",
-)
-
-
-@dataclass
-class Accounting:
-    """Counters and timers behind ``stats_`` (DESIGN.md, principle 6).
-
-    ``n_*_evals`` count single-particle evaluations; ``n_sequential_*``
-    count calls on the whole ensemble, i.e. the depth of the computation if
-    every particle ran in parallel (how the EnKG paper counts NFE).
-    ``n_*_vjps`` count vector-Jacobian products (backward passes) through
-    the forward model and the denoiser, per particle; their time is
-    ``time_gradient_s``, which ``time_overhead_s`` (the solver's own time)
-    excludes.
-    """
-
-    n_denoiser_evals: int = 0
-    n_sequential_denoiser_evals: int = 0
-    n_forward_evals: int = 0
-    n_sequential_forward_evals: int = 0
-    n_failed: int = 0
-    n_forward_probe_evals: int = 0
-    n_forward_vjps: int = 0
-    n_sequential_forward_vjps: int = 0
-    n_denoiser_vjps: int = 0
-    n_sequential_denoiser_vjps: int = 0
-    time_denoiser_s: float = 0.0
-    time_forward_s: float = 0.0
-    time_gradient_s: float = 0.0
-    t_start: float = field(default_factory=time.perf_counter)
-
-    def count_vjps(self, n: int, *, forward: bool, denoiser: bool, seconds: float = 0.0) -> None:
-        """Count one batched backward pass over ``n`` particles and charge its time to gradients.
-
-        ``forward`` / ``denoiser``: whether the pass goes through the forward
-        model and/or the denoiser (a chain through both counts once in each).
-        """
-        if forward:
-            self.n_forward_vjps += n
-            self.n_sequential_forward_vjps += 1
-        if denoiser:
-            self.n_denoiser_vjps += n
-            self.n_sequential_denoiser_vjps += 1
-        self.time_gradient_s += seconds
-
-    def counters(self) -> dict[str, Any]:
-        """The counts and times (not the clock), for checkpoints."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "t_start"}
-
-    def restore(self, counters: dict[str, Any], elapsed_s: float) -> None:
-        """Continue from saved counters and an elapsed wall time."""
-        for k, v in counters.items():
-            setattr(self, k, v)
-        self.t_start = time.perf_counter() - elapsed_s
-
-    def as_dict(self) -> dict[str, Any]:
-        total = time.perf_counter() - self.t_start
-        return {
-            "n_denoiser_evals": self.n_denoiser_evals,
-            "n_sequential_denoiser_evals": self.n_sequential_denoiser_evals,
-            "n_forward_evals": self.n_forward_evals,
-            "n_sequential_forward_evals": self.n_sequential_forward_evals,
-            "n_failed": self.n_failed,
-            "n_forward_probe_evals": self.n_forward_probe_evals,
-            "n_forward_vjps": self.n_forward_vjps,
-            "n_sequential_forward_vjps": self.n_sequential_forward_vjps,
-            "n_denoiser_vjps": self.n_denoiser_vjps,
-            "n_sequential_denoiser_vjps": self.n_sequential_denoiser_vjps,
-            "time_total_s": total,
-            "time_denoiser_s": self.time_denoiser_s,
-            "time_forward_s": self.time_forward_s,
-            "time_gradient_s": self.time_gradient_s,
-            "time_overhead_s": max(
-                total - self.time_denoiser_s - self.time_forward_s - self.time_gradient_s, 0.0
-            ),
-            "peak_rss_mb": _peak_rss_mb(),
-        }
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB.
-
-    On Linux this is ``VmHWM`` from ``/proc/self/status``; elsewhere
-    ``ru_maxrss`` (which a spawned child inherits from its parent, so it can
-    over-report).  It is the process's peak, not the fit's alone.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 
 
 class CountingDenoiser:
@@ -223,10 +105,8 @@ class ForwardEvaluator:
             for i in range(0, J, bs):
                 parts.append(self.problem(X[i : i + bs, ...]))
                 # a problem's per-member failure reasons are indexed within its call: re-index them
-                reasons.update(
-                    {i + j: why for j, why in (getattr(self.problem, "last_failures", None) or {}).items()}
-                )
-            if hasattr(self.problem, "last_failures"):
+                reasons.update({i + j: why for j, why in self.problem.member_failures().items()})
+            if self.problem.reports_member_failures():
                 self.problem.last_failures = reasons
             Y = xp.concat(parts, axis=0)
         self.acct.time_forward_s += time.perf_counter() - t0
@@ -258,7 +138,8 @@ class ForwardEvaluator:
         * ``X`` a torch tensor: evaluated under autograd from a detached
           copy, the graph kept until the VJP (a solver working in torch
           gets torch values back);
-        * a :class:`~kalmandiff.problems.LinearOperatorProblem` outside
+        * a problem that declares ``linear_operator`` (every
+          :class:`~kalmandiff.problems.LinearOperatorProblem`) outside
           torch: evaluated plainly; the VJP is its exact ``adjoint``;
         * otherwise: evaluated in torch float64 on the CPU (the forward must
           be written so that torch autograd can follow it), the values
@@ -267,7 +148,7 @@ class ForwardEvaluator:
         Returns ``(G (J, m), failed mask)`` as :meth:`__call__` does.
         """
         self._linearization = None
-        if not is_torch_array(X) and isinstance(self.problem, LinearOperatorProblem):
+        if not is_torch_array(X) and self.problem.linear_operator:
             G, failed = self(X)
             self._linearization = (X, None, None)
             return G, failed

@@ -17,10 +17,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import asarray_like, is_torch_array, to_numpy
-from ._base import FitContext, ForwardRequest, VJPRequest
+from ._context import FitContext
+from ._observation import inverse_noise_variance, weighted_cotangent
+from ._protocol import ForwardRequest, VJPRequest
 from ._registry import derivative_free_solvers
 
 __all__ = ["require_gradient", "inverse_noise_variance", "GradientResult", "misfit_gradient"]
+# inverse_noise_variance lives in ._observation, the one home of the likelihood; the solvers import it here
 
 
 def require_gradient(solver_name: str, problem, why: str, acct=None) -> None:
@@ -65,13 +68,6 @@ def _autograd_probe(problem) -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure means autograd cannot follow it
         return f"the callable failed under torch autograd: {exc!r}"
     return None
-
-
-def inverse_noise_variance(problem, like, noise_floor: float):
-    """``1 / max(noise_std, noise_floor)**2`` per datum, flattened ``(m,)``, in the namespace of ``like``."""
-    std = np.broadcast_to(np.asarray(to_numpy(problem.noise_std), dtype=float), tuple(problem.y_shape))
-    std = np.maximum(std, noise_floor)
-    return asarray_like(1.0 / std.reshape(-1) ** 2, like)
 
 
 class GradientResult(NamedTuple):
@@ -143,14 +139,8 @@ def misfit_gradient(ctx: FitContext, X, weights, through=None):
     Z_in = Z.detach()
     G, failed = yield ForwardRequest(Z_in, vjp=True)
     # The cotangent dL/dG of L = sum_j 1/2 sum w r_j^2 over the members with a finite misfit.
-    G_leaf = G.detach().requires_grad_(True)
-    with torch.enable_grad():
-        r = ctx.problem.residual(G_leaf.reshape((J, *y_shape)), yt).reshape((J, -1))
-        per = 0.5 * torch.sum(wt[None, :] * r**2, dim=1)
-        finite = torch.isfinite(per)
-        total = torch.sum(torch.where(finite, per, torch.zeros_like(per)))
-        (cotangent,) = torch.autograd.grad(total, G_leaf)
-    grad = yield VJPRequest(Z_in, cotangent.reshape((J, *y_shape)))
+    cotangent, _ = weighted_cotangent(ctx.problem, G, yt, wt.reshape(y_shape), lambda loss: 0.5)
+    grad = yield VJPRequest(Z_in, cotangent)
     if through is not None:
         t0 = time.perf_counter()
         (grad,) = torch.autograd.grad(Z, Xt, grad_outputs=grad)

@@ -39,7 +39,8 @@ import numpy as np
 
 from .._backend import from_torch, to_numpy, to_torch
 from ..diffusion import VPSchedule, vp_schedule
-from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, fill_docstring
+from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
+from ._docstrings import fill_docstring
 from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 
 __all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver", "prior_scale"]
@@ -353,10 +354,7 @@ class GuidedSolver(BaseSolver):
         """
         G, failed = yield ForwardRequest(from_torch(X0.detach(), like=ctx.y))
         ok = ctx.handle_failures(failed)
-        xp = ctx.xp
-        r = ctx.flat_residual(G, xp.reshape(ctx.y_flat, (1, -1)))
-        w = xp.reshape(ctx.problem.misfit_weights(like=ctx.y), (1, -1))
-        losses = np.array(to_numpy(xp.sum(w * r**2, axis=1)), dtype=float, copy=True)
+        losses = np.array(to_numpy(ctx.observation.guidance_losses(G)), dtype=float, copy=True)
         losses[~ok] = np.nan
         phi = np.array(ctx.misfit(G), dtype=float, copy=True)
         phi[~ok] = np.nan
@@ -379,11 +377,8 @@ class GuidedSolver(BaseSolver):
 
     @staticmethod
     def _noise_loss(ctx: FitContext) -> float:
-        """``l_noise = sum_k w_k noise_std_k**2``: the expected guidance loss at the truth (0 if noiseless)."""
-        problem = ctx.problem
-        std = np.broadcast_to(np.asarray(to_numpy(problem.noise_std), dtype=float), tuple(problem.y_shape))
-        w = np.asarray(to_numpy(problem.misfit_weights(like=ctx.y)), dtype=float)
-        return float(np.sum(w * std**2))
+        """``l_noise``: the expected guidance loss at the truth (:meth:`Observation.noise_loss`)."""
+        return ctx.observation.noise_loss()
 
     def _likelihood_weight(self, ctx: FitContext, step: GuidedStep, losses, ll_grad) -> np.ndarray:
         """Per-sample ``zeta_i`` of ``guidance_scale="auto"`` (derived in the DPS docstring).

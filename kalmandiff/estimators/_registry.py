@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ._docstrings import fill_docstring
+
 __all__ = [
     "SolverSpec",
     "register_solver",
@@ -21,6 +23,7 @@ __all__ = [
     "registered_solvers",
     "available_solvers",
     "derivative_free_solvers",
+    "is_derivative_free",
 ]
 
 
@@ -77,11 +80,10 @@ def register_solver(name: str, *, derivative_free: bool, rank: int = 100, quick:
             raise ValueError(
                 f"a solver named {name!r} is already registered ({_REGISTRY[name].cls.__name__})."
             )
-        from ._base import fill_docstring
-
         fill_docstring(cls)
         _REGISTRY[name] = SolverSpec(name, cls, bool(derivative_free), int(rank), dict(quick or {}))
         cls._solver_name = name
+        cls._derivative_free = bool(derivative_free)  # what the solver's fit reads (the base never asks here)
         return cls
 
     return decorator
@@ -114,9 +116,8 @@ def available_solvers(derivative_free: bool | None = None) -> dict:
 
 def is_derivative_free(cls) -> bool:
     """Whether a solver class only calls the forward model (as registered for it or its nearest
-    registered base class; True when there is none)."""
-    registered = {spec.cls: spec.derivative_free for spec in _REGISTRY.values()}
-    return next((registered[k] for k in cls.__mro__ if k in registered), True)
+    registered base class, which ``register_solver`` sets on the class; True when there is none)."""
+    return bool(getattr(cls, "_derivative_free", True))
 
 
 def derivative_free_solvers() -> tuple[str, ...]:

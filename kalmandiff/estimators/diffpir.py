@@ -27,6 +27,7 @@ from ..problems.linear import LinearOperatorProblem
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, VJPRequest
 from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
 from ._params import EDM_SCHEDULE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
+from ._protocol import Fitted
 from ._registry import derivative_free_solvers, register_solver
 
 __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
@@ -362,9 +363,9 @@ class DiffPIRSolver(BaseSolver):
                 ctx.problem, ctx.y, weights, int(self.dense_max), float(self.cg_tol), int(self.cg_max_iter)
             )
             mode = "closed-form-dense" if prox.dense else "closed-form-cg"
-        self._mode = mode
+        fitted = {"data_step_": mode}
         if state is not None and "final" in state:
-            return state["final"]
+            return Fitted(state["final"], fitted)
         J, N = int(self.n_particles), int(self.n_steps)
         sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
         if state is None:
@@ -391,8 +392,8 @@ class DiffPIRSolver(BaseSolver):
                 spread=ctx.spread(x0_hat),
             )
             if ctx.stopped_early:
-                return x0_hat
-        return x
+                return Fitted(x0_hat, fitted)
+        return Fitted(x, fitted)
 
     def _gradient_step(self, ctx: FitContext, x0, rho: float, weights):
         """One gradient step on the proximal objective from ``x0``; failed chains redrawn.
@@ -439,7 +440,3 @@ class DiffPIRSolver(BaseSolver):
             eps = ctx.rng.normal(tuple(x.shape), like=x)
             eps_hat = math.sqrt(1.0 - zeta) * eps_hat + math.sqrt(zeta) * eps
         return x0_hat + s_next * eps_hat
-
-    def _finish(self, particles) -> None:
-        super()._finish(particles)
-        self.data_step_ = getattr(self, "_mode", None)

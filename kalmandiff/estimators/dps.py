@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import from_torch, to_torch
-from ._base import ForwardRequest, VJPRequest
 from ._guided import GuidedSolver, GuidedStep
+from ._observation import weighted_cotangent
 from ._params import NON_NEGATIVE, Options, solver_parameters
+from ._protocol import ForwardRequest, VJPRequest
 from ._registry import register_solver
 
 __all__ = ["DPSSolver"]
@@ -137,28 +138,23 @@ class DPSSolver(GuidedSolver):
     def _guided_step(self, ctx, step: GuidedStep, state: dict):
         import torch
 
-        P = step.x.shape[0]
         x0 = step.denoised.detach()
         G, failed = yield ForwardRequest(x0, vjp=True)  # torch, like the samples
         ok = ctx.handle_failures(failed)
-        problem = ctx.problem
-        G = G.detach().requires_grad_(True)
         y_t = to_torch(ctx.y).to(dtype=G.dtype, device=G.device)
-        w = to_torch(problem.misfit_weights(like=ctx.y)).to(dtype=G.dtype, device=G.device)
+        w = to_torch(ctx.problem.misfit_weights(like=ctx.y)).to(dtype=G.dtype, device=G.device)
         ok_t = torch.as_tensor(ok, device=G.device)
-        with torch.enable_grad():
-            # Failed samples' rows are cut off (zero cotangent), so no NaN enters the backward pass.
-            G_ok = torch.where(ok_t[:, None], G, torch.zeros_like(G))
-            r = problem.residual(G_ok.reshape((P, *problem.y_shape)), y_t)
-            loss = (w * r**2).reshape(P, -1).sum(dim=1)
-            loss = torch.where(ok_t, loss, torch.zeros_like(loss))
+
+        def norm_scale(loss):
             # grad ||r|| = grad l / (2 sqrt(l)), weighted per sample (the floor only guards an exact
             # fit; failed samples have weight zero): the cotangent on G of one backward pass through
             # G (the forward model's VJP) and then D (the denoiser's).
-            norm = torch.sqrt(torch.clamp(loss.detach(), min=torch.finfo(loss.dtype).tiny))
-            scale = torch.where(ok_t, 0.5 / norm, torch.zeros_like(norm))
-            (cotangent,) = torch.autograd.grad(torch.sum(scale * loss), G)
-        g0 = yield VJPRequest(x0, cotangent.reshape((P, *problem.y_shape)))
+            norm = torch.sqrt(torch.clamp(loss, min=torch.finfo(loss.dtype).tiny))
+            return torch.where(ok_t, 0.5 / norm, torch.zeros_like(norm))
+
+        # Failed samples' rows are cut off (zero cotangent), so no NaN enters the backward pass.
+        cotangent, loss = weighted_cotangent(ctx.problem, G, y_t, w, norm_scale, keep=ok_t)
+        g0 = yield VJPRequest(x0, cotangent)
         ll_grad = self._denoiser_vjp(ctx, step, g0)
         ll_grad = torch.where(self._per_sample(ok_t, ll_grad) > 0, ll_grad, torch.zeros_like(ll_grad))
         zeta = self._dps_scale(ctx, step, loss.detach(), ll_grad)

@@ -28,6 +28,7 @@ import numpy as np
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
 from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
 from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
+from ._protocol import Fitted
 from ._registry import register_solver
 from .localization import check_localization, make_localizer
 
@@ -205,8 +206,7 @@ class EKISolver(BaseSolver):
         xp = ctx.xp
         J = int(self.n_particles)
         if state is not None and "final" in state:
-            self.n_iter_ = len(ctx.history)
-            return state["final"]
+            return Fitted(state["final"], {"n_iter_": len(ctx.history)})
         std = ctx.positive_noise_std(self.update) if not self._normalised else None
         taper, self.localization_ = make_localizer(
             self.localization, self.prior, ctx.problem, ctx.y, self.update, n_particles=int(self.n_particles)
@@ -235,8 +235,7 @@ class EKISolver(BaseSolver):
             )
             if ctx.stopped_early or (not self._normalised and t >= 1.0 - 1e-12):
                 break
-        self.n_iter_ = it
-        return xp.reshape(X, (J, *ctx.x_shape))
+        return Fitted(xp.reshape(X, (J, *ctx.x_shape)), {"n_iter_": it})
 
     def _update(self, ctx: FitContext, X, G, phi, std, t: float, taper=None):
         """One EKI update of the successful members; returns them and the pseudo-time step (or None)."""

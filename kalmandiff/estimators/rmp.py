@@ -17,11 +17,12 @@ import math
 
 import numpy as np
 
-from .._backend import get_namespace
+from .._backend import get_namespace, move_like
 from ..diffusion import edm_sigma_schedule
-from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted
+from ._base import BaseSolver, FitContext, SafePoint, check_is_fitted
 from ._gradients import inverse_noise_variance, misfit_gradient
 from ._params import EDM_SCHEDULE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
+from ._protocol import Fitted
 from ._registry import register_solver
 
 __all__ = ["RMPSolver"]
@@ -201,7 +202,6 @@ class RMPSolver(BaseSolver):
 
     # -- the loop --------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
-        self.__dict__.pop("mean_", None)
         if state is not None and "final" in state:
             return state["final"]  # reconstruct() then takes the mean of the centred draws
         xp = ctx.xp
@@ -248,9 +248,7 @@ class RMPSolver(BaseSolver):
             )
             if ctx.stopped_early:
                 break
-        self.mean_ = m[0, ...]
-        self._final_std = 1.0 / math.sqrt(precision)
-        return X
+        return Fitted(X, {"mean_": m[0, ...], "_final_std": 1.0 / math.sqrt(precision)})
 
     def _draws(self, ctx: FitContext, precision: float):
         """Offsets of ``n_particles`` draws of ``N(0, I / precision)``: antithetic pairs (and 0 if odd)."""
@@ -334,7 +332,7 @@ class RMPSolver(BaseSolver):
         mean = getattr(self, "mean_", None)
         if mean is None:  # resumed from a finished checkpoint: the draws are centred on the mean
             mean = get_namespace(self.particles_).mean(self.particles_, axis=0)
-        mean = _move_like(mean, self._y_like)
+        mean = move_like(mean, self._y_like)
         if not return_std:
             return mean
         xp = get_namespace(mean)

@@ -52,6 +52,11 @@ class ForwardProblem:
     :meth:`forward` on a batch.  Everything else (shape checks, noisy
     observations, residuals, misfits, default metrics) lives here.
 
+    Besides being called, a problem declares what solvers may ask of it (its
+    capabilities): ``differentiable`` (autograd), ``linear_operator`` (an
+    exact adjoint), ``geometry`` (localisation) and :meth:`member_failures`
+    (why members failed).
+
     Attributes
     ----------
     x_shape : tuple of int
@@ -75,6 +80,17 @@ class ForwardProblem:
         ``Geometry(local=False)`` (phase retrieval, interferometry,
         Navier-Stokes): the data may depend on every unknown.  Any
         problem may be given one (``problem.geometry = Geometry(...)``).
+    linear_operator : bool
+        True when the problem is ``G(x) = A x`` with an exact
+        :meth:`adjoint` (every :class:`~kalmandiff.problems.LinearOperatorProblem`):
+        solvers may then take vector-Jacobian products as ``A^T v`` and
+        closed-form linear steps instead of autograd.  False by default.
+    last_failures : dict of int to str
+        Why members of the last :meth:`forward` call failed, by member index
+        within that call (empty when none failed or the problem does not
+        say); read through :meth:`member_failures`.  A problem that can tell
+        (a black box that catches exceptions, a PDE solver that detects a
+        blow-up) sets it on every call.
     """
 
     x_shape: tuple[int, ...] = ()
@@ -82,6 +98,16 @@ class ForwardProblem:
     noise_std: Any = 0.0
     differentiable: bool = False
     geometry: Any = None
+    linear_operator: bool = False
+
+    # -- capabilities --------------------------------------------------------
+    def member_failures(self) -> dict[int, str]:
+        """Why members of the last call failed, ``{member index: reason}`` (empty if unknown)."""
+        return dict(getattr(self, "last_failures", None) or {})
+
+    def reports_member_failures(self) -> bool:
+        """Whether this problem states per-member failure reasons (it has ``last_failures``)."""
+        return hasattr(self, "last_failures")
 
     # -- the map -----------------------------------------------------------
     def forward(self, X):

@@ -68,9 +68,12 @@ class LinearOperatorProblem(ForwardProblem):
     differentiable : bool
         Always True: linear maps written with array-API operations are
         differentiable by torch autograd.
+    linear_operator : bool
+        Always True: :meth:`adjoint` is exact.
     """
 
     differentiable = True
+    linear_operator = True
 
     def _adjoint(self, Y):
         raise NotImplementedError

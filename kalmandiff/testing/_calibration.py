@@ -152,7 +152,7 @@ def check_calibrated_intervals(s) -> None:
     """
     from ..diagnostics import promises_calibration
     from ._cases import gaussian_case
-    from ._checks import SkipCheck
+    from ._skip import SkipCheck
 
     case = gaussian_case(**CALIBRATION_CASE)
     solver = s.factory(case.prior)

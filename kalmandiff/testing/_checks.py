@@ -13,6 +13,7 @@ import numpy as np
 from ._calibration import check_calibrated_intervals
 from ._cases import gaussian_case, posterior_case, posterior_scores
 from ._failing import FailingForward
+from ._skip import SkipCheck
 
 __all__ = [
     "ACCURACY_CASES",
@@ -33,10 +34,6 @@ _COUNT_KEYS = (
     "n_forward_vjps",
     "n_failed",
 )
-
-
-class SkipCheck(Exception):
-    """Raised by a check that does not apply to the solver (e.g. ask/tell for a solver without ``start``)."""
 
 
 @dataclass
