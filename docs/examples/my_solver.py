@@ -5,15 +5,20 @@ import numpy as np
 from kalmandiff.estimators import POSITIVE_INT, BaseSolver, ForwardRequest, SafePoint, solver_parameters
 
 
+def tempered_step(ctx, X, G, std, R, n_iter):
+    # one tempered Kalman step of the successful members X (n, d) given their G (n, m)
+    xp, n = ctx.xp, X.shape[0]
+    dX, dG = X - xp.mean(X, axis=0), G - xp.mean(G, axis=0)
+    noise = ctx.rng.normal((n, G.shape[1]), like=ctx.y_flat) * float(n_iter) ** 0.5
+    K = xp.linalg.solve(dG.T @ dG / (n - 1) + R, (ctx.y_flat + noise * std - G).T)
+    return X + (dX.T @ dG / (n - 1) @ K).T, ctx.misfit(G)  # the one misfit definition
+
+
 @solver_parameters  # the annotated attributes below are the parameters (plus BaseSolver's)
 class TemperedEKI(BaseSolver):
     """Ensemble Kalman inversion in ``n_iter`` equal tempered steps, with perturbed observations.
 
-    Parameters
-    ----------
-    prior : Prior
-    n_particles : int, default 32
-    n_iter : int, default 4
+    Parameters: ``prior``, ``n_particles`` (default 32), ``n_iter`` (default 4).
     """
 
     n_particles: int = 32
@@ -35,13 +40,10 @@ class TemperedEKI(BaseSolver):
         while it < self.n_iter:
             yield SafePoint(it, {"X": X, "it": it})  # checkpoints are written here
             G, failed = yield ForwardRequest(xp.reshape(X, (J, *ctx.x_shape)))
-            ok = ctx.handle_failures(failed)  # on_failure: raise, or resample failed members
-            Xg, Gg = ctx.take_ok(X, ok), ctx.take_ok(G, ok)
-            n = Xg.shape[0]
-            dX, dG = Xg - xp.mean(Xg, axis=0), Gg - xp.mean(Gg, axis=0)
-            noise = ctx.rng.normal((n, Gg.shape[1]), like=ctx.y_flat) * float(self.n_iter) ** 0.5
-            K = xp.linalg.solve(dG.T @ dG / (n - 1) + R, (ctx.y_flat + noise * std - Gg).T)
-            X = ctx.merge_successes(X, Xg + (dX.T @ dG / (n - 1) @ K).T, ok)
+            # on_failure in one call: the rule moves the successful members; failed ones raise or are redrawn
+            X, misfit = ctx.failures.update(
+                X, G, failed, lambda Xg, Gg: tempered_step(ctx, Xg, Gg, std, R, self.n_iter)
+            )
             it += 1
-            ctx.record(step=it - 1, misfit=ctx.misfit(Gg), spread=ctx.spread(X))
+            ctx.record(step=it - 1, misfit=misfit, spread=ctx.spread(X))
         return xp.reshape(X, (J, *ctx.x_shape))

@@ -61,10 +61,18 @@ class FitContext:
         """The observation in the compute namespace, shape ``problem.y_shape``."""
         return self.observation.y
 
+    @y.setter
+    def y(self, value) -> None:
+        self.observation.y = value
+
     @property
     def y_flat(self):
         """The observation flattened, ``(m,)``."""
         return self.observation.y_flat
+
+    @y_flat.setter
+    def y_flat(self, value) -> None:
+        self.observation.y_flat = value
 
     @property
     def xp(self) -> Any:

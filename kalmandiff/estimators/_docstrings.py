@@ -7,7 +7,7 @@ instead of repeating them.
 
 from __future__ import annotations
 
-__all__ = ["SHARED_PARAMETERS", "fill_docstring"]
+__all__ = ["SHARED_PARAMETERS", "GUIDED_PARAMETERS", "fill_docstring"]
 
 
 #: The parameters every solver shares, one block for every solver's docstring (``%(shared)s``).
@@ -38,3 +38,39 @@ def fill_docstring(cls):
         doc = doc.replace("%(common)s", common)
     cls.__doc__ = doc.replace("%(shared)s", SHARED_PARAMETERS)
     return cls
+
+
+#: The parameters every guided (VP-family) solver shares, for their docstrings (``%(common)s``).
+GUIDED_PARAMETERS = """n_particles : int, default 1
+        Number ``P`` of independent samples run side by side (the reference
+        runs one); :meth:`reconstruct` returns their mean and spread.
+    n_steps : int, default 1000
+        Number ``N`` of reverse VP-SDE steps (the reference's 1000).
+    beta_d, beta_min : float, default 19.9, 0.1
+        VP noise schedule, ``sigma(t) = sqrt(exp(beta_d t**2/2 + beta_min t) - 1)``.
+    t_min : float, default 1e-3
+        Last grid time (times run linearly from 1 to ``t_min``).
+    sigma_final : float, default 0.01
+        Noise level reached by the last step, in units of ``data_scale``.
+    data_scale : float or "auto", default "auto"
+        Unit ``c`` of the noise schedule: the sampler walks the reference's
+        schedule on ``x / c`` (noise levels ``c sigma(t)``, injected noise
+        variances times ``c**2``).  The reference assumes ``c = 1``, data of
+        unit scale (images in [-1, 1]); on data of another scale it ends at
+        the wrong noise level (a black hole in Jy per pixel: the last noise
+        level 0.01 is 15 times the prior's pixel standard deviation, so a
+        sample is mostly noise, whatever the guidance).  ``"auto"``: the
+        prior's pointwise standard deviation ``sqrt(mean_k Var x_k)`` where
+        the prior states its moments (Gaussian, Gaussian-mixture and
+        Gaussian-random-field priors), else 1 (give a network prior the
+        standard deviation of its training data); and 1 whenever a
+        scale-carrying parameter (``guidance_scale``, GSG's ``mu``) is a
+        number, so that a number keeps its reference meaning exactly.
+        :meth:`resolved_data_scale` says which ``c`` a configuration uses.
+    batch_size : int or None, default 64
+        Denoiser chunk size (None: all at once).
+    on_failure : {"raise", "resample"}, default "raise"
+        ``"raise"`` stops with :class:`MemberFailureError` when forward
+        evaluations fail; ``"resample"`` drops the failed queries from the
+        step (a sample whose own evaluation fails takes an unguided step).
+    %(shared)s"""

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -40,50 +39,12 @@ import numpy as np
 from .._backend import from_torch, to_numpy, to_torch
 from ..diffusion import VPSchedule, vp_schedule
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
+from ._docstrings import GUIDED_PARAMETERS as COMMON_PARAMETERS
 from ._docstrings import fill_docstring
 from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
+from ._prior_scale import prior_scale
 
 __all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver", "prior_scale"]
-
-
-#: prior_scale's results, per prior object (the steps of a run ask for it again)
-_PRIOR_SCALES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def prior_scale(prior) -> float | None:
-    """The prior's pointwise standard deviation, ``sqrt(mean_k Var x_k)``, where its moments are known.
-
-    Read from ``marginal_std()`` (:class:`~kalmandiff.priors.GaussianPrior`),
-    ``pointwise_std`` (:class:`~kalmandiff.priors.GaussianRandomFieldPrior`)
-    or ``cov`` (:class:`~kalmandiff.priors.GaussianMixturePrior`); None for a
-    prior that states none of them (a network prior).
-    """
-    try:
-        return _PRIOR_SCALES[prior]
-    except (KeyError, TypeError):
-        pass
-    value = _prior_scale(prior)
-    try:
-        _PRIOR_SCALES[prior] = value
-    except TypeError:  # not weakly referenceable: no cache
-        pass
-    return value
-
-
-def _prior_scale(prior) -> float | None:
-    try:
-        if callable(getattr(prior, "marginal_std", None)):
-            var = np.asarray(prior.marginal_std(), dtype=float) ** 2
-        elif getattr(prior, "pointwise_std", None) is not None:
-            var = np.asarray(float(prior.pointwise_std)) ** 2
-        elif getattr(prior, "cov", None) is not None:
-            var = np.diag(np.asarray(prior.cov, dtype=float))
-        else:
-            return None
-    except (TypeError, ValueError, AttributeError, NotImplementedError):
-        return None
-    value = float(np.sqrt(np.mean(var)))
-    return value if math.isfinite(value) and value > 0 else None
 
 
 # --------------------------------------------------------------------------
@@ -418,42 +379,6 @@ class GuidedSolver(BaseSolver):
         t = to_torch(np.asarray(values)) if isinstance(values, np.ndarray) else values
         t = t.to(dtype=like.dtype, device=like.device)
         return t.reshape((like.shape[0],) + (1,) * (like.ndim - 1))
-
-
-#: The parameters every guided solver shares, for the solvers' docstrings.
-COMMON_PARAMETERS = """n_particles : int, default 1
-        Number ``P`` of independent samples run side by side (the reference
-        runs one); :meth:`reconstruct` returns their mean and spread.
-    n_steps : int, default 1000
-        Number ``N`` of reverse VP-SDE steps (the reference's 1000).
-    beta_d, beta_min : float, default 19.9, 0.1
-        VP noise schedule, ``sigma(t) = sqrt(exp(beta_d t**2/2 + beta_min t) - 1)``.
-    t_min : float, default 1e-3
-        Last grid time (times run linearly from 1 to ``t_min``).
-    sigma_final : float, default 0.01
-        Noise level reached by the last step, in units of ``data_scale``.
-    data_scale : float or "auto", default "auto"
-        Unit ``c`` of the noise schedule: the sampler walks the reference's
-        schedule on ``x / c`` (noise levels ``c sigma(t)``, injected noise
-        variances times ``c**2``).  The reference assumes ``c = 1``, data of
-        unit scale (images in [-1, 1]); on data of another scale it ends at
-        the wrong noise level (a black hole in Jy per pixel: the last noise
-        level 0.01 is 15 times the prior's pixel standard deviation, so a
-        sample is mostly noise, whatever the guidance).  ``"auto"``: the
-        prior's pointwise standard deviation ``sqrt(mean_k Var x_k)`` where
-        the prior states its moments (Gaussian, Gaussian-mixture and
-        Gaussian-random-field priors), else 1 (give a network prior the
-        standard deviation of its training data); and 1 whenever a
-        scale-carrying parameter (``guidance_scale``, GSG's ``mu``) is a
-        number, so that a number keeps its reference meaning exactly.
-        :meth:`resolved_data_scale` says which ``c`` a configuration uses.
-    batch_size : int or None, default 64
-        Denoiser chunk size (None: all at once).
-    on_failure : {"raise", "resample"}, default "raise"
-        ``"raise"`` stops with :class:`MemberFailureError` when forward
-        evaluations fail; ``"resample"`` drops the failed queries from the
-        step (a sample whose own evaluation fails takes an unguided step).
-    %(shared)s"""
 
 
 def document(cls):
