@@ -42,7 +42,9 @@ def test_init_files_import_explicitly_and_never_swallow_an_import_error(path):
     assert "globals" not in calls, "export names by importing them, not through globals().update"
     handlers = [h for n in ast.walk(tree) if isinstance(n, ast.Try) for h in n.handlers]
     assert not handlers, "an __init__ must let a failed import fail"
-    star = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)]
+    star = [
+        n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
+    ]
     assert not star
 
 

@@ -122,12 +122,14 @@ class BaseSolver(RunDriver, BaseEstimator):
         ``J_G(X)^T cotangent`` (``(J, *x_shape)``); it yields
         :class:`SafePoint` objects at the start of each step, where its
         whole state can be saved (checkpoints are written there); it
-        returns the final particles.  Answers come in the namespace of
+        returns the final particles, or a :class:`~kalmandiff.estimators.Fitted`
+        with the particles and the run's further fitted attributes (the
+        driver sets them all, in one place).  Answers come in the namespace of
         the request's ``X``, from ``fit`` (:meth:`FitContext.evaluate`) or
         from the user (:meth:`tell`) alike.  ``state`` is a saved SafePoint state to resume from
         (``{"final": particles}`` once the run had finished).  The
-        framework evaluates, applies the failure policy, counts, times,
-        records and checkpoints.
+        framework evaluates, applies the failure policy
+        (``ctx.failures.update``), counts, times, records and checkpoints.
         """
         raise NotImplementedError
         yield

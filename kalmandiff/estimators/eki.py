@@ -219,12 +219,10 @@ class EKISolver(BaseSolver):
         while it < self.max_iter:
             yield SafePoint(it, {"X": X, "t": t, "it": it})
             G, failed = yield ForwardRequest(xp.reshape(X, (J, *ctx.x_shape)))
-            ok = ctx.handle_failures(failed)
-            Xg, Gg = ctx.take_ok(X, ok), ctx.take_ok(G, ok)
-            phi = ctx.misfit(Gg)
-            Xg, dt = self._update(ctx, Xg, Gg, phi, std, t, taper)
+            X, (phi, dt) = ctx.failures.update(
+                X, G, failed, lambda Xg, Gg, t=t: self._step(ctx, Xg, Gg, std, t, taper)
+            )
             t += dt or 0.0
-            X = ctx.merge_successes(X, Xg, ok)
             it += 1
             ctx.record(
                 step=it - 1,
@@ -236,6 +234,12 @@ class EKISolver(BaseSolver):
             if ctx.stopped_early or (not self._normalised and t >= 1.0 - 1e-12):
                 break
         return Fitted(xp.reshape(X, (J, *ctx.x_shape)), {"n_iter_": it})
+
+    def _step(self, ctx: FitContext, X, G, std, t: float, taper=None):
+        """The update of the successful members and what is recorded: ``(X, (misfit, dt))``."""
+        phi = ctx.misfit(G)
+        X, dt = self._update(ctx, X, G, phi, std, t, taper)
+        return X, (phi, dt)
 
     def _update(self, ctx: FitContext, X, G, phi, std, t: float, taper=None):
         """One EKI update of the successful members; returns them and the pseudo-time step (or None)."""
