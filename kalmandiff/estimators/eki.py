@@ -208,7 +208,7 @@ class EKISolver(BaseSolver):
         if state is not None and "final" in state:
             return Fitted(state["final"], {"n_iter_": len(ctx.history)})
         std = ctx.positive_noise_std(self.update) if not self._normalised else None
-        taper, self.localization_ = make_localizer(
+        taper, localization = make_localizer(
             self.localization, self.prior, ctx.problem, ctx.y, self.update, n_particles=int(self.n_particles)
         )
         if state is None:
@@ -233,7 +233,7 @@ class EKISolver(BaseSolver):
             )
             if ctx.stopped_early or (not self._normalised and t >= 1.0 - 1e-12):
                 break
-        return Fitted(xp.reshape(X, (J, *ctx.x_shape)), {"n_iter_": it})
+        return Fitted(xp.reshape(X, (J, *ctx.x_shape)), {"n_iter_": it, "localization_": localization})
 
     def _step(self, ctx: FitContext, X, G, std, t: float, taper=None):
         """The update of the successful members and what is recorded: ``(X, (misfit, dt))``."""
