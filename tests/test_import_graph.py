@@ -24,7 +24,7 @@ import kalmandiff
 PACKAGE_ROOT = Path(kalmandiff.__file__).resolve().parent
 
 #: files another branch is shrinking below the limit (removed from this list at their merge)
-_SHRINKING_ELSEWHERE = {"enkg.py", "diffpir.py", "rmp.py", "localization.py"}
+_SHRINKING_ELSEWHERE = {"enkg.py", "diffpir.py", "localization.py"}  # rmp.py is under the limit already
 MAX_ESTIMATOR_LINES = 400
 
 
