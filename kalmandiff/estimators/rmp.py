@@ -19,9 +19,10 @@ import numpy as np
 
 from .._backend import get_namespace
 from ..diffusion import edm_sigma_schedule
-from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted
+from ._base import FitContext, SafePoint, _move_like, check_is_fitted
+from ._edm import EDMSolver
 from ._gradients import inverse_noise_variance, misfit_gradient
-from ._params import EDM_SCHEDULE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
+from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import register_solver
 
 __all__ = ["RMPSolver"]
@@ -29,7 +30,7 @@ __all__ = ["RMPSolver"]
 
 @register_solver("rmp", derivative_free=False, rank=70, quick={"n_steps": 6})
 @solver_parameters
-class RMPSolver(BaseSolver):
+class RMPSolver(EDMSolver):
     """Reverse mean propagation with a natural-gradient inner loop (VE / EDM form).
 
     No public code exists; this is built from the paper's description
@@ -125,9 +126,7 @@ class RMPSolver(BaseSolver):
         with 1 and 0.05 and is stable with 0.01).
     noise_floor : float, default 1e-3
         Smallest noise standard deviation used in the likelihood.
-    sigma_min, sigma_max, rho : float
-        The EDM schedule (0.002, 80, 7).
-    batch_size : int or None, default 64
+    %(common)s
     on_failure : {"raise", "resample"}, default "raise"
         ``"resample"`` averages over the draws whose forward value is finite
         (at least two are needed).
@@ -147,9 +146,7 @@ class RMPSolver(BaseSolver):
         curvature ``h``, misfit statistics, counts.
     """
 
-    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
     _EQUIVALENT_PARAMETERS = {
-        "steps": "its number of noise levels is n_steps",
         "updates": "its inner iterations per reverse step are n_inner",
         "queries": "each inner iteration evaluates the forward model once or twice per draw (n_particles)",
     }
@@ -161,10 +158,6 @@ class RMPSolver(BaseSolver):
     trust_radius: float = 3.0
     likelihood_weight: float = 1.0
     noise_floor: float = 1e-3
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
-    batch_size: int | None = 64
 
     # -- validation ------------------------------------------------------------
     _param_constraints = {
@@ -175,7 +168,6 @@ class RMPSolver(BaseSolver):
         "trust_radius": [POSITIVE],
         "likelihood_weight": [NON_NEGATIVE],
         "noise_floor": [POSITIVE],
-        **EDM_SCHEDULE,
     }
 
     def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
