@@ -19,8 +19,8 @@ import numpy as np
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
 from ._base import FitContext, ForwardRequest, SafePoint
 from ._edm import EDMSolver
+from ._enkg_plan import EnKGPlan
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
-from ._guided import prior_scale
 from ._params import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Options, solver_parameters
 from ._registry import register_solver
 from ._tempering import LikelihoodTempering
@@ -35,33 +35,19 @@ _INITS = ("auto", "random", "centred", "prior-centred")
 _TEMPERINGS = ("fixed", "adaptive")
 _Tempering = LikelihoodTempering  # the name the loop uses
 
-#: what the reference scripts share (enkg-pytorch scripts/*.sh, research notes section 1 table)
-_PAPER_SETTINGS = dict(
-    update="paper",
-    n_steps=80,
-    n_updates=2,
-    guidance_scale=2.0,
-    threshold_start=0.05,
-    threshold_end=0.05,
-    lr_min_ratio=0.0,
-    batch_size=64,
-)
-
 
 @register_solver("enkg", derivative_free=True, rank=0, quick={"n_steps": 6})
 @solver_parameters
-class EnKGSolver(EDMSolver):
+class EnKGSolver(EnKGPlan, EDMSolver):
     """Ensemble Kalman Diffusion Guidance; by default the calibrated square-root Kalman update.
 
-    ``update="auto"`` (the default) runs ``"kalman-sqrt"`` (a deterministic
-    square-root Kalman gain, tempered over the correction window, so that the
-    ensemble approximates the posterior) when every ``noise_std > 0``, and the
-    paper's update when the data are noiseless; the fitted attribute
-    ``update_`` says which ran.  ``update="paper"`` is the paper's
-    normalised-gradient step, a MAP-like optimiser whose ensemble collapses,
-    exactly as the authors' code; ``EnKGSolver.defaults_for("navier-stokes")``
-    gives the paper's whole configuration (``update="paper"``, ``J = 2048``,
-    80 Euler steps, a window skipping the first and last 5% of the steps, two
+    ``update="auto"`` (the default) runs ``"kalman-sqrt"``, a square-root
+    Kalman gain tempered over the correction window so that the ensemble
+    approximates the posterior, when every ``noise_std > 0``, and the paper's
+    update on noiseless data (``update_`` says which ran).  ``"paper"`` is
+    the paper's normalised-gradient step exactly as the authors' code (a
+    MAP-like optimiser whose ensemble collapses); ``defaults_for("navier-stokes")``
+    gives the paper's whole configuration (``J = 2048``, 80 Euler steps, two
     updates per step with ``h = 2``, ``phi_factor = 4``).
 
     The defaults were chosen on 30 random linear-Gaussian problems (``d``
@@ -108,46 +94,36 @@ class EnKGSolver(EDMSolver):
         ``"auto"``: ``"kalman-sqrt"`` when every ``noise_std > 0``, else
         ``"paper"`` (:meth:`resolved_update`).
         ``"paper"``: the paper's normalised-gradient update
-        ``x <- x - h/||C||_F C (x - mean x)``, which drives the ensemble to a
-        MAP-like point and collapses it.  ``C`` weights the residuals by
-        ``Gamma^{-1}`` (``1 / noise_std**2``), the paper's inner product
-        (Algorithm 1).  The public code's Navier-Stokes and image operators
-        use the plain residual ``G - y``, the same update only because their
-        noise level is a scalar (a scalar weight cancels in ``C / ||C||_F``);
-        its black-hole loss weights by ``1 / sigma**2`` as here (plus a
-        total-flux term this package's interferometry problem does not
-        have).  So "reproduces the public code exactly" holds for a scalar
-        ``noise_std``; with unequal levels it reproduces the paper.  For the
-        plain residual with unequal noise, pass any scalar ``noise_std`` (in
-        this mode it then changes only the recorded misfits, never the
-        particles).  ``"kalman"``: a calibrated ensemble Kalman update with
-        perturbed observations, tempered over the correction window as in
-        ES-MDA, so that the ensemble approximates the posterior (exact for
-        linear-Gaussian problems as ``J`` grows).
-        ``"kalman-sqrt"``: the same tempering with a deterministic
-        square-root (ETKF) update, which adds no perturbation noise.  Both
-        Kalman modes need a positive ``noise_std``.  ``"kalman-sqrt"`` is the
-        default because it was better than the prior mean on exact posteriors
-        where ``"paper"`` is worse, at least as accurate on Navier-Stokes and
-        phase retrieval, and fits closure phases to the noise level (black
-        hole 32 x 32: chi^2 1.0 against the paper update's 11;
-        docs/benchmarks.md, "EnKG updates").
+        ``x <- x - h/||C||_F C (x - mean x)`` (a MAP-like point; the ensemble
+        collapses), ``C`` weighting the residuals by ``Gamma^{-1}`` as in
+        Algorithm 1.  The public code uses the plain residual ``G - y`` on
+        Navier-Stokes and images, the same update for a scalar ``noise_std``
+        (a scalar weight cancels in ``C / ||C||_F``); with unequal levels
+        this reproduces the paper (pass a scalar ``noise_std`` for the
+        code's).  ``"kalman"``: an ensemble Kalman update with perturbed
+        observations, tempered over the window as in ES-MDA, so that the
+        ensemble approximates the posterior (exact for linear-Gaussian
+        problems as ``J`` grows).  ``"kalman-sqrt"``: the same with a
+        deterministic square-root (ETKF) update.  Both need a positive
+        ``noise_std``.  ``"kalman-sqrt"`` is the default: better than the
+        prior mean on exact posteriors where ``"paper"`` is worse, as
+        accurate on Navier-Stokes and phase retrieval, and it fits closure
+        phases to the noise (chi^2 1.0 against 11; docs/benchmarks.md,
+        "EnKG updates").
     kalman_inflation : float or None, default None
         Inflation ``a`` of the noise covariance in each Kalman update; None
         uses the number of updates in the window, so that the inverses add
         up to one.
     tempering : {"fixed", "adaptive"}, default "fixed"
-        How the calibrated updates share the likelihood.  ``"fixed"``: the
-        same inflation ``a`` at every update (ES-MDA).  ``"adaptive"``: the
-        data-misfit controller of Iglesias and Yang (as in
-        :class:`EKISolver`) chooses each ``dt = 1 / a`` from the members'
-        misfits, at least ``(1 - t) / (updates left)`` so that the steps
-        add up to one by the end of the window whatever its length; once
-        they do, the remaining updates leave the ensemble as it is (their
-        forward evaluations still run and are recorded).  Not the default:
-        measured worse than ``"fixed"`` on exact linear-Gaussian posteriors
-        and on the CPU suite's image problems (docs/benchmarks.md, "EnKG
-        updates").  Needs ``kalman_inflation=None``.
+        How the calibrated updates share the likelihood: ``"fixed"``, the
+        same inflation ``a`` at every update (ES-MDA); ``"adaptive"``, the
+        data-misfit controller of Iglesias and Yang (as :class:`EKISolver`)
+        picks each ``dt = 1 / a``, at least ``(1 - t) / (updates left)``, so
+        that the steps add up to one by the window's end (later updates then
+        leave the ensemble as it is, their forward evaluations still run).
+        Not the default: worse than ``"fixed"`` on exact posteriors and the
+        CPU suite's images (docs/benchmarks.md, "EnKG updates").  Needs
+        ``kalman_inflation=None``.
     localization : "auto", None, "secnice", "sec", float or callable, default "auto"
         Covariance localisation of the calibrated updates: the gain becomes
         ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, which removes the
@@ -187,15 +163,14 @@ class EnKGSolver(EDMSolver):
         ``"secnice"``, 0.08 with the taper and 0.61 unlocalised.
     init : {"auto", "random", "centred", "prior-centred"}, default "auto"
         Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
-        ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
-        to keep their variance): a variance reduction that removes the
-        Monte Carlo error of the initial draw from the ensemble mean.
-        ``"prior-centred"``: centred, then shifted by ``D(0, sigma_max)``
-        (the prior mean to a relative ``(prior std / sigma_max)^2``; one
-        denoiser call on one row), the mean of the ``sigma_max``-marginal,
-        without which weak data leave a bias of about ``prior std / sigma_max``
-        of the prior mean.  ``"auto"``: ``"random"`` with ``update="paper"``
-        (the reference code), ``"prior-centred"`` otherwise.
+        ``"centred"`` subtracts the sample mean of the ``z_j`` (rescaled to
+        keep their variance), which removes the initial draw's Monte Carlo
+        error from the ensemble mean.  ``"prior-centred"``: centred, then
+        shifted by ``D(0, sigma_max)`` (one denoiser call), the mean of the
+        ``sigma_max``-marginal, without which weak data leave a bias of about
+        ``prior std / sigma_max`` of the prior mean.  ``"auto"``:
+        ``"random"`` with ``update="paper"`` (the reference code),
+        ``"prior-centred"`` otherwise.
     data_scale : float or "auto", default "auto"
         Unit ``c`` of the noise schedule: ``sigma_min`` and ``sigma_max`` are
         multiplied by it (EDM's schedule run on ``x / c``).  ``"auto"``: 1 with
@@ -216,11 +191,10 @@ class EnKGSolver(EDMSolver):
     -----
     Cost: ``expected_evaluations()`` gives the counts by formula; at the
     defaults each particle takes 395 sequential denoiser and 34 forward
-    evaluations (the paper's 80 steps: 1,588 and 142).  What accuracy each
-    setting buys is measured in ``docs/benchmarks.md`` (speed suite, and
-    error against ensemble size and steps on Navier-Stokes).  The solver's
-    own work is under 1% of a run; the time is the denoiser's and the
-    forward model's.
+    evaluations (the paper's 80 steps: 1,588 and 142).  The solver's own work
+    is under 1% of a run.  What accuracy each setting buys is measured in
+    ``docs/benchmarks.md`` (speed suite; error against ``J`` and ``N`` on
+    Navier-Stokes).
 
     Attributes
     ----------
@@ -236,20 +210,6 @@ class EnKGSolver(EDMSolver):
         The localisation that ran (e.g. ``"gaspari-cohn c=0.1085"``,
         ``"SamplingErrorCorrection('secnice', delta=1.0)"``), None when off.
     """
-
-    _FAMILY_DEFAULTS = {
-        "navier-stokes": {**_PAPER_SETTINGS, "n_particles": 2048},
-        "interferometry": {
-            **_PAPER_SETTINGS,
-            "n_particles": 1024,
-            "n_updates": 1,
-            "guidance_scale": 3.5,
-            "threshold_start": 0.1,
-            "threshold_end": 0.1,
-            "lr_min_ratio": 1e-3,
-        },
-        "images": {**_PAPER_SETTINGS, "n_particles": 1024},
-    }
 
     _EQUIVALENT_PARAMETERS = {
         "updates": "its ensemble updates per corrected noise level are n_updates",
@@ -304,90 +264,6 @@ class EnKGSolver(EDMSolver):
             raise ValueError(
                 "tempering='adaptive' chooses the inflation of each update; leave kalman_inflation=None."
             )
-
-    # -- what "auto" stands for ----------------------------------------------
-    def resolved_update(self, noise_std=None) -> str:
-        """The update that runs: ``"auto"`` is ``"kalman-sqrt"`` if every ``noise_std > 0``, else ``"paper"``.
-
-        ``noise_std`` (float or array) is the problem's noise level; None (not
-        known yet, e.g. when planning a cost before ``fit``) counts as positive.
-        """
-        if self.update != "auto":
-            return self.update
-        if noise_std is None:
-            return "kalman-sqrt"
-        return "kalman-sqrt" if bool(np.all(np.asarray(noise_std, dtype=float) > 0)) else "paper"
-
-    def _for_update(self, update: str | None) -> str:
-        return self.resolved_update() if update is None else update
-
-    def resolved_phi_factor(self, update: str | None = None) -> int:
-        """``phi_factor`` in effect: ``"auto"`` is 4 (the reference code) with ``"paper"``, 1 otherwise."""
-        if self.phi_factor != "auto":
-            return int(self.phi_factor)
-        return 4 if self._for_update(update) == "paper" else 1
-
-    def resolved_init(self, update: str | None = None) -> str:
-        """``init`` in effect: ``"auto"`` is ``"random"`` with ``"paper"``, ``"prior-centred"`` otherwise."""
-        if self.init != "auto":
-            return self.init
-        return "random" if self._for_update(update) == "paper" else "prior-centred"
-
-    def resolved_data_scale(self, update: str | None = None) -> float:
-        """Unit ``c`` of the noise schedule: ``"auto"`` is 1 with ``"paper"``, else the prior's pointwise std."""
-        if self.data_scale != "auto":
-            return float(self.data_scale)
-        if self._for_update(update) == "paper":
-            return 1.0
-        return prior_scale(self.prior) or 1.0
-
-    # -- the schedule --------------------------------------------------------
-    def correction_steps(self) -> list[int]:
-        """Indices ``i`` of the steps at which the ensemble is corrected."""
-        N = self.n_steps
-        return [i for i in range(N) if self.threshold_start * N < i < N - int(self.threshold_end * N)]
-
-    def phi_steps(self, i: int, update: str | None = None) -> int:
-        """Number of ODE steps ``k_i`` of the likelihood map at step ``i`` (for the resolved ``update``)."""
-        return min(1 + (self.n_steps - i) // self.resolved_phi_factor(update), self.phi_max_steps)
-
-    def step_size(self, i: int) -> float:
-        """Guidance scale ``h_i`` at step ``i`` (reference ``get_lr``)."""
-        r = self.lr_min_ratio
-        if r > 0:
-            return self.guidance_scale * (1 - r) * (self.n_steps - i) / self.n_steps + r
-        return float(self.guidance_scale)
-
-    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
-        """Denoiser and forward evaluations by formula (exact; the problem does not change them).
-
-        Sequential counts are per particle (the depth if every particle ran
-        in parallel); totals multiply by ``J``.
-        """
-        J = n_particles
-        # "auto" runs the paper's schedule on noiseless data: plan with the update that will run
-        update = self.resolved_update(getattr(problem, "noise_std", None))
-        per_call = 2 if self.ode_method == "heun" else 1
-        seq_den = 0
-        for i in range(self.n_steps):
-            last = i == self.n_steps - 1
-            seq_den += 1 if (last or per_call == 1) else 2
-        window = self.correction_steps()
-        for i in window:
-            k = self.phi_steps(i, update)
-            seq_den += self.n_updates * (k if per_call == 1 else 2 * k - 1)
-        seq_fwd = len(window) * self.n_updates
-        start = (
-            1 if self.resolved_init(update) == "prior-centred" else 0
-        )  # D(0, sigma_max): one call, one row
-        return {
-            "n_sequential_denoiser_evals": seq_den + start,
-            "n_denoiser_evals": J * seq_den + start,
-            "n_sequential_forward_evals": seq_fwd,
-            "n_forward_evals": J * seq_fwd,
-            "n_forward_vjps": 0,
-            "n_denoiser_vjps": 0,
-        }
 
     # -- the loop --------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
