@@ -62,15 +62,10 @@ class DiffPIRSolver(EDMSolver):
     uses ``max(0.001, noise)`` as well), so that noiseless data still give
     a well-posed proximal problem.
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal), the mean of the default 4 draws is closer to the exact
-    posterior mean than the prior mean is on 20 of 30 (largest ratio 59, case 20: ``d = 41``, ``m =
-    1``), where the mean of 4 *exact* posterior samples would be on 16.3 in expectation: one sample
-    lies about ``sqrt(tr Sigma_post)`` from the posterior mean, further than the prior mean wherever
-    the data explain less than half of the prior variance (``m << d``, weak data).  DiffPIR beats
-    that floor; its 10 failures are cases where the 4-sample floor fails too (probability of an
-    exact 4-sample win there 0.00-0.57).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): the mean of the default 4 draws is closer to the exact posterior mean
+    than the prior mean is on 20 of 30, above the 16.3 expected of 4 *exact* posterior samples; its
+    failures are cases where that 4-sample floor fails too.
 
     Parameters
     ----------

@@ -86,15 +86,10 @@ class RMPSolver(EDMSolver):
     implementation (defaults) reaches that floor: 9% and 11%, against 48%
     for the prior mean.
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal), the default estimate is closer to the exact posterior mean
-    than the prior mean is on 23 of 30 (largest ratio 78), where the mean of 2 *exact* posterior
-    samples would be on 11.6 in expectation: one sample lies about ``sqrt(tr Sigma_post)`` from the
-    posterior mean, further than the prior mean wherever the data explain less than half of the
-    prior variance (``m << d``, weak data).  RMP, a mean estimator, beats that floor; three failures
-    are its own, at noise 0.25%, 1.2% and 0.8% of the signal (cases 0, 9, 11: 8.8, 2.3 and 52 times
-    the prior mean's error, where an exact 2-sample mean wins with probability 1).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): the default estimate is closer to the exact posterior mean than the
+    prior mean is on 23 of 30, above the 11.6 expected of 2 *exact* posterior samples; three
+    failures, at noise below 1.2% of the signal, are its own.
 
     Parameters
     ----------
