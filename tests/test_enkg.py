@@ -439,10 +439,10 @@ def test_reference_settings_per_problem_family():
 @pytest.mark.parametrize("n_updates", [1, 2, 13, 60])
 def test_adaptive_tempering_assimilates_the_whole_likelihood_by_the_window_end(n_updates):
     """Whatever the misfits, the pseudo-time steps add up to one over the updates, never beyond."""
-    from kalmandiff.estimators.enkg import _Tempering
+    from kalmandiff.estimators._tempering import LikelihoodTempering
 
     rng = np.random.default_rng(n_updates)
-    tempering, steps = _Tempering("adaptive", fixed_inflation=1.0), []
+    tempering, steps = LikelihoodTempering("adaptive", fixed_inflation=1.0), []
     for left in range(n_updates, 0, -1):
         t_before = tempering.t
         a = tempering.inflation(rng.gamma(2.0, 10.0 ** rng.uniform(0, 4), size=32), 50, left)

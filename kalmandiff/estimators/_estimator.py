@@ -2,7 +2,7 @@
 
 ``sklearn.base`` takes most of a second to import (it pulls in SciPy's
 statistics and pandas), which every ``import kalmandiff`` and every command
-line error used to pay.  The solvers need only the small part of it that
+line error would pay.  The solvers need only the small part of it that
 the estimator contract defines, written here after scikit-learn's
 ``BaseEstimator`` (https://scikit-learn.org/stable/developers/develop.html):
 
@@ -17,8 +17,8 @@ the estimator contract defines, written here after scikit-learn's
 :class:`~kalmandiff.estimators.BaseSolver` defines one that shares the prior
 instead of deep-copying a score network, so ``clone``, grid searches over
 ``get_params`` and ``kalmandiff.testing``'s scikit-learn checks keep working.
-A solver is no longer an instance of ``sklearn.base.BaseEstimator``
-(DESIGN.md promises the contract, not the base class).
+A solver is not an instance of ``sklearn.base.BaseEstimator`` (DESIGN.md
+promises the contract, not the base class).
 
 :class:`NotFittedError` subclasses ``ValueError`` and ``AttributeError``
 like scikit-learn's.  When scikit-learn is already imported at the moment

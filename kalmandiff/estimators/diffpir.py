@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
-
-from .._backend import array_device, asarray_like, get_namespace, to_numpy
+from .._backend import array_device, asarray_like
 from ..diffusion import edm_sigma_schedule
 from ..problems.linear import LinearOperatorProblem
-from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint, VJPRequest
+from ._base import FitContext, ForwardRequest, SafePoint
+from ._edm import EDMSolver
 from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
-from ._params import EDM_SCHEDULE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
+from ._linear_prox import LinearProx
+from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._protocol import Fitted
 from ._registry import derivative_free_solvers, register_solver
 
@@ -34,6 +34,7 @@ __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
 
 _DATA_STEPS = ("auto", "closed-form", "gradient")
 _GRAD_STEPS = ("line", "paper")
+_LinearProx = LinearProx  # the name the loop uses
 
 
 def __getattr__(name):
@@ -43,94 +44,9 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# --------------------------------------------------------------------------
-# the closed-form data step of a linear problem
-# --------------------------------------------------------------------------
-
-
-class _LinearProx:
-    """``(A^T W A + rho I)^{-1} (A^T W y + rho x0)`` for every row of a batch, in float64.
-
-    Dense (an eigendecomposition of ``A^T W A`` computed once, then two
-    matrix products per step) when ``d <= dense_max``; otherwise conjugate
-    gradients whose products with ``A`` and ``A^T`` are asked for on the step
-    protocol (forward values and VJPs: ``fit`` answers them with the
-    problem's ``forward`` and ``adjoint``, ask/tell hands them out).
-    Calling it is a generator: ``x0_hat = yield from prox(ctx, x0, rho)``.
-    """
-
-    def __init__(self, problem: LinearOperatorProblem, y, weights, dense_max: int, tol: float, max_iter: int):
-        self.problem = problem
-        self.d = math.prod(problem.x_shape)
-        self.tol, self.max_iter = tol, max_iter
-        self.dense = self.d <= dense_max
-        w = np.asarray(to_numpy(weights), dtype=np.float64)
-        y64 = np.asarray(to_numpy(y), dtype=np.float64).reshape(-1)
-        xp = get_namespace(y)
-        like = xp.zeros(1, dtype=xp.float64, device=array_device(y))
-        if self.dense:
-            A = np.asarray(problem.as_matrix(), dtype=np.float64)
-            evals, V = np.linalg.eigh(A.T @ (w[:, None] * A))
-            self.V = asarray_like(V, like)
-            self.evals = asarray_like(np.maximum(evals, 0.0), like)
-            self.b = asarray_like(A.T @ (w * y64), like)
-        else:
-            self.w = asarray_like(w, like)
-            Y = asarray_like(y64.reshape((1, *problem.y_shape)), like)
-            self.b = xp.reshape(problem.adjoint(Y * xp.reshape(self.w, (1, *problem.y_shape))), (-1,))
-
-    def __call__(self, x0, rho: float):
-        xp = get_namespace(x0)
-        J = x0.shape[0]
-        X0 = xp.reshape(xp.astype(x0, xp.float64), (J, -1))
-        R = self.b[None, :] + rho * X0
-        if self.dense:
-            out = ((R @ self.V) / (self.evals + rho)[None, :]) @ self.V.T
-        else:
-            out = yield from self._cg(R, rho, X0)
-        return xp.astype(xp.reshape(out, tuple(x0.shape)), x0.dtype)
-
-    def _normal_op(self, X, rho: float):
-        """``(A^T W A + rho I) X`` on rows: ``A X`` and ``A^T (W A X)`` asked for (a generator)."""
-        xp = get_namespace(X)
-        J = X.shape[0]
-        p = self.problem
-        Xs = xp.reshape(X, (J, *p.x_shape))
-        AX, _ = yield ForwardRequest(Xs, vjp=True)
-        out = yield VJPRequest(Xs, xp.reshape(AX * self.w[None, :], (J, *p.y_shape)))
-        return xp.reshape(out, (J, -1)) + rho * X
-
-    def _cg(self, R, rho: float, X0):
-        """Batched conjugate gradients from ``x0`` (every row is its own system; a generator)."""
-        xp = get_namespace(R)
-        X = X0
-        res = R - (yield from self._normal_op(X, rho))
-        P = res
-        rr = xp.sum(res * res, axis=1)
-        stop = self.tol**2 * xp.sum(R * R, axis=1)
-        for _ in range(self.max_iter):
-            if bool(xp.all(rr <= stop)):
-                break
-            AP = yield from self._normal_op(P, rho)
-            pap = xp.sum(P * AP, axis=1)
-            alpha = xp.where(rr > stop, rr / xp.where(pap > 0, pap, xp.ones_like(pap)), xp.zeros_like(rr))
-            X = X + alpha[:, None] * P
-            res = res - alpha[:, None] * AP
-            rr_new = xp.sum(res * res, axis=1)
-            beta = rr_new / xp.where(rr > 0, rr, xp.ones_like(rr))
-            P = res + beta[:, None] * P
-            rr = rr_new
-        return X
-
-
-# --------------------------------------------------------------------------
-# the solver
-# --------------------------------------------------------------------------
-
-
 @register_solver("diffpir", derivative_free=False, rank=60, quick={"n_steps": 6})
 @solver_parameters
-class DiffPIRSolver(BaseSolver):
+class DiffPIRSolver(EDMSolver):
     """Diffusion plug-and-play restoration (DiffPIR) in the EDM convention.
 
     ``n_particles`` independent chains run side by side; the reconstruction
@@ -147,15 +63,10 @@ class DiffPIRSolver(BaseSolver):
     uses ``max(0.001, noise)`` as well), so that noiseless data still give
     a well-posed proximal problem.
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal), the mean of the default 4 draws is closer to the exact
-    posterior mean than the prior mean is on 20 of 30 (largest ratio 59, case 20: ``d = 41``, ``m =
-    1``), where the mean of 4 *exact* posterior samples would be on 16.3 in expectation: one sample
-    lies about ``sqrt(tr Sigma_post)`` from the posterior mean, further than the prior mean wherever
-    the data explain less than half of the prior variance (``m << d``, weak data).  DiffPIR beats
-    that floor; its 10 failures are cases where the 4-sample floor fails too (probability of an
-    exact 4-sample win there 0.00-0.57).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): the mean of the default 4 draws is closer to the exact posterior mean
+    than the prior mean is on 20 of 30, above the 16.3 expected of 4 *exact* posterior samples; its
+    failures are cases where that 4-sample floor fails too.
 
     Parameters
     ----------
@@ -197,10 +108,7 @@ class DiffPIRSolver(BaseSolver):
     cg_tol : float, default 1e-8
         Relative residual at which conjugate gradients stop.
     cg_max_iter : int, default 200
-    sigma_min, sigma_max, rho : float
-        The EDM schedule (0.002, 80, 7).
-    batch_size : int or None, default 64
-        Denoiser chunk size.
+    %(common)s
     on_failure : {"raise", "resample"}, default "raise"
         Gradient data step only (the closed form never calls the forward
         model on particles): ``"resample"`` redraws failed chains from a
@@ -219,14 +127,13 @@ class DiffPIRSolver(BaseSolver):
         ``n_forward_evals`` is 0 (the matrix is built once, before the run).
     data_step_ : str
         The data step used: ``"closed-form-dense"``, ``"closed-form-cg"`` or
-        ``"gradient"`` (formerly ``stats_["data_step"]``).
+        ``"gradient"``.
     history_ : list of dict
         One record per step: step, sigma, ``data_weight`` (the data step's
         ``rho_i = lam / sigma_i**2``, not the schedule's ``rho``), misfit
         statistics (gradient step only), spread, counts.
     """
 
-    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
     _EQUIVALENT_PARAMETERS = {
         "queries": "its data step evaluates the forward model once or twice per chain and step "
         "(none in the dense closed form of a linear problem; n_particles chains)"
@@ -242,20 +149,14 @@ class DiffPIRSolver(BaseSolver):
     dense_max: int = 4096
     cg_tol: float = 1e-8
     cg_max_iter: int = 200
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
-    batch_size: int | None = 64
 
     # -- validation ------------------------------------------------------------
     _param_constraints = {
-        "n_steps": [POSITIVE_INT],
         "dense_max": [POSITIVE_INT],
         "cg_max_iter": [POSITIVE_INT],
         "lam": [POSITIVE],
         "noise_floor": [POSITIVE],
         "cg_tol": [POSITIVE],
-        **EDM_SCHEDULE,
         "zeta": [Interval("real", 0, 1)],
         "grad_step": [Options(*_GRAD_STEPS)],
         "data_step": [Options(*_DATA_STEPS)],

@@ -33,14 +33,12 @@ class DPGSolver(GuidedSolver):
     and ``1 + M`` forward evaluations in two batched calls (the estimate's
     loss sets the Monte Carlo radius, so it comes first).
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal) at 200 steps and 64 Monte Carlo samples, one sample at the
-    defaults is closer to the exact posterior mean than the prior mean is on 8 of 30 (largest ratio
-    211), where the mean of one *exact* posterior sample would be on 9.3 in expectation: one sample
-    lies about ``sqrt(tr Sigma_post)`` from the posterior mean, further than the prior mean wherever
-    the data explain less than half of the prior variance (``m << d``, weak data).  For a point
-    estimate, average ``n_particles`` samples (an exact sampler's mean of 16 wins on 24.6 of 30).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): one sample at the defaults (200 steps, 64 Monte Carlo samples) is
+    closer to the exact posterior mean than the prior mean is on 8 of 30, where one *exact*
+    posterior sample would be on 9.3 (a sample lies about ``sqrt(tr Sigma_post)`` from the posterior
+    mean).  For a point estimate, average ``n_particles`` samples (an exact 16-sample mean wins on
+    24.6).
 
     Parameters
     ----------
@@ -48,9 +46,9 @@ class DPGSolver(GuidedSolver):
         Diffusion prior with ``denoise(x, sigma)`` (torch-differentiable).
     guidance_scale : float or "auto", default "auto"
         ``B``, the weight of the normalised guidance direction in the score.
-        A number is the reference's fixed weight (``dpg.yaml``: 200, the
-        default before issue 13) with the reference's Monte Carlo radius
-        ``r = sqrt(Z / d) / 2``; both carry units (``B`` is a score, ``1 /
+        A number is the reference's fixed weight (``dpg.yaml``: 200) with
+        the reference's Monte Carlo radius ``r = sqrt(Z / d) / 2``; both
+        carry units (``B`` is a score, ``1 /
         [x]``, sized for 256 x 256 x 3 images in [-1, 1]; ``r`` reads a
         misfit, ``[y]**2``, as a variance of ``x``), so they must be tuned to
         the dimension and the scales of ``x`` and ``y``: the reference
@@ -73,8 +71,7 @@ class DPGSolver(GuidedSolver):
     n_queries : int, default 5000
         ``M``, Monte Carlo draws per step and sample, each one forward
         evaluation (reference ``dpg.yaml``); the name GSG and SCG use for
-        their per-step forward queries.  Formerly ``n_samples``, which still
-        works with a DeprecationWarning.
+        their per-step forward queries (``n_samples`` is a deprecated alias).
     ema : float, default 0.9
         Decay of the running loss ``Z <- ema Z + (1 - ema) l(x0)``;
         ``Z`` starts at the first step's loss (our choice).

@@ -38,14 +38,11 @@ class DPSSolver(GuidedSolver):
     backward pass, through the forward model (a VJP) and then the
     denoiser (counted as one forward VJP and one denoiser VJP).
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal) at 200 steps, one sample at the defaults is closer to the
-    exact posterior mean than the prior mean is on 8 of 30 (largest ratio 178), where the mean of
-    one *exact* posterior sample would be on 9.3 in expectation: one sample lies about ``sqrt(tr
-    Sigma_post)`` from the posterior mean, further than the prior mean wherever the data explain
-    less than half of the prior variance (``m << d``, weak data).  For a point estimate, average
-    ``n_particles`` samples (an exact sampler's mean of 16 wins on 24.6 of 30).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): one sample at the defaults (200 steps) is closer to the exact
+    posterior mean than the prior mean is on 8 of 30, where one *exact* posterior sample would be on
+    9.3 (a sample lies about ``sqrt(tr Sigma_post)`` from the posterior mean).  For a point
+    estimate, average ``n_particles`` samples (an exact 16-sample mean wins on 24.6).
 
     Parameters
     ----------
@@ -53,45 +50,48 @@ class DPSSolver(GuidedSolver):
         Diffusion prior with ``denoise(x, sigma)`` (torch-differentiable).
     guidance_scale : float or "auto", default "auto"
         ``zeta``, the step on ``grad_x ||r||``, ``r = W^(1/2) (G(D(x)) - y)``.
-        A number is a fixed step, as in the reference (InverseBench
-        ``dps.yaml``: 10, the default before issue 13; the DPS paper's image
-        settings are in :meth:`defaults_for`), and is run on the reference's
-        unit schedule (``data_scale``); it is calibrated for data of unit
-        scale and a given step count, and diverges elsewhere (images in Jy
-        per pixel).  ``"auto"`` sets, per step ``i`` and sample,
+        A number is a fixed step as in the reference (InverseBench
+        ``dps.yaml``: 10; the DPS paper's image settings are in
+        :meth:`defaults_for`), run on the reference's unit schedule
+        (``data_scale`` 1): it is calibrated for data of unit scale and a
+        given step count, and diverges elsewhere (images in Jy per pixel).
+        ``"auto"`` sets, per step ``i`` and sample,
         ``zeta_i = min(f_i m ||r|| / max(||r||**2, l_noise),
-        (||r|| - sqrt(l_noise))_+ / ||grad_x ||r||||**2)``, where ``f_i`` is
-        the step's score weight (the variance of its injected noise), ``m``
-        the number of data and ``l_noise = sum_k w_k noise_std_k**2`` the
-        expected ``||r||**2`` at the truth (0 for noiseless data).
-        Derivation of the first term: sampling the posterior adds
-        ``f_i grad_x log p(y | x_i)`` to the reverse-SDE step, and DPS takes
-        ``p(y | x_i)`` Gaussian around ``G(D(x_i))``.  Its variance (the
-        noise plus the uncertainty of ``D(x_i)``: large early, about the
-        noise at the end) is unknown, so it is estimated from the residual
-        itself, ``max(||r||**2, l_noise) / m`` (the profile likelihood,
-        floored at the noise); then
-        ``f_i grad log p = -f_i m / (2 max(...)) grad ||r||**2``, DPS's
-        direction with the DPS paper's ``1 / ||r||`` normalisation.  The
-        second term is a trust region (Polyak's step): the step never goes
-        past the point where the linearised ``||r||`` reaches the noise
-        level.  The first term alone overshot where the denoiser's
-        uncertainty sits in a few directions (a Gaussian-random-field prior
-        at noise levels above the field's scale: one Navier-Stokes instance
-        ended at chi^2 10, above the prior mean's 8); the cap only binds
-        there and at the noise level.  Properties: (1) no units: rescaling
-        ``y`` and the noise changes nothing, and rescaling ``x`` by ``c``
-        (prior and ``data_scale`` with it) scales every step by ``c``, so the
-        reconstruction scales by ``c`` (``tests/test_guided_scale.py``);
-        (2) the guidance enters as a score term weighted by ``f_i``, so it
-        adds up to the same total for any number of steps (a fixed ``zeta``
-        adds ``N zeta``); (3) at the noise level it is the exact gradient of
-        the Gaussian log-likelihood with the problem's noise, so it pushes
-        no harder than the likelihood does.  Measured on the CPU suite's
-        problems in ``docs/benchmarks.md`` ("Scale-aware defaults of the
-        guided baselines"): every run fits its data to about the noise
-        level (chi^2 per datum 0.9-1.1 on the imaging problems).
+        (||r|| - sqrt(l_noise))_+ / ||grad_x ||r||||**2)``, a likelihood step
+        capped at the noise level (derivation in the Notes), with ``f_i`` the
+        step's score weight, ``m`` the number of data and
+        ``l_noise = sum_k w_k noise_std_k**2``.  Measured on the CPU suite
+        (docs/benchmarks.md, "Scale-aware defaults of the guided
+        baselines"): every run fits its data to about the noise level
+        (chi^2 per datum 0.9-1.1 on the imaging problems).
     %(common)s
+
+    Notes
+    -----
+    The ``"auto"`` step.  Sampling the posterior adds
+    ``f_i grad_x log p(y | x_i)`` to the reverse-SDE step, ``f_i`` the
+    variance of the step's injected noise, and DPS takes ``p(y | x_i)``
+    Gaussian around ``G(D(x_i))``.  Its variance (the noise plus the
+    uncertainty of ``D(x_i)``: large early, about the noise at the end) is
+    unknown, so it is estimated from the residual itself,
+    ``max(||r||**2, l_noise) / m`` (the profile likelihood, floored at the
+    noise, ``l_noise`` the expected ``||r||**2`` at the truth, 0 for
+    noiseless data); then ``f_i grad log p = -f_i m / (2 max(...)) grad ||r||**2``,
+    DPS's direction with the DPS paper's ``1 / ||r||`` normalisation.  The
+    second term of the minimum is a trust region (Polyak's step): the step
+    never goes past the point where the linearised ``||r||`` reaches the
+    noise level.  Without it the first term overshoots where the denoiser's
+    uncertainty sits in a few directions (a Gaussian-random-field prior at
+    noise levels above the field's scale: one Navier-Stokes instance ended
+    at chi^2 10, above the prior mean's 8); it binds only there and at the
+    noise level.  Properties: (1) no units: rescaling ``y`` and the noise
+    changes nothing, and rescaling ``x`` by ``c`` (prior and ``data_scale``
+    with it) scales the reconstruction by ``c``
+    (``tests/test_guided_scale.py``); (2) the guidance enters as a score
+    term weighted by ``f_i``, so it adds up to the same total for any number
+    of steps (a fixed ``zeta`` adds ``N zeta``); (3) at the noise level it is
+    the exact gradient of the Gaussian log-likelihood with the problem's
+    noise, so it pushes no harder than the likelihood does.
 
     Attributes
     ----------
@@ -103,9 +103,8 @@ class DPSSolver(GuidedSolver):
     history_ : list of dict
         Per step, the common record (``kalmandiff.estimators.HISTORY_KEYS``):
         ``step``, ``sigma``, ``misfit_mean`` / ``misfit_std`` (the misfit
-        ``1/2 ||Gamma^(-1/2) (G(x0) - y)||^2`` at the denoised estimates;
-        before issue 14 the unhalved, unweighted ``loss_mean``), ``spread``,
-        counts.
+        ``1/2 ||Gamma^(-1/2) (G(x0) - y)||^2`` at the denoised estimates),
+        ``spread``, counts.
     """
 
     # DPS repository configs (VP/DDPM parametrisation); no reference setting exists

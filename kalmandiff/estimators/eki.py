@@ -12,8 +12,7 @@ which form the initial ensemble.  Two updates are offered:
 * ``"kalman-sqrt"``: the same schedule with a deterministic square-root
   (ETKF) update: no observation perturbations (EnsembleKalmanProcesses.jl's
   ``TransformInversion``).
-* ``"paper"`` (formerly ``"normalized"``, which still works with a
-  DeprecationWarning): the Kovachki-Stuart continuous-time update with the
+* ``"paper"`` (``"normalized"`` is a deprecated alias): the Kovachki-Stuart continuous-time update with the
   adaptive step ``h / ||D||_F`` (the form in the EnKG reference code),
   an optimiser of the data misfit over the span of the ensemble.
 """
@@ -44,15 +43,11 @@ _CALIBRATED = ("kalman", "kalman-sqrt")
 class EKISolver(BaseSolver):
     """Ensemble Kalman inversion.
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal), the default ensemble mean is closer to the exact posterior
-    mean than the prior mean is on 29 of 30 (largest ratio 11.8), where the mean of 512 *exact*
-    posterior samples would be on 29.0 in expectation: one sample lies about ``sqrt(tr Sigma_post)``
-    from the posterior mean, further than the prior mean wherever the data explain less than half of
-    the prior variance (``m << d``, weak data).  The one failure (case 20: ``d = 41``, ``m = 1``,
-    noise 0.3% of the signal) is where the prior mean is only 0.05 prior standard deviations from
-    the posterior mean, less than the Monte Carlo error of a 512-member prior ensemble.
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): the default ensemble mean is closer to the exact posterior mean than
+    the prior mean is on 29 of 30, as the mean of 512 *exact* posterior samples would be (29.0); the
+    failure (``d = 41``, ``m = 1``) is where the prior mean lies closer to the posterior mean than
+    the Monte Carlo error of a 512-member ensemble.
 
     Parameters
     ----------
@@ -62,8 +57,8 @@ class EKISolver(BaseSolver):
         Ensemble size ``J`` (the reference EKI baseline uses 512).
     update : {"kalman", "kalman-sqrt", "paper"}, default "kalman"
         ``"paper"`` is the normalised update of :class:`EnKGSolver`'s
-        ``update="paper"`` (same name, same step parameter); its old name
-        ``"normalized"`` still works with a DeprecationWarning.
+        ``update="paper"`` (same name, same step parameter; ``"normalized"`` is a
+        deprecated alias).
     dt : float or None, default None
         ``"kalman"`` only: a fixed pseudo-time step (the run ends when the
         steps add up to one); None uses the data-misfit controller.

@@ -17,19 +17,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
-from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
-from ._ensemble import data_misfit_step, kalman_update, normalised_gradient_update, sqrt_kalman_update
-from ._guided import prior_scale
-from ._params import (
-    EDM_SCHEDULE,
-    FRACTION,
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_INT,
-    Options,
-    solver_parameters,
-)
+from ._base import FitContext, ForwardRequest, SafePoint
+from ._edm import EDMSolver
+from ._enkg_plan import EnKGPlan
+from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
+from ._params import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Options, solver_parameters
 from ._registry import register_solver
+from ._tempering import LikelihoodTempering
 from .localization import check_localization, make_localizer
 
 __all__ = ["EnKGSolver"]
@@ -39,68 +33,30 @@ _CALIBRATED = ("kalman", "kalman-sqrt")
 _ODE_METHODS = ("euler", "heun")
 _INITS = ("auto", "random", "centred", "prior-centred")
 _TEMPERINGS = ("fixed", "adaptive")
-
-
-class _Tempering:
-    """How much of the likelihood each calibrated update assimilates: ``1 / a`` per update.
-
-    ``"fixed"``: ``a`` the same at every update (by default the number of
-    updates in the window, so that the ``1 / a`` add up to one, as ES-MDA).
-    ``"adaptive"``: the data-misfit controller of Iglesias and Yang picks
-    each ``dt = 1 / a`` from the members' misfits, at least the share
-    ``(1 - t) / (updates left)`` of what is left so that the steps add up to
-    one by the end of the window, whatever its length.  ``t`` (the
-    pseudo-time used so far) is the only state.
-    """
-
-    def __init__(self, mode: str, fixed_inflation: float, t: float = 0.0):
-        self.mode, self.fixed_inflation, self.t = mode, float(fixed_inflation), float(t)
-
-    def inflation(self, phi, n_data: int, updates_left: int) -> float | None:
-        """``a`` for the next update, or None when the whole likelihood has been assimilated."""
-        if self.mode == "fixed":
-            return self.fixed_inflation
-        left = 1.0 - self.t
-        if left <= 1e-12:
-            return None
-        dt = max(data_misfit_step(phi, n_data, self.t), left / max(updates_left, 1))
-        dt = min(dt, left)
-        self.t += dt
-        return 1.0 / dt
+_Tempering = LikelihoodTempering  # the name the loop uses
 
 
 @register_solver("enkg", derivative_free=True, rank=0, quick={"n_steps": 6})
 @solver_parameters
-class EnKGSolver(BaseSolver):
+class EnKGSolver(EnKGPlan, EDMSolver):
     """Ensemble Kalman Diffusion Guidance; by default the calibrated square-root Kalman update.
 
-    ``update="auto"`` (the default) runs ``"kalman-sqrt"`` (a deterministic
-    square-root Kalman gain, tempered over the correction window, so that the
-    ensemble approximates the posterior) when every ``noise_std > 0``, and the
-    paper's update when the data are noiseless; the fitted attribute
-    ``update_`` says which ran.  ``"kalman"`` uses perturbed
-    observations instead.  ``update="paper"`` is the paper's
-    normalised-gradient step, a MAP-like optimiser whose ensemble collapses,
-    exactly as the authors' code; ``EnKGSolver.defaults_for("navier-stokes")``
-    gives the paper's whole configuration (``update="paper"``, ``J = 2048``,
-    80 Euler steps of the EDM schedule, ``sigma`` from 80 to 0.002,
-    ``rho = 7``, a window skipping the first and last 5% of the steps, two
-    updates per step with ``h = 2``, and a likelihood map ``phi`` that solves
-    the ODE to zero in ``k_i = min(1 + (N - i) // phi_factor, phi_max_steps)``
-    Euler steps, ``phi_factor = 4``).
+    ``update="auto"`` (the default) runs ``"kalman-sqrt"``, a square-root
+    Kalman gain tempered over the correction window so that the ensemble
+    approximates the posterior, when every ``noise_std > 0``, and the paper's
+    update on noiseless data (``update_`` says which ran).  ``"paper"`` is
+    the paper's normalised-gradient step exactly as the authors' code (a
+    MAP-like optimiser whose ensemble collapses); ``defaults_for("navier-stokes")``
+    gives the paper's whole configuration (``J = 2048``, 80 Euler steps, two
+    updates per step with ``h = 2``, ``phi_factor = 4``).
 
-    The defaults (``J = 256``, ``N = 20``, and the calibrated mode's
-    ``phi_factor``, ``init`` and ``data_scale``) were chosen on 30 random
-    linear-Gaussian problems (``d`` 4-256, scales 1e-3 to 1e3, noise 1e-3 to
-    1 of the signal; docs/benchmarks.md, "Defaults against the prior mean"):
-    the default beats the prior mean on all 30 (error 0.19 of the prior
-    mean's in the median, 0.58 at most; ``J = 64`` 0.35 / 1.13, ``J = 1024``
-    0.10 / 0.34).  ``"kalman-sqrt"`` with the paper's ``phi_factor = 4``,
-    zero-mean start and unit schedule failed on 13 (8 at ``J = 1024``,
-    ``N = 80``), the paper's update on 24; ``N = 40`` failed on 5
-    (``phi``'s ``k_i <= 20`` steps no longer follow the prediction's grid).
-    At ``N = 20`` the spread is 10-15% below the exact posterior's on a
-    Gaussian ``d = 16`` case (within 6% at ``N = 80``).
+    The defaults were chosen on 30 random linear-Gaussian problems (``d``
+    4-256, scales 1e-3 to 1e3, noise 1e-3 to 1 of the signal): they beat the
+    prior mean on all 30, with an error 0.19 of the prior mean's in the
+    median (``J = 64``: 0.35, ``J = 1024``: 0.10), where the paper's update
+    fails 24; at ``N = 20`` the spread is 10-15% below the exact posterior's
+    on a Gaussian ``d = 16`` case (docs/benchmarks.md, "Defaults against the
+    prior mean").
 
     Parameters
     ----------
@@ -121,13 +77,14 @@ class EnKGSolver(BaseSolver):
     lr_min_ratio : float, default 0.0
         If positive, ``h`` decays linearly with the step index as in the
         reference code: ``h_i = h (1 - r) (N - i) / N + r``.
-    sigma_min, sigma_max, rho : float
-        The EDM schedule (0.002, 80, 7).
+    %(common)s
     phi_factor : int or "auto", default "auto"
-        Divisor in ``k_i``; the public EnKG code uses 4, InverseBench 8.
-        ``"auto"``: 4 with ``update="paper"``, 1 with the calibrated updates
-        (``phi`` then walks as many steps as the prediction has left, up to
-        ``phi_max_steps``; measured decisive at noise below 1% of the signal).
+        The likelihood map ``phi`` solves the ODE to zero in
+        ``k_i = min(1 + (N - i) // phi_factor, phi_max_steps)`` steps; the
+        public EnKG code uses 4, InverseBench 8.  ``"auto"``: 4 with
+        ``update="paper"``, 1 with the calibrated updates (``phi`` then walks
+        as many steps as the prediction has left, up to ``phi_max_steps``;
+        measured decisive at noise below 1% of the signal).
     phi_max_steps : int, default 20
         Cap of ``k_i``.
     ode_method : {"euler", "heun"}, default "euler"
@@ -137,111 +94,83 @@ class EnKGSolver(BaseSolver):
         ``"auto"``: ``"kalman-sqrt"`` when every ``noise_std > 0``, else
         ``"paper"`` (:meth:`resolved_update`).
         ``"paper"``: the paper's normalised-gradient update
-        ``x <- x - h/||C||_F C (x - mean x)``, which drives the ensemble to a
-        MAP-like point and collapses it.  ``C`` weights the residuals by
-        ``Gamma^{-1}`` (``1 / noise_std**2``), the paper's inner product
-        (Algorithm 1).  The public code's Navier-Stokes and image operators
-        use the plain residual ``G - y``, the same update only because their
-        noise level is a scalar (a scalar weight cancels in ``C / ||C||_F``);
-        its black-hole loss weights by ``1 / sigma**2`` as here (plus a
-        total-flux term this package's interferometry problem does not
-        have).  So "reproduces the public code exactly" holds for a scalar
-        ``noise_std``; with unequal levels it reproduces the paper.  For the
-        plain residual with unequal noise, pass any scalar ``noise_std`` (in
-        this mode it then changes only the recorded misfits, never the
-        particles).  ``"kalman"``: a calibrated ensemble Kalman update with
-        perturbed observations, tempered over the correction window as in
-        ES-MDA, so that the ensemble approximates the posterior (exact for
-        linear-Gaussian problems as ``J`` grows).
-        ``"kalman-sqrt"``: the same tempering with a deterministic
-        square-root (ETKF) update, which adds no perturbation noise.  Both
-        Kalman modes need a positive ``noise_std``.  Measured
-        (docs/benchmarks.md, "EnKG updates"): ``"kalman-sqrt"`` is the
-        choice when the noise level is known (better than the prior mean on
-        exact posteriors where ``"paper"`` is worse, at least as accurate on
-        Navier-Stokes and phase retrieval, improving with ``J``), hence the
-        default.  With the calibrated mode's resolved ``phi_factor``, ``init``
-        and ``data_scale`` it also fits closure phases to the noise level
-        (black hole 32 x 32: relative L2 0.072-0.083, chi^2 1.0, where the
-        paper update gives 0.25-0.26, chi^2 11; :class:`EKISolver` 0.069-0.079).
+        ``x <- x - h/||C||_F C (x - mean x)`` (a MAP-like point; the ensemble
+        collapses), ``C`` weighting the residuals by ``Gamma^{-1}`` as in
+        Algorithm 1.  The public code uses the plain residual ``G - y`` on
+        Navier-Stokes and images, the same update for a scalar ``noise_std``
+        (a scalar weight cancels in ``C / ||C||_F``); with unequal levels
+        this reproduces the paper (pass a scalar ``noise_std`` for the
+        code's).  ``"kalman"``: an ensemble Kalman update with perturbed
+        observations, tempered over the window as in ES-MDA, so that the
+        ensemble approximates the posterior (exact for linear-Gaussian
+        problems as ``J`` grows).  ``"kalman-sqrt"``: the same with a
+        deterministic square-root (ETKF) update.  Both need a positive
+        ``noise_std``.  ``"kalman-sqrt"`` is the default: better than the
+        prior mean on exact posteriors where ``"paper"`` is worse, as
+        accurate on Navier-Stokes and phase retrieval, and it fits closure
+        phases to the noise (chi^2 1.0 against 11; docs/benchmarks.md,
+        "EnKG updates").
     kalman_inflation : float or None, default None
         Inflation ``a`` of the noise covariance in each Kalman update; None
         uses the number of updates in the window, so that the inverses add
         up to one.
     tempering : {"fixed", "adaptive"}, default "fixed"
-        How the calibrated updates share the likelihood.  ``"fixed"``: the
-        same inflation ``a`` at every update (ES-MDA).  ``"adaptive"``: the
-        data-misfit controller of Iglesias and Yang (as in
-        :class:`EKISolver`) chooses each ``dt = 1 / a`` from the members'
-        misfits, at least ``(1 - t) / (updates left)`` so that the steps
-        add up to one by the end of the window whatever its length; once
-        they do, the remaining updates leave the ensemble unchanged (their
-        forward evaluations still run and are recorded).
-        Measured worse than ``"fixed"`` on exact linear-Gaussian posteriors
-        and on the CPU suite's image problems (it takes small steps while
-        the misfit is large, at high noise levels, and must assimilate the
-        rest late; docs/benchmarks.md, "EnKG updates"), hence not the
-        default.  Needs ``kalman_inflation=None``.
-
+        How the calibrated updates share the likelihood: ``"fixed"``, the
+        same inflation ``a`` at every update (ES-MDA); ``"adaptive"``, the
+        data-misfit controller of Iglesias and Yang (as :class:`EKISolver`)
+        picks each ``dt = 1 / a``, at least ``(1 - t) / (updates left)``, so
+        that the steps add up to one by the window's end (later updates then
+        leave the ensemble as it is, their forward evaluations still run).
+        Not the default: worse than ``"fixed"`` on exact posteriors and the
+        CPU suite's images (docs/benchmarks.md, "EnKG updates").  Needs
+        ``kalman_inflation=None``.
     localization : "auto", None, "secnice", "sec", float or callable, default "auto"
-        Covariance localisation of the calibrated updates (``"kalman"``,
-        ``"kalman-sqrt"``): the gain becomes
-        ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}`` with localised
-        ensemble covariances, which removes the spurious sample
-        correlations of a small ensemble (``J << d``) and lets the update
-        leave the ``J``-dimensional span of the ensemble.  ``"auto"`` (the
-        default): a Gaspari-Cohn taper when the problem declares a local
-        map (its ``geometry``, :class:`~kalmandiff.problems.Geometry`:
-        blur, inpainting, super-resolution) and the prior's correlation
-        length is known (a Gaussian random field, a full-covariance
-        Gaussian) and at most 0.25 of the domain, else the geometry-free
-        sampling-error correction ``"secnice"`` when ``J < d`` (a plain
+        Covariance localisation of the calibrated updates: the gain becomes
+        ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, which removes the
+        spurious sample correlations of a small ensemble (``J << d``) and
+        lets the update leave the ensemble's span.  ``"auto"``: a
+        Gaspari-Cohn taper of half-width ``c = max(l, 1.5 h, reach / 2)``
+        (:func:`~kalmandiff.estimators.localization.auto_radius`) when the
+        problem declares a local map (its ``geometry``,
+        :class:`~kalmandiff.problems.Geometry`: blur, inpainting,
+        super-resolution) and the prior's correlation length ``l`` is known
+        (a Gaussian random field, a full-covariance Gaussian) and at most
+        0.25 of the domain; else ``"secnice"`` when ``J < d`` (a plain
         callable, interferometry); off with ``update="paper"``, with
-        ``J >= d`` and no local geometry, on phase retrieval and
-        Navier-Stokes (measured worse than none there at some ``J``; their
-        geometry says so), with a learned prior (a score network: measured
-        worse than none on the digits inpainting problem),
-        and, silently, beyond the size limit (what ran is in
+        ``J >= d`` and no local geometry, where the problem's geometry says
+        so (phase retrieval, Navier-Stokes), with a learned prior (a score
+        network), and, silently, beyond the size limit (what ran is in
         ``localization_``).  ``"secnice"`` / ``"sec"`` /
         :class:`~kalmandiff.estimators.SamplingErrorCorrection`: shrink the
         sample correlations of ``C_xG`` and ``C_GG`` by a function of
         themselves and ``J`` (Vishny et al. 2024, parameter-free; Lee 2021,
-        ``r |r|^2``), recomputed at every update, no positions needed.  A
-        float ``c``: the Gaspari-Cohn half-width in units of the domain
-        side, ``0 < c <= 0.25`` (support ``2c``), or ``math.inf`` (all-ones
-        tapers: the unlocalised gain), on the positions the problem
-        declares; refused (ValueError at ``fit``) when it declares none (a
-        plain callable: array shapes are never taken for positions) or
-        declares a non-local map.  The ``"auto"`` radius is
-        ``c = max(l, 1.5 h, reach / 2)`` with ``l`` the prior's correlation
-        length (:func:`~kalmandiff.estimators.localization.auto_radius`).
-        A callable ``f(x_shape, y_shape) -> (taper_xy, taper_yy)`` gives
-        the tapers (NumPy, ``(d, m)`` and ``(m, m)``, the latter symmetric
-        positive semi-definite), e.g.
+        ``r |r|^2``) at every update, no positions needed.  A float ``c``:
+        the Gaspari-Cohn half-width in units of the domain side,
+        ``0 < c <= 0.25`` (support ``2c``), or ``math.inf`` (the unlocalised
+        gain), on the positions the problem declares (ValueError at ``fit``
+        when it declares none, as a plain callable, or a non-local map).  A
+        callable ``f(x_shape, y_shape) -> (taper_xy, taper_yy)`` gives the
+        tapers (NumPy, ``(d, m)`` and symmetric positive semi-definite
+        ``(m, m)``), e.g.
         :class:`~kalmandiff.estimators.localization.GaspariCohnTaper` with
         explicit positions.  None: off.  Memory ``O(d m + m^2)`` (an
-        explicit localiser is refused beyond ``d m + m^2 = 2**24``
-        entries), an ``m x m`` solve (``"kalman"``) or eigendecomposition
-        (``"kalman-sqrt"``) per update.  Chosen by measurement
-        (docs/benchmarks.md, "Localisation: which default"): on exact
-        posteriors with ``J < d``, ``"secnice"`` was never worse than none
-        (with ``J >= d`` it sometimes was, hence off there); on a 32 x 32
-        Gaussian random field seen through a blur and 2x subsampling
-        (``d = 1024, m = 256``) as a plain callable, ``J = 64``,
-        ``update="kalman-sqrt"``: error 0.18 and spread 1.25 (over-dispersed)
-        against 0.61 and 0.28 unlocalised; declared as a local problem, the
-        taper gives 0.08 and 0.98.
+        explicit localiser is refused beyond ``2**24`` entries), an
+        ``m x m`` solve or eigendecomposition per update.  The rules are
+        measured (docs/benchmarks.md, "Localisation: which default"): with
+        ``J < d`` ``"secnice"`` was never worse than none on exact
+        posteriors (with ``J >= d`` it sometimes was); on a blurred,
+        subsampled 32 x 32 field (``J = 64``) the error was 0.18 with
+        ``"secnice"``, 0.08 with the taper and 0.61 unlocalised.
     init : {"auto", "random", "centred", "prior-centred"}, default "auto"
         Initial ensemble ``x_j = sigma_max z_j``, ``z_j ~ N(0, I)``.
-        ``"centred"`` subtracts the sample mean of the ``z_j`` (and rescales
-        to keep their variance): a variance reduction that removes the
-        Monte Carlo error of the initial draw from the ensemble mean.
-        ``"prior-centred"``: centred, then shifted by ``D(0, sigma_max)``
-        (the prior mean to a relative ``(prior std / sigma_max)^2``; one
-        denoiser call on one row), the mean of the ``sigma_max``-marginal,
-        without which weak data leave a bias of about ``prior std / sigma_max``
-        of the prior mean.  ``"auto"``: ``"random"`` with ``update="paper"``
-        (the reference code), ``"prior-centred"`` otherwise.
+        ``"centred"`` subtracts the sample mean of the ``z_j`` (rescaled to
+        keep their variance), which removes the initial draw's Monte Carlo
+        error from the ensemble mean.  ``"prior-centred"``: centred, then
+        shifted by ``D(0, sigma_max)`` (one denoiser call), the mean of the
+        ``sigma_max``-marginal, without which weak data leave a bias of about
+        ``prior std / sigma_max`` of the prior mean.  ``"auto"``:
+        ``"random"`` with ``update="paper"`` (the reference code),
+        ``"prior-centred"`` otherwise.
     data_scale : float or "auto", default "auto"
         Unit ``c`` of the noise schedule: ``sigma_min`` and ``sigma_max`` are
         multiplied by it (EDM's schedule run on ``x / c``).  ``"auto"``: 1 with
@@ -249,8 +178,6 @@ class EnKGSolver(BaseSolver):
         standard deviation where its moments are known (1 for a network prior,
         which should be trained on data of unit scale), so that ``sigma_max``
         stays far above the prior's spread at any scale.
-    batch_size : int or None, default 64
-        Denoiser chunk size (every particle is covered; None: all at once).
     on_failure : {"raise", "resample"}, default "raise"
         Policy for failed members (an exception or timeout inside
         :class:`~kalmandiff.problems.BlackBox`, or non-finite output):
@@ -264,12 +191,10 @@ class EnKGSolver(BaseSolver):
     -----
     Cost: ``expected_evaluations()`` gives the counts by formula; at the
     defaults each particle takes 395 sequential denoiser and 34 forward
-    evaluations (the paper's 80 steps: 1,588 and 142).  What accuracy each setting buys is measured in
-    ``docs/benchmarks.md`` (speed suite, and error against ensemble size and
-    steps on Navier-Stokes); an earlier claim that ``n_steps=20`` matched the
-    defaults came from a run whose solver shared the truth's random stream
-    and is withdrawn.  The solver's own work is under 1% of a run; the time
-    is the denoiser's and the forward model's.
+    evaluations (the paper's 80 steps: 1,588 and 142).  The solver's own work
+    is under 1% of a run.  What accuracy each setting buys is measured in
+    ``docs/benchmarks.md`` (speed suite; error against ``J`` and ``N`` on
+    Navier-Stokes).
 
     Attributes
     ----------
@@ -286,46 +211,7 @@ class EnKGSolver(BaseSolver):
         ``"SamplingErrorCorrection('secnice', delta=1.0)"``), None when off.
     """
 
-    # enkg-pytorch scripts/*.sh (research notes, section 1 table); denoiser batch 64 throughout.
-    _FAMILY_DEFAULTS = {
-        "navier-stokes": dict(
-            update="paper",
-            n_particles=2048,
-            n_steps=80,
-            n_updates=2,
-            guidance_scale=2.0,
-            threshold_start=0.05,
-            threshold_end=0.05,
-            lr_min_ratio=0.0,
-            batch_size=64,
-        ),
-        "interferometry": dict(
-            update="paper",
-            n_particles=1024,
-            n_steps=80,
-            n_updates=1,
-            guidance_scale=3.5,
-            threshold_start=0.1,
-            threshold_end=0.1,
-            lr_min_ratio=1e-3,
-            batch_size=64,
-        ),
-        "images": dict(
-            update="paper",
-            n_particles=1024,
-            n_steps=80,
-            n_updates=2,
-            guidance_scale=2.0,
-            threshold_start=0.05,
-            threshold_end=0.05,
-            lr_min_ratio=0.0,
-            batch_size=64,
-        ),
-    }
-
-    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
     _EQUIVALENT_PARAMETERS = {
-        "steps": "its number of noise levels is n_steps",
         "updates": "its ensemble updates per corrected noise level are n_updates",
         "queries": "each ensemble update evaluates the forward model once per member (n_particles)",
     }
@@ -343,9 +229,6 @@ class EnKGSolver(BaseSolver):
     threshold_start: float = 0.05
     threshold_end: float = 0.05
     lr_min_ratio: float = 0.0
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
     phi_factor: int | str = "auto"
     phi_max_steps: int = 20
     ode_method: str = "euler"
@@ -356,16 +239,13 @@ class EnKGSolver(BaseSolver):
 
     init: str = "auto"
     data_scale: float | str = "auto"
-    batch_size: int | None = 64
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {
-        "n_steps": [POSITIVE_INT],
         "n_updates": [POSITIVE_INT],
         "phi_factor": [POSITIVE_INT, Options("auto")],
         "phi_max_steps": [POSITIVE_INT],
         "guidance_scale": [POSITIVE],
-        **EDM_SCHEDULE,
         "lr_min_ratio": [NON_NEGATIVE],
         "threshold_start": [FRACTION],
         "threshold_end": [FRACTION],
@@ -384,90 +264,6 @@ class EnKGSolver(BaseSolver):
             raise ValueError(
                 "tempering='adaptive' chooses the inflation of each update; leave kalman_inflation=None."
             )
-
-    # -- what "auto" stands for ----------------------------------------------
-    def resolved_update(self, noise_std=None) -> str:
-        """The update that runs: ``"auto"`` is ``"kalman-sqrt"`` if every ``noise_std > 0``, else ``"paper"``.
-
-        ``noise_std`` (float or array) is the problem's noise level; None (not
-        known yet, e.g. when planning a cost before ``fit``) counts as positive.
-        """
-        if self.update != "auto":
-            return self.update
-        if noise_std is None:
-            return "kalman-sqrt"
-        return "kalman-sqrt" if bool(np.all(np.asarray(noise_std, dtype=float) > 0)) else "paper"
-
-    def _for_update(self, update: str | None) -> str:
-        return self.resolved_update() if update is None else update
-
-    def resolved_phi_factor(self, update: str | None = None) -> int:
-        """``phi_factor`` in effect: ``"auto"`` is 4 (the reference code) with ``"paper"``, 1 otherwise."""
-        if self.phi_factor != "auto":
-            return int(self.phi_factor)
-        return 4 if self._for_update(update) == "paper" else 1
-
-    def resolved_init(self, update: str | None = None) -> str:
-        """``init`` in effect: ``"auto"`` is ``"random"`` with ``"paper"``, ``"prior-centred"`` otherwise."""
-        if self.init != "auto":
-            return self.init
-        return "random" if self._for_update(update) == "paper" else "prior-centred"
-
-    def resolved_data_scale(self, update: str | None = None) -> float:
-        """Unit ``c`` of the noise schedule: ``"auto"`` is 1 with ``"paper"``, else the prior's pointwise std."""
-        if self.data_scale != "auto":
-            return float(self.data_scale)
-        if self._for_update(update) == "paper":
-            return 1.0
-        return prior_scale(self.prior) or 1.0
-
-    # -- the schedule --------------------------------------------------------
-    def correction_steps(self) -> list[int]:
-        """Indices ``i`` of the steps at which the ensemble is corrected."""
-        N = self.n_steps
-        return [i for i in range(N) if self.threshold_start * N < i < N - int(self.threshold_end * N)]
-
-    def phi_steps(self, i: int, update: str | None = None) -> int:
-        """Number of ODE steps ``k_i`` of the likelihood map at step ``i`` (for the resolved ``update``)."""
-        return min(1 + (self.n_steps - i) // self.resolved_phi_factor(update), self.phi_max_steps)
-
-    def step_size(self, i: int) -> float:
-        """Guidance scale ``h_i`` at step ``i`` (reference ``get_lr``)."""
-        r = self.lr_min_ratio
-        if r > 0:
-            return self.guidance_scale * (1 - r) * (self.n_steps - i) / self.n_steps + r
-        return float(self.guidance_scale)
-
-    def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:
-        """Denoiser and forward evaluations by formula (exact; the problem does not change them).
-
-        Sequential counts are per particle (the depth if every particle ran
-        in parallel); totals multiply by ``J``.
-        """
-        J = n_particles
-        # "auto" runs the paper's schedule on noiseless data: plan with the update that will run
-        update = self.resolved_update(getattr(problem, "noise_std", None))
-        per_call = 2 if self.ode_method == "heun" else 1
-        seq_den = 0
-        for i in range(self.n_steps):
-            last = i == self.n_steps - 1
-            seq_den += 1 if (last or per_call == 1) else 2
-        window = self.correction_steps()
-        for i in window:
-            k = self.phi_steps(i, update)
-            seq_den += self.n_updates * (k if per_call == 1 else 2 * k - 1)
-        seq_fwd = len(window) * self.n_updates
-        start = (
-            1 if self.resolved_init(update) == "prior-centred" else 0
-        )  # D(0, sigma_max): one call, one row
-        return {
-            "n_sequential_denoiser_evals": seq_den + start,
-            "n_denoiser_evals": J * seq_den + start,
-            "n_sequential_forward_evals": seq_fwd,
-            "n_forward_evals": J * seq_fwd,
-            "n_forward_vjps": 0,
-            "n_denoiser_vjps": 0,
-        }
 
     # -- the loop --------------------------------------------------------------
     def _iterate(self, ctx: FitContext, state: dict | None):
@@ -539,7 +335,7 @@ class EnKGSolver(BaseSolver):
         i,
         sigma,
         noise_std,
-        tempering: _Tempering,
+        tempering: LikelihoodTempering,
         left: int,
         taper=None,
         update: str = "paper",

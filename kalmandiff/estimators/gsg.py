@@ -148,14 +148,11 @@ class GSGSolver(GuidedSolver):
     variant), all queries of a step in one batched forward call.  The
     forward model is never differentiated.
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal) at 200 steps and 64 queries, one sample at the defaults is
-    closer to the exact posterior mean than the prior mean is on 8 of 30 (largest ratio 200), where
-    the mean of one *exact* posterior sample would be on 9.3 in expectation: one sample lies about
-    ``sqrt(tr Sigma_post)`` from the posterior mean, further than the prior mean wherever the data
-    explain less than half of the prior variance (``m << d``, weak data).  For a point estimate,
-    average ``n_particles`` samples (an exact sampler's mean of 16 wins on 24.6 of 30).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): one sample at the defaults (200 steps, 64 queries) is closer to the
+    exact posterior mean than the prior mean is on 8 of 30, where one *exact* posterior sample would
+    be on 9.3 (a sample lies about ``sqrt(tr Sigma_post)`` from the posterior mean).  For a point
+    estimate, average ``n_particles`` samples (an exact 16-sample mean wins on 24.6).
 
     Parameters
     ----------
@@ -170,14 +167,13 @@ class GSGSolver(GuidedSolver):
         forward queries too.
     mu : float or "auto", default "auto"
         Smoothing radius, in the units of the clean estimate.  A number is
-        fixed (the reference's 0.01, the default before issue 13, suits data
-        of unit scale: on images in Jy per pixel it is 15 times the prior's
+        fixed (the reference's 0.01 suits data of unit scale: on images in Jy per pixel it is 15 times the prior's
         pixel standard deviation); ``"auto"`` is the reference's 0.01 in
         units of the resolved ``data_scale``, ``mu = 0.01 c``.
     guidance_scale : float or "auto", default "auto"
         DPS step ``zeta`` on the estimated ``grad ||r||``.  A number is the
         reference's fixed step (0.1 for Navier-Stokes and InverseBench's
-        default, the default before issue 13); ``"auto"`` is DPS's
+        default); ``"auto"`` is DPS's
         scale-free rule (a likelihood step with the data variance estimated
         from the residual, capped by a trust region), derived in
         :class:`~kalmandiff.estimators.dps.DPSSolver`, with the estimate in

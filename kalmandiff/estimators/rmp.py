@@ -19,9 +19,10 @@ import numpy as np
 
 from .._backend import get_namespace, move_like
 from ..diffusion import edm_sigma_schedule
-from ._base import BaseSolver, FitContext, SafePoint, check_is_fitted
+from ._base import FitContext, SafePoint, check_is_fitted
+from ._edm import EDMSolver
 from ._gradients import inverse_noise_variance, misfit_gradient
-from ._params import EDM_SCHEDULE, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
+from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._protocol import Fitted
 from ._registry import register_solver
 
@@ -30,7 +31,7 @@ __all__ = ["RMPSolver"]
 
 @register_solver("rmp", derivative_free=False, rank=70, quick={"n_steps": 6})
 @solver_parameters
-class RMPSolver(BaseSolver):
+class RMPSolver(EDMSolver):
     """Reverse mean propagation with a natural-gradient inner loop (VE / EDM form).
 
     No public code exists; this is built from the paper's description
@@ -86,15 +87,10 @@ class RMPSolver(BaseSolver):
     implementation (defaults) reaches that floor: 9% and 11%, against 48%
     for the prior mean.
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal), the default estimate is closer to the exact posterior mean
-    than the prior mean is on 23 of 30 (largest ratio 78), where the mean of 2 *exact* posterior
-    samples would be on 11.6 in expectation: one sample lies about ``sqrt(tr Sigma_post)`` from the
-    posterior mean, further than the prior mean wherever the data explain less than half of the
-    prior variance (``m << d``, weak data).  RMP, a mean estimator, beats that floor; three failures
-    are its own, at noise 0.25%, 1.2% and 0.8% of the signal (cases 0, 9, 11: 8.8, 2.3 and 52 times
-    the prior mean's error, where an exact 2-sample mean wins with probability 1).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): the default estimate is closer to the exact posterior mean than the
+    prior mean is on 23 of 30, above the 11.6 expected of 2 *exact* posterior samples; three
+    failures, at noise below 1.2% of the signal, are its own.
 
     Parameters
     ----------
@@ -126,9 +122,7 @@ class RMPSolver(BaseSolver):
         with 1 and 0.05 and is stable with 0.01).
     noise_floor : float, default 1e-3
         Smallest noise standard deviation used in the likelihood.
-    sigma_min, sigma_max, rho : float
-        The EDM schedule (0.002, 80, 7).
-    batch_size : int or None, default 64
+    %(common)s
     on_failure : {"raise", "resample"}, default "raise"
         ``"resample"`` averages over the draws whose forward value is finite
         (at least two are needed).
@@ -148,9 +142,7 @@ class RMPSolver(BaseSolver):
         curvature ``h``, misfit statistics, counts.
     """
 
-    _BUDGET_PARAMETERS = ("n_particles", "n_steps")
     _EQUIVALENT_PARAMETERS = {
-        "steps": "its number of noise levels is n_steps",
         "updates": "its inner iterations per reverse step are n_inner",
         "queries": "each inner iteration evaluates the forward model once or twice per draw (n_particles)",
     }
@@ -162,10 +154,6 @@ class RMPSolver(BaseSolver):
     trust_radius: float = 3.0
     likelihood_weight: float = 1.0
     noise_floor: float = 1e-3
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
-    batch_size: int | None = 64
 
     # -- validation ------------------------------------------------------------
     _param_constraints = {
@@ -176,7 +164,6 @@ class RMPSolver(BaseSolver):
         "trust_radius": [POSITIVE],
         "likelihood_weight": [NON_NEGATIVE],
         "noise_floor": [POSITIVE],
-        **EDM_SCHEDULE,
     }
 
     def _planned_counts(self, problem, n_particles: int) -> dict[str, int]:

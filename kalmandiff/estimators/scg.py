@@ -34,14 +34,11 @@ class SCGSolver(GuidedSolver):
     evaluations (one batched call).  Unguided steps and the final step cost
     one denoiser evaluation.
 
-    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean"): on the 30 random
-    linear-Gaussian problems of ``tests/test_defaults_beat_prior.py`` (``d`` 4-256, scales 1e-3 to
-    1e3, noise 1e-3 to 1 of the signal) at 200 steps and 64 candidates, one sample at the defaults
-    is closer to the exact posterior mean than the prior mean is on 9 of 30 (largest ratio 157),
-    where the mean of one *exact* posterior sample would be on 9.3 in expectation: one sample lies
-    about ``sqrt(tr Sigma_post)`` from the posterior mean, further than the prior mean wherever the
-    data explain less than half of the prior variance (``m << d``, weak data).  For a point
-    estimate, average ``n_particles`` samples (an exact sampler's mean of 16 wins on 24.6 of 30).
+    Against the prior mean (docs/benchmarks.md, "Defaults against the prior mean", 30 random
+    linear-Gaussian problems): one sample at the defaults (200 steps, 64 candidates) is closer to
+    the exact posterior mean than the prior mean is on 9 of 30, where one *exact* posterior sample
+    would be on 9.3 (a sample lies about ``sqrt(tr Sigma_post)`` from the posterior mean).  For a
+    point estimate, average ``n_particles`` samples (an exact 16-sample mean wins on 24.6).
 
     Parameters
     ----------
@@ -52,8 +49,7 @@ class SCGSolver(GuidedSolver):
         ``K``, candidates per guided step and sample, each one forward
         evaluation (reference ``n_candidates``: 512 for Navier-Stokes, 1024
         black hole, 256 FFHQ); the name DPG and GSG use for their per-step
-        forward queries.  Formerly ``n_candidates``, which still works with
-        a DeprecationWarning.
+        forward queries (``n_candidates`` is a deprecated alias).
     threshold : float, default 0.25
         Fraction of the steps run without guidance (reference ``threshold``).
         SCG has no step size: keeping the best of ``K`` candidates is

@@ -266,8 +266,8 @@ class NavierStokes2D(ForwardProblem):
             max_steps = max(100, ceil(100 * R * t_final / cfl))
 
         (6400 steps at ``R = 32``, ``t_final = 1``, where a prior draw takes
-        about 130; 20000 was the fixed cap before); with a fixed ``dt`` it
-        is the step count ``ceil(t_final / dt)`` plus one.
+        about 130); with a fixed ``dt`` it is the step count
+        ``ceil(t_final / dt)`` plus one.
     dealias : {"square", "reference"}, default "square"
         ``"square"``: Orszag's 2/3 rule on the square ``3 |k_i| < R``,
         applied to the state, whose mean is removed (module docstring).
