@@ -1,7 +1,10 @@
 """Which localiser EnKG's ``localization="auto"`` should use: measured against exact posteriors.
 
 Run: ``python -m benchmarks.bench_localization [--cases NAME ...] [--particles 16 64 256]
-[--steps 20] [--seeds 2] [--localizers none secnice sec gc]``.
+[--steps 20] [--seeds 2] [--localizers none secnice sec gc]``; the digits problems with their
+Gaussian (exact posterior for the linear maps): ``--family inpainting deblur:digits ... --solvers
+enkg eki --instances 5 --solver-seeds 2 --localizers none secnice gc auto --out F`` (one JSON line
+per fit), then ``--report F`` (the markdown table of docs/benchmarks.md).
 
 Every case has a Gaussian prior and a linear map, so the posterior is exact:
 
@@ -229,8 +232,14 @@ def family_fit(problem: str, instance: int, J: int, localizer: str, solver_name:
     solver.fit(inst.y, inst.problem)
     x_hat = np.asarray(solver.reconstruct())
     row = dict(
-        problem=problem, instance=instance, J=J, localizer=localizer, solver=solver_name, seed=seed,
-        runs=solver.localization_, seconds=round(time.perf_counter() - t0, 2),
+        problem=problem,
+        instance=instance,
+        J=J,
+        localizer=localizer,
+        solver=solver_name,
+        seed=seed,
+        runs=solver.localization_,
+        seconds=round(time.perf_counter() - t0, 2),
         truth=float(relative_l2(x_hat, np.asarray(inst.x_true))),
     )
     if hasattr(inst.problem, "as_matrix"):
@@ -283,7 +292,14 @@ def family_report(path: str) -> None:
     for head in heads:
         some = next(r for k, v in cells.items() if k[:3] == head for r in v)
         fields = (["posterior"] if "posterior" in some else []) + ["truth"]
-        ran = sorted({str(r["runs"]).split("(")[0] for k, v in cells.items() if k[:3] == head and k[3] == "auto" for r in v})
+        ran = sorted(
+            {
+                str(r["runs"]).split("(")[0]
+                for k, v in cells.items()
+                if k[:3] == head and k[3] == "auto"
+                for r in v
+            }
+        )
         for field in fields:
             print(
                 f"| {head[0]} | {head[1]} | {head[2]} | {field} | "

@@ -57,13 +57,20 @@ use, ``C_xG`` and ``C_GG``, are formed and corrected, in the tapers' memory
 ``O(d m + m^2)`` (same size limit).  The correction changes with the
 ensemble, so it is applied at every update.
 
-``localization="auto"`` (the solvers' default, :func:`make_localizer`): a
-Gaspari-Cohn taper on a declared local map under a prior whose correlation
-length is known and at most :data:`MAX_RADIUS`; else SECNice when
-``J < d``; else nothing (and nothing where the problem declares that the
-correction does not help it, as phase retrieval and Navier-Stokes do).  Each branch was
-admitted where it measured never worse than no localisation
-(docs/benchmarks.md, "Localisation: which default").
+``localization="auto"`` (the solvers' default, :func:`make_localizer`; the
+rule is in :mod:`._auto_localization`): off where the problem declares that
+the correction does not help it (phase retrieval, Navier-Stokes) and for a
+learned prior.  Otherwise the candidates are a Gaspari-Cohn taper (a
+declared local map, a prior whose correlation length is known and at most
+:data:`MAX_RADIUS`) and SECNice (``J < d``).  Where the prior's covariance
+is known (Gaussian, low-rank, mixture, random field), a candidate is used
+only if it brings the sample covariance of ``J`` draws from the prior at
+least 5% closer to the prior's covariance (:func:`prior_check`): a localiser
+trades sampling noise for bias, and with ``J`` large against the prior's
+effective dimension, or real long-range correlations (the digits Gaussian),
+the bias wins.  ``localization_`` says what ran and why.  Each branch was
+measured never worse than no localisation (docs/benchmarks.md,
+"Localisation: which default").
 """
 
 from __future__ import annotations
@@ -173,7 +180,7 @@ def make_localizer(
     localization : None, "auto", "sec", "secnice", float, SamplingErrorCorrection or callable
         As the solvers' parameter (validated by :func:`check_localization`).
     prior : Prior
-        For ``"auto"`` (its correlation length).
+        For ``"auto"`` (its correlation length and, where known, its covariance).
     problem : ForwardProblem
         Its ``x_shape``, ``y_shape`` and declared ``geometry``.
     like : array
@@ -183,15 +190,17 @@ def make_localizer(
     n_particles : int, optional
         ``J``.  ``"auto"`` uses the geometry-free correction only when
         ``J < d`` (measured: with ``J >= d`` it was no better than none,
-        and on 8 unknowns worse; docs/benchmarks.md).
+        and on 8 unknowns worse; docs/benchmarks.md), and with the prior's
+        covariance known, only what passes :func:`prior_check` at this ``J``.
 
     Returns
     -------
     localizer : Taper, SamplingErrorCorrection or None
     description : str or None
         E.g. ``"gaspari-cohn c=0.1085"``, ``"SamplingErrorCorrection('secnice', delta=1.0)"``,
-        or None (off); where ``"auto"`` turned itself off (``J >= d``, or
-        beyond the size limit), a sentence starting with ``"off"``.
+        or None (off); ``"auto"`` appends why (``" [auto: prior check at J = 64 ...]"``),
+        and where it turned itself off (the prior check, ``J >= d``, the size
+        limit, a declaration) gives a sentence starting with ``"off"``.
     """
     if localization is None or update in _NORMALISED:
         return None, None
