@@ -213,6 +213,9 @@ def _family_localizer(name: str, inst):
     return {"none": None}.get(name, name)
 
 
+_IMAGE_PROBLEMS = ("inpainting", "deblur", "super-resolution", "phase-retrieval")
+
+
 def family_fit(problem: str, instance: int, J: int, localizer: str, solver_name: str, seed: int) -> dict:
     """One fit on ``kd.problems.make(problem, random_state=instance, prior="gaussian")``: errors to the truth
     and, for a linear map, to the exact posterior mean."""
@@ -220,7 +223,9 @@ def family_fit(problem: str, instance: int, J: int, localizer: str, solver_name:
 
     name, _, family = problem.partition(":")  # "deblur:digits": the digits family of deblur
     extra = {"family": family} if family else {}
-    inst = kd.problems.make(name, random_state=instance, prior="gaussian", **extra)
+    if name in _IMAGE_PROBLEMS:
+        extra["prior"] = "gaussian"  # the best Gaussian of the family (digits: the network's images)
+    inst = kd.problems.make(name, random_state=instance, **extra)
     if localizer == "gc" and not inst.problem.geometry.local:
         return None  # a spatial taper is refused on a non-local map
     common = dict(n_particles=J, localization=_family_localizer(localizer, inst), random_state=1000 + seed)

@@ -46,6 +46,7 @@ __all__ = [
     "PriorCheck",
     "prior_check",
     "prior_covariance",
+    "posterior_covariance",
 ]
 
 #: ``localization="auto"``: the Gaspari-Cohn half-width is at least this many prior correlation lengths.
@@ -205,6 +206,8 @@ class PriorCheck(NamedTuple):
     none, taper, secnice : float or None
         Unlocalised, Gaspari-Cohn tapered (None when no taper was offered)
         and SECNice-corrected (None when ``J >= d``).
+    stage : str
+        ``"prior"`` or ``"posterior"``: whose covariance was sampled.
     """
 
     J: int
@@ -212,12 +215,20 @@ class PriorCheck(NamedTuple):
     none: float
     taper: float | None
     secnice: float | None
+    stage: str = "prior"
 
     def describe(self) -> str:
         parts = [f"none {self.none:.3f}"]
         parts += [f"taper {self.taper:.3f}"] if self.taper is not None else []
         parts += [f"secnice {self.secnice:.3f}"] if self.secnice is not None else []
-        return f"prior check at J = {self.J} on {self.n} unknowns: covariance error " + ", ".join(parts)
+        return f"{self.stage} check at J = {self.J} on {self.n} unknowns: covariance error " + ", ".join(
+            parts
+        )
+
+    def passes(self, name: str) -> bool:
+        """Whether localiser ``name`` ("taper" or "secnice") lowers the error by :data:`CHECK_MARGIN`."""
+        value = getattr(self, name)
+        return value is not None and value < (1.0 - CHECK_MARGIN) * self.none
 
 
 def _check_indices(d: int) -> np.ndarray:
@@ -259,7 +270,7 @@ def prior_covariance(prior, d: int):
     return C[np.ix_(keep, keep)], keep
 
 
-def prior_check(C, J: int, taper_rho=None, secnice: bool = True) -> PriorCheck:
+def prior_check(C, J: int, taper_rho=None, secnice: bool = True, stage: str = "prior") -> PriorCheck:
     """Compare localisers on ``J`` draws from ``N(0, C)`` (:class:`PriorCheck`).
 
     Parameters
@@ -271,13 +282,15 @@ def prior_check(C, J: int, taper_rho=None, secnice: bool = True) -> PriorCheck:
         The Gaspari-Cohn taper on the same unknowns.
     secnice : bool
         Whether to try SECNice.
+    stage : str
+        A label (``"prior"``, ``"posterior"``) for the reason ``"auto"`` gives.
     """
     key = (_digest(C), int(J), None if taper_rho is None else _digest(taper_rho), bool(secnice))
     if key not in _CHECK_CACHE:
         if len(_CHECK_CACHE) >= 32:  # a few priors per session: keep memory bounded
             _CHECK_CACHE.clear()
         _CHECK_CACHE[key] = _run_prior_check(C, int(J), taper_rho, secnice)
-    return _CHECK_CACHE[key]
+    return _CHECK_CACHE[key]._replace(stage=stage)
 
 
 def _digest(a) -> str:
@@ -306,6 +319,37 @@ def _run_prior_check(C, J: int, taper_rho, secnice: bool) -> PriorCheck:
             errors["secnice"].append(np.linalg.norm(corrector.correct(R, J) * np.outer(sd, sd) - C) / scale)
     mean = {k: (float(np.mean(v)) if v else None) for k, v in errors.items()}
     return PriorCheck(int(J), int(n), mean["none"], mean["taper"], mean["secnice"])
+
+
+def posterior_covariance(C, problem):
+    """The exact posterior covariance ``C - C A^T (A C A^T + Gamma)^+ A C`` of a linear problem, or None.
+
+    Only for a problem that gives its matrix (``problem.as_matrix()``, ``(m, d)``: the linear
+    image problems, :class:`~kalmandiff.problems.LinearProblem`) with ``d`` at most
+    :data:`CHECK_MAX_UNKNOWNS` (``C`` is then the whole prior covariance); ``Gamma`` is the
+    diagonal of ``problem.noise_std ** 2``.  It does not depend on the data.
+    """
+    as_matrix = getattr(problem, "as_matrix", None)
+    d = C.shape[0]
+    if not callable(as_matrix) or d != math.prod(tuple(problem.x_shape)):
+        return None
+    try:
+        A = np.asarray(as_matrix(), dtype=float)
+    except (ValueError, MemoryError, NotImplementedError):
+        return None
+    noise = np.broadcast_to(
+        np.asarray(getattr(problem, "noise_std", 0.0), dtype=float), tuple(problem.y_shape)
+    )
+    if A.shape != (noise.size, d):
+        return None
+    CA = C @ A.T
+    S = A @ CA
+    S[np.diag_indices_from(S)] += noise.ravel() ** 2
+    try:
+        P = C - CA @ np.linalg.solve(S, CA.T)
+    except np.linalg.LinAlgError:  # noiseless data on a rank-deficient map
+        P = C - CA @ np.linalg.pinv(S, hermitian=True) @ CA.T
+    return 0.5 * (P + P.T)
 
 
 def _candidate_taper(prior, geometry):
@@ -353,13 +397,18 @@ def _auto_choice(prior, problem, geometry, n_particles=None):
     if taper is not None:
         px = geometry.x_coords[keep]
         rho = gaspari_cohn(periodic_distance(px, px) / taper.radius)
-    check = prior_check(C, int(n_particles), rho, secnice=geometry_free)
-    passes = (1.0 - CHECK_MARGIN) * check.none
-    if check.taper is not None and check.taper < passes:
-        return taper, check.describe()
-    if check.secnice is not None and check.secnice < passes:
-        return AUTO_GEOMETRY_FREE, check.describe()
-    why = f"no localiser brings J prior draws {CHECK_MARGIN:.0%} closer to the prior's covariance"
+    checks = [prior_check(C, int(n_particles), rho, secnice=geometry_free)]
+    # The ensemble moves from the prior towards the posterior during a fit: where the posterior is
+    # known (a linear problem that gives its matrix), a localiser that helps there counts too.
+    P = posterior_covariance(C, problem) if len(keep) == d else None
+    if P is not None:
+        checks.append(prior_check(P, int(n_particles), rho, secnice=geometry_free, stage="posterior"))
+    why = "; ".join(check.describe() for check in checks)
+    if any(check.passes("taper") for check in checks):
+        return taper, why
+    if any(check.passes("secnice") for check in checks):
+        return AUTO_GEOMETRY_FREE, why
+    off = f"no localiser brings J draws {CHECK_MARGIN:.0%} closer to the covariance"
     if not geometry_free:
-        why += f" (SECNice not tried: J = {n_particles} >= d = {d})"
-    return None, f"{why}; {check.describe()}"
+        off += f" (SECNice not tried: J = {n_particles} >= d = {d})"
+    return None, f"{off}; {why}"

@@ -88,6 +88,7 @@ from ._auto_localization import (
     auto_radius,
     correlation_length,
     grid_spacing,
+    posterior_covariance,
     prior_check,
     prior_covariance,
 )
@@ -127,6 +128,7 @@ __all__ = [
     "PriorCheck",
     "prior_check",
     "prior_covariance",
+    "posterior_covariance",
     "check_localization",
     "make_taper",
 ]
