@@ -64,11 +64,12 @@ learned prior.  Otherwise the candidates are a Gaspari-Cohn taper (a
 declared local map, a prior whose correlation length is known and at most
 :data:`MAX_RADIUS`) and SECNice (``J < d``).  Where the prior's covariance
 is known (Gaussian, low-rank, mixture, random field), a candidate is used
-only if it brings the sample covariance of ``J`` draws from the prior at
-least 5% closer to the prior's covariance (:func:`prior_check`): a localiser
-trades sampling noise for bias, and with ``J`` large against the prior's
-effective dimension, or real long-range correlations (the digits Gaussian),
-the bias wins.  ``localization_`` says what ran and why.  Each branch was
+only if it brings the sample covariance of ``J`` draws at least 5% closer
+to the covariance they are drawn from (:func:`prior_check`): the prior's,
+or, for a linear problem that gives its matrix, the exact posterior's
+(:func:`posterior_covariance`).  A localiser trades sampling noise for
+bias, and with ``J`` large against the effective dimension, or with real
+long-range correlations (the digits Gaussian), the bias wins.  ``localization_`` says what ran and why.  Each branch was
 measured never worse than no localisation (docs/benchmarks.md,
 "Localisation: which default").
 """
