@@ -126,6 +126,14 @@ def prior_check(C, J: int, taper_rho=None, secnice: bool = True, stage: str = "p
         Whether to try SECNice.
     stage : str
         A label (``"prior"``, ``"posterior"``) for the reason ``"auto"`` gives.
+
+    Notes
+    -----
+    Cost: an ``n x n`` eigendecomposition and :data:`CHECK_DRAWS` sample covariances,
+    ``O(n^3 + J n^2)``; results are cached per (covariance, ``J``, taper).  Measured on one
+    loaded core (2026-12-04): the whole ``"auto"`` choice for the 32 x 32 smooth deblur problem
+    (``n = 1024``, prior and posterior checks) 2.5 s the first time for a ``J``, 0.8 s after;
+    16 x 16 digits 0.08 s.
     """
     key = (_digest(C), int(J), None if taper_rho is None else _digest(taper_rho), bool(secnice))
     if key not in _CHECK_CACHE:
