@@ -1,7 +1,10 @@
 """Which localiser EnKG's ``localization="auto"`` should use: measured against exact posteriors.
 
 Run: ``python -m benchmarks.bench_localization [--cases NAME ...] [--particles 16 64 256]
-[--steps 20] [--seeds 2] [--localizers none secnice sec gc]``.
+[--steps 20] [--seeds 2] [--localizers none secnice sec gc]``; the digits problems with their
+Gaussian (exact posterior for the linear maps): ``--family inpainting deblur:digits ... --solvers
+enkg eki --instances 5 --solver-seeds 2 --localizers none secnice gc auto --out F`` (one JSON line
+per fit), then ``--report F`` (the markdown table of docs/benchmarks.md).
 
 Every case has a Gaussian prior and a linear map, so the posterior is exact:
 
@@ -201,6 +204,115 @@ def problem_rows(names, J: int, n_steps: int, n_seeds: int, localizers) -> None:
             )
 
 
+def _family_localizer(name: str, inst):
+    """``none`` / ``secnice`` / ``gc`` (the taper ``auto_radius`` gives, on the declared geometry) / ``auto``."""
+    if name == "gc":
+        from kalmandiff.estimators.localization import auto_radius
+
+        return kd.estimators.GaspariCohnTaper(auto_radius(inst.prior, inst.problem.geometry))
+    return {"none": None}.get(name, name)
+
+
+_IMAGE_PROBLEMS = ("inpainting", "deblur", "super-resolution", "phase-retrieval")
+
+
+def family_fit(problem: str, instance: int, J: int, localizer: str, solver_name: str, seed: int) -> dict:
+    """One fit on ``kd.problems.make(problem, random_state=instance, prior="gaussian")``: errors to the truth
+    and, for a linear map, to the exact posterior mean."""
+    from kalmandiff.metrics import relative_l2
+
+    name, _, family = problem.partition(":")  # "deblur:digits": the digits family of deblur
+    extra = {"family": family} if family else {}
+    if name in _IMAGE_PROBLEMS:
+        extra["prior"] = "gaussian"  # the best Gaussian of the family (digits: the network's images)
+    inst = kd.problems.make(name, random_state=instance, **extra)
+    if localizer == "gc" and not inst.problem.geometry.local:
+        return None  # a spatial taper is refused on a non-local map
+    common = dict(n_particles=J, localization=_family_localizer(localizer, inst), random_state=1000 + seed)
+    if solver_name == "eki":
+        solver = kd.EKISolver(inst.prior, verbose=False, **common)
+    else:
+        solver = kd.EnKGSolver(inst.prior, verbose=False, batch_size=None, **common)
+    t0 = time.perf_counter()
+    solver.fit(inst.y, inst.problem)
+    x_hat = np.asarray(solver.reconstruct())
+    row = dict(
+        problem=problem,
+        instance=instance,
+        J=J,
+        localizer=localizer,
+        solver=solver_name,
+        seed=seed,
+        runs=solver.localization_,
+        seconds=round(time.perf_counter() - t0, 2),
+        truth=float(relative_l2(x_hat, np.asarray(inst.x_true))),
+    )
+    if hasattr(inst.problem, "as_matrix"):
+        A = inst.problem.as_matrix()
+        post = inst.prior.posterior(A, np.asarray(inst.y).ravel(), inst.problem.noise_std**2)
+        mean = np.asarray(post.mean).ravel()
+        row["posterior"] = float(np.linalg.norm(x_hat.ravel() - mean) / np.linalg.norm(mean))
+        row["posterior_mean_to_truth"] = float(relative_l2(mean.reshape(inst.x_true.shape), inst.x_true))
+    return row
+
+
+def family_rows(args) -> None:
+    """Every (problem, instance, J, localiser, solver, seed) as a JSON line, appended to ``--out``."""
+    import json
+
+    for problem in args.family:
+        for solver_name in args.solvers:
+            for J in args.particles:
+                for localizer in args.localizers:
+                    for seed in range(args.solver_seeds):
+                        for instance in range(1, args.instances + 1):
+                            row = family_fit(problem, instance, J, localizer, solver_name, seed)
+                            if row is None:
+                                continue
+                            with open(args.out, "a") as fh:
+                                fh.write(json.dumps(row) + "\n")
+                            print(row, flush=True)
+
+
+def family_report(path: str) -> None:
+    """Markdown table of ``--out``: per (problem, solver, J), each localiser's mean error over instances
+    (to the exact posterior mean where known, else to the truth), seed 0 / seed 1, and what ``auto`` ran."""
+    import collections
+    import json
+
+    rows = [json.loads(line) for line in open(path)]
+    locs = [n for n in ("none", "secnice", "gc", "auto") if any(r["localizer"] == n for r in rows)]
+    cells = collections.defaultdict(list)
+    for r in rows:
+        cells[(r["problem"], r["solver"], r["J"], r["localizer"], r["seed"])].append(r)
+
+    def cell(key_head, loc, field):
+        seeds = sorted({k[4] for k in cells if k[:3] == key_head and k[3] == loc})
+        vals = [np.mean([r[field] for r in cells[(*key_head, loc, s)]]) for s in seeds]
+        return " / ".join(f"{v:.3f}" for v in vals) if vals else "-"
+
+    print("| problem | solver | J | error to | " + " | ".join(locs) + " | auto ran |")
+    print("|---|---|---:|---|" + "---|" * len(locs) + "---|")
+    heads = sorted({k[:3] for k in cells}, key=lambda k: (k[0], k[1], k[2]))
+    for head in heads:
+        some = next(r for k, v in cells.items() if k[:3] == head for r in v)
+        fields = (["posterior"] if "posterior" in some else []) + ["truth"]
+        ran = sorted(
+            {
+                str(r["runs"]).split("(")[0]
+                for k, v in cells.items()
+                if k[:3] == head and k[3] == "auto"
+                for r in v
+            }
+        )
+        for field in fields:
+            print(
+                f"| {head[0]} | {head[1]} | {head[2]} | {field} | "
+                + " | ".join(cell(head, loc, field) for loc in locs)
+                + f" | {', '.join(ran) or '-'} |"
+            )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["grf16", "grf32", "point16", "dense64", "dense256"])
@@ -216,7 +328,23 @@ def main(argv=None) -> None:
         nargs="+",
         help="registered problems instead of --cases (error to the truth; J = max --particles)",
     )
+    parser.add_argument(
+        "--family",
+        nargs="+",
+        help="registered problems with prior='gaussian' (digits): one JSON line per fit to --out",
+    )
+    parser.add_argument("--solvers", nargs="+", default=["enkg", "eki"], help="with --family")
+    parser.add_argument("--instances", type=int, default=5, help="with --family: instances 1..n")
+    parser.add_argument("--solver-seeds", type=int, default=1, help="with --family")
+    parser.add_argument("--out", default="bench_localization_family.jsonl", help="with --family")
+    parser.add_argument("--report", help="print the markdown table of a --family --out file")
     args = parser.parse_args(argv)
+    if args.report:
+        family_report(args.report)
+        return
+    if args.family:
+        family_rows(args)
+        return
     print(
         f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
     )
