@@ -1,4 +1,4 @@
-"""Checks of benchmarks/ns_gradient_reference.py on tiny Navier-Stokes instances."""
+"""Checks of benchmarks/studies/ns_gradient_reference.py on tiny Navier-Stokes instances."""
 
 import json
 
@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import kalmandiff as kd  # noqa: E402
-from benchmarks import ns_gradient_reference as ref  # noqa: E402
+from benchmarks.studies import ns_gradient_reference as ref  # noqa: E402
 
 # 16 x 16 grid, short horizon, fixed time step: a smooth objective (no step-count jumps) in milliseconds.
 TINY = {"resolution": 16, "t_final": 0.2, "dt": 0.05}

@@ -29,7 +29,7 @@ Times are medians over repeats, with single-threaded BLAS by default.
 
 Usage::
 
-    python -m benchmarks.bench_enkg_overhead [--quick] [--json PATH] [--repeats N] [--threads N]
+    python -m benchmarks enkg-overhead [--quick] [--json PATH] [--repeats N] [--threads N]
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def machine_info(threads: int) -> dict:
         "numpy": np.__version__,
         "kalmandiff": kd.__version__,
         "blas_threads": threads,
-        "command": "python -m benchmarks.bench_enkg_overhead " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks enkg-overhead " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     try:

@@ -5,7 +5,7 @@ EHT2017 / M87 observation (837 visibilities, 508 closure phases, 427 log
 closure amplitudes) at two image sizes.  One evaluation is one image mapped
 to its closure data; the time is the median over repeats of one batched call.
 
-Run ``python benchmarks/bench_interferometry.py [--json out.json]``.
+Run ``python -m benchmarks interferometry [--json out.json]``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Each member keeps its own adaptive step, so the cost of a batch follows its slow
 
 Usage::
 
-    python benchmarks/bench_navier_stokes.py [out.json] [--resolutions 64 128] [--batches 1 8 32 128]
+    python -m benchmarks navier-stokes [out.json] [--resolutions 64 128] [--batches 1 8 32 128]
 """
 
 from __future__ import annotations

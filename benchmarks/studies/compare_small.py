@@ -16,7 +16,7 @@ DPS, GSG, DPG and SCG are included when their modules import.
 
 Usage::
 
-    python benchmarks/compare_small.py [--out benchmarks/results/compare_small] [--problems ns pr]
+    python -m benchmarks compare-small [--out benchmarks/results/compare_small] [--problems ns pr]
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ independent stream, :func:`kalmandiff._backend.stream_seed`):
 
 Usage::
 
-    python -m benchmarks.guided_defaults [--problems lg80 ns32 pr32 bh32] [--solvers DPS DPG GSG SCG]
+    python -m benchmarks guided-defaults [--problems lg80 ns32 pr32 bh32] [--solvers DPS DPG GSG SCG]
         [--rules before after] [--seeds 1 2 3] [--out benchmarks/results/guided_defaults] [--resume]
 
 Writes ``records.jsonl`` (one line per run, appended as it finishes; ``--resume`` skips the

@@ -10,7 +10,7 @@ tqdm, pandas, xarray are imported where they are used).
 
 Usage::
 
-    python -m benchmarks.import_time [--repeat 11] [--json PATH]
+    python -m benchmarks import-time [--repeat 11] [--json PATH]
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ super-resolution instances with seeds 1, 2, 3:
 
 Usage::
 
-    python -m benchmarks.large_image_prior [--quick] [--json PATH]
+    python -m benchmarks large-image-prior [--quick] [--json PATH]
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ makes noiseless data and uses ``sigma = 1e-3`` in the likelihood (and in ``chi^2
 
 Usage::
 
-    python -m benchmarks.ns_gradient_reference [--seeds 1 2 3] [--noise 1.0] [--prior-path PATH]
+    python -m benchmarks ns-gradient-reference [--seeds 1 2 3] [--noise 1.0] [--prior-path PATH]
         [--out benchmarks/results/ns_reference]
 
 Defaults take about 25 minutes on one CPU core (torch limited to one thread).

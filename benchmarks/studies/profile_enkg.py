@@ -9,7 +9,7 @@ profile says where it goes.
 
 Usage::
 
-    python -m benchmarks.profile_enkg [--particles 16] [--steps 80] [--top 15]
+    python -m benchmarks profile-enkg [--particles 16] [--steps 80] [--top 15]
 """
 
 from __future__ import annotations
