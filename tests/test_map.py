@@ -140,3 +140,15 @@ def test_restarts_are_ranked_best_first_by_objective():
 
 def test_check_solver_passes():
     check_solver(solver_factory("map"))
+
+
+def test_one_run_from_the_prior_mean():
+    case = gaussian_case(12, 5, 0.3, seed=3)
+    est = _fit(case, n_particles=1, init="mean")
+    assert _rel(est.reconstruct(), case.mean) < 1e-6
+    with pytest.warns(UserWarning, match="one restart"):
+        _, std = est.reconstruct(return_std=True)
+    assert float(np.max(std)) == 0.0
+    no_mean = kd.priors.TorchDenoiser.__new__(kd.priors.TorchDenoiser)  # a network prior: no mean
+    with pytest.raises(ValueError, match="init='mean' needs a prior with a mean"):
+        MAPSolver(no_mean, init="mean")._starts(None, 1)

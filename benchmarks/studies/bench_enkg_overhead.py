@@ -130,7 +130,7 @@ def time_isolated_update(J: int, d: int, m: int, mode: str, repeats: int, seed: 
     rng = np.random.default_rng(seed)
     X, G = rng.normal(size=(J, d)), rng.normal(size=(J, m))
     y, std = rng.normal(size=m), np.full(m, NOISE_STD)
-    source = RandomSource(seed)
+    source = RandomSource(seed, "enkg-overhead-ensemble")
     if mode == "paper":
         call = lambda: normalised_gradient_update(X, (G - y) / std**2, G, 2.0)  # noqa: E731
     elif mode == "kalman":

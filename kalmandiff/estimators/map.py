@@ -1,6 +1,6 @@
 """Maximum a posteriori estimation with autograd through the forward model: what do the data allow?
 
-``MAPSolver`` minimises, for each of ``n_particles`` restarts drawn from the prior,
+``MAPSolver`` minimises, for each of ``n_particles`` restarts (prior draws by default),
 
     f(x) = 1/2 sum_k w_k (G(x) - y)_k**2  -  log p(x),      w_k = 1 / noise_std_k**2,
 
@@ -14,6 +14,7 @@ disagree, not how uncertain ``x`` is.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -56,7 +57,9 @@ class MAPSolver(BaseSolver):
     ones); each evaluates the forward model and its VJP once at every restart's trial point.
     ``"lbfgs"``: limited-memory BFGS (``memory`` pairs, Nocedal and Wright's two-loop recursion),
     per restart, with backtracking: a trial point that fails Armijo's sufficient-decrease test
-    (or whose forward value failed) is not taken and the next iteration tries half the step.
+    (or whose forward value failed) is not taken and the next iteration tries a shorter step (the
+    minimiser of the quadratic through the two objective values and the slope, 0.1-0.5 times
+    the last).
     The first step is ``-g / max(1, ||g||_inf)``; the curvature pairs set the scale afterwards, so
     the data and the unknowns may have any units.  ``"adam"``: Adam with step ``learning_rate``
     (in units of ``x``), no line search.
@@ -66,7 +69,10 @@ class MAPSolver(BaseSolver):
     prior : Prior
         ``sample`` gives the restarts; ``log_prob`` or ``denoise`` gives the prior term.
     n_particles : int, default 4
-        Restarts, each from its own prior draw (the restarts do not interact).
+        Restarts (they do not interact); one is allowed, a single run.
+    init : {"prior", "mean"}, default "prior"
+        Where the restarts start: each at its own prior draw, or all at the prior's ``mean``
+        (deterministic; then ``n_particles=1`` is enough).
     max_iter : int, default 200
         Iterations (one forward evaluation and one VJP per restart each; the starting point takes
         one more).
@@ -84,7 +90,7 @@ class MAPSolver(BaseSolver):
         The standard deviation that data with ``noise_std = 0`` are weighted by, in units of ``y``.
         It sets how strongly a prior term competes with noiseless data.
     on_failure : {"raise", "resample"}, default "raise"
-        ``"resample"``: a failed trial point is not taken (the step is halved); a restart whose
+        ``"resample"``: a failed trial point is not taken (the step is shortened); a restart whose
         starting point fails is redrawn from the successful ones.
     %(shared)s
 
@@ -115,6 +121,7 @@ class MAPSolver(BaseSolver):
     }
 
     n_particles: int = 4
+    init: str = "prior"
     max_iter: int = 200
     optimizer: str = "lbfgs"
     memory: int = 10
@@ -124,6 +131,8 @@ class MAPSolver(BaseSolver):
     noise_floor: float = 1e-3
 
     _param_constraints = {
+        "n_particles": [POSITIVE_INT],
+        "init": [Options("prior", "mean")],
         "max_iter": [POSITIVE_INT],
         "optimizer": [Options("lbfgs", "adam")],
         "memory": [POSITIVE_INT],
@@ -220,8 +229,7 @@ class MAPSolver(BaseSolver):
         J = int(self.n_particles)
         weights = self._weights(ctx)
         if state is None:
-            X0 = self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
-            X = self._flat(xp.asarray(X0, dtype=ctx.y.dtype))
+            X = self._flat(xp.asarray(self._starts(ctx, J), dtype=ctx.y.dtype))
             state = yield from self._start(ctx, X, weights)
         step = self._lbfgs_step if self.optimizer == "lbfgs" else self._adam_step
         while int(state["it"]) < int(self.max_iter):
@@ -240,6 +248,16 @@ class MAPSolver(BaseSolver):
         order = np.argsort(self._rank_key(state), kind="stable")
         best_first = xp.take(state["X"], asarray_like(order, state["X"], dtype=xp.int64), axis=0)
         return xp.reshape(best_first, (J, *ctx.x_shape))
+
+    def _starts(self, ctx: FitContext, J: int):
+        """The restarts' starting points ``(J, *x_shape)``: prior draws, or the prior's mean."""
+        if self.init == "prior":
+            return self.prior.sample(J, random_state=ctx.rng.numpy, like=ctx.like())
+        mean = getattr(self.prior, "mean", None)
+        if mean is None:
+            raise ValueError(f"init='mean' needs a prior with a mean; {type(self.prior).__name__} has none.")
+        mean = asarray_like(np.reshape(to_numpy(mean), (1, *ctx.x_shape)), ctx.like())
+        return ctx.xp.concat([mean] * J, axis=0)
 
     def _rank_key(self, state) -> np.ndarray:
         """What the restarts are ranked by: the objective, or the data misfit for a score prior."""
@@ -316,10 +334,22 @@ class MAPSolver(BaseSolver):
         descent = xp.sum(direction * new["g"], axis=1) < 0
         direction = xp.where(descent[:, None], direction, -new["g"])
         new["p"] = xp.where(a, direction, p)
-        new["t"] = xp.where(accept, xp.ones_like(t), 0.5 * t)
+        new["t"] = xp.where(accept, xp.ones_like(t), self._backtrack(ctx, t, f, f_new, slope))
         new["it"] = int(state["it"]) + 1
         new["n_accepted"] = int(np.sum(to_numpy(accept)))
         return new
+
+    @staticmethod
+    def _backtrack(ctx: FitContext, t, f, f_new, slope):
+        """The next trial step after a rejected ``t``: the minimiser of the quadratic through
+        ``f``, ``slope`` and ``f_new`` (Nocedal and Wright, 3.5), kept in ``[0.1 t, 0.5 t]``; half
+        of ``t`` where ``f_new`` is not finite."""
+        xp = ctx.xp
+        curv = f_new - f - slope * t
+        ok = xp.isfinite(f_new) & (curv > 0)
+        quad = -slope * t**2 / (2 * xp.where(ok, curv, xp.ones_like(curv)))
+        quad = xp.where(ok, quad, 0.5 * t)
+        return xp.clip(quad, 0.1 * t, 0.5 * t)
 
     def _push_pair(self, ctx: FitContext, state: dict, s, yv, sy, pair):
         """The curvature memory with ``(s, y)`` added for the restarts where ``pair`` holds (ring buffer)."""
@@ -392,6 +422,12 @@ class MAPSolver(BaseSolver):
         best = _move_like(X[0, ...], self._y_like)
         if not return_std:
             return best
+        if X.shape[0] == 1:
+            warnings.warn(
+                "MAPSolver ran one restart, so reconstruct(return_std=True) returns a spread of exactly 0.",
+                UserWarning,
+                stacklevel=2,
+            )
         return best, _move_like(get_namespace(X).std(X, axis=0), self._y_like)
 
 
