@@ -44,6 +44,7 @@ SOLVERS = [
     "DPSSolver",
     "DiffPIRSolver",
     "RMPSolver",
+    "MAPSolver",
 ]
 
 #: Measured failures at the defaults (docs/benchmarks.md), each a strict xfail: (solver, case,

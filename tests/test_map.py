@@ -95,8 +95,8 @@ def test_score_prior_gives_the_map_of_the_smoothed_gaussian_random_field():
 class _SignFlipped(MAPSolver):
     """A purpose-built wrong MAP: the data gradient's sign flipped (ascends the misfit)."""
 
-    def _evaluate(self, ctx, X, weights):
-        data, prior, grad, misfit, ok = yield from super()._evaluate(ctx, X, weights)
+    def _evaluate(self, ctx, X, weights, start=False):
+        data, prior, grad, misfit, ok = yield from super()._evaluate(ctx, X, weights, start)
         _, prior_grad = self._neg_log_prior(ctx, X)
         return data, prior, -(grad - prior_grad) + prior_grad, misfit, ok
 

@@ -70,6 +70,7 @@ RESULT_FILES = {
     "SCGSolver": "scg_N200_c64",
     "GSGSolver": "gsg_N200_q64",
     "DPGSolver": "dpg_N200_s64",
+    "MAPSolver": "map_defaults",
 }
 RESULTS = "benchmarks/results/defaults"
 

@@ -165,7 +165,15 @@ class MAPSolver(BaseSolver):
         return int(self.max_iter)
 
     # -- the objective -------------------------------------------------------------
-    def _evaluate(self, ctx: FitContext, X, weights):
+    def _failures(self, ctx: FitContext, failed: np.ndarray, start: bool) -> np.ndarray:
+        """The failure policy: ``"raise"`` raises; under ``"resample"`` a failed *trial* point is only a
+        rejected step (nothing to redraw, so one restart is enough), a failed start is redrawn."""
+        if self.on_failure == "raise" or start:
+            return ctx.handle_failures(failed)
+        ctx.acct.n_failed += int(failed.sum())
+        return ~failed
+
+    def _evaluate(self, ctx: FitContext, X, weights, start: bool = False):
         """Data term, prior term and gradient at ``X`` (flat ``(J, d)``); a generator (step protocol).
 
         Returns ``(data (J,), prior (J,) or scores, grad (J, d), recorded misfit (J,), ok (J,))`` as
@@ -175,7 +183,7 @@ class MAPSolver(BaseSolver):
         xp = ctx.xp
         J = X.shape[0]
         res = yield from misfit_gradient(ctx, xp.reshape(X, (J, *ctx.x_shape)), weights)
-        ok = ctx.handle_failures(res.failed)
+        ok = self._failures(ctx, res.failed, start)
         r = ctx.flat_residual(res.G, xp.reshape(ctx.y_flat, (1, -1)))
         w = xp.reshape(asarray_like(weights, r), (1, -1))
         data = 0.5 * xp.sum(w * r**2, axis=1)
@@ -267,7 +275,7 @@ class MAPSolver(BaseSolver):
     def _start(self, ctx: FitContext, X, weights):
         """Evaluate the starting points (redrawing failed ones); the optimiser's initial state."""
         xp = ctx.xp
-        data, prior, g, misfit, ok = yield from self._evaluate(ctx, X, weights)
+        data, prior, g, misfit, ok = yield from self._evaluate(ctx, X, weights, start=True)
         X = ctx.resample_failed(X, ok)  # a redrawn start is evaluated at the first trial (zero step)
         f = self._objective(data, prior)
         f = data if f is None else f  # a score prior: f counts from the start's unknown -log p
