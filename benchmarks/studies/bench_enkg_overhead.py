@@ -41,7 +41,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -56,6 +55,7 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kalmandiff as kd  # noqa: E402
+from benchmarks._common import add_json, parser_for  # noqa: E402
 from kalmandiff._backend import RandomSource  # noqa: E402
 from kalmandiff.estimators._ensemble import (  # noqa: E402
     kalman_update,
@@ -427,9 +427,9 @@ def report(results: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="small grid (under 30 s)")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    add_json(parser)
     parser.add_argument("--repeats", type=int, default=None, help="fits per configuration (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     args = parser.parse_args(argv)

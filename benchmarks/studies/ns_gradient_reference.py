@@ -81,7 +81,6 @@ Defaults take about 25 minutes on one CPU core (torch limited to one thread).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -94,6 +93,7 @@ import numpy as np
 import torch
 
 import kalmandiff as kd
+from benchmarks._common import add_out, add_seed_list, parser_for
 from kalmandiff._backend import to_numpy
 from kalmandiff.diffusion import edm_sigma_schedule, heun_step
 from kalmandiff.problems.navier_stokes import NavierStokes2D
@@ -681,11 +681,11 @@ def summary_table(rows: list[dict], seeds) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS["seeds"])
+    parser = parser_for(__doc__)
+    add_seed_list(parser, DEFAULTS["seeds"])
     parser.add_argument("--noise", type=float, default=DEFAULTS["noise"], choices=[0.0, 1.0, 2.0])
     parser.add_argument("--prior-path", default=None, help="network checkpoint (default: the shipped one)")
-    parser.add_argument("--out", default="benchmarks/results/ns_reference")
+    add_out(parser, "benchmarks/results/ns_reference")
     parser.add_argument("--ls-max-evals", type=int, default=DEFAULTS["ls_max_evals"])
     parser.add_argument("--map-max-evals", type=int, default=DEFAULTS["map_max_evals"])
     parser.add_argument("--dps-zetas", type=float, nargs="*", default=DEFAULTS["dps_zetas"])
