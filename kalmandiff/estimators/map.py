@@ -21,6 +21,7 @@ import numpy as np
 from .._backend import asarray_like, get_namespace, to_numpy
 from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted
 from ._gradients import misfit_gradient
+from ._lbfgs import backtrack, empty_memory, push_pair, two_loop
 from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._registry import register_solver
 
@@ -279,8 +280,7 @@ class MAPSolver(BaseSolver):
         X = ctx.resample_failed(X, ok)  # a redrawn start is evaluated at the first trial (zero step)
         f = self._objective(data, prior)
         f = data if f is None else f  # a score prior: f counts from the start's unknown -log p
-        J, d = X.shape
-        zeros = xp.zeros((int(self.memory), J, d), dtype=X.dtype)
+        J = X.shape[0]
         state = {
             "X": X,
             "f": f,
@@ -290,11 +290,7 @@ class MAPSolver(BaseSolver):
             "n_accepted": J,
             "p": -g / xp.reshape(xp.clip(xp.max(xp.abs(g), axis=1), 1.0, None), (-1, 1)),
             "t": xp.ones(J, dtype=X.dtype),
-            "S": zeros,
-            "Y": xp.zeros_like(zeros),
-            "rho": xp.zeros((int(self.memory), J), dtype=X.dtype),
-            "gamma": xp.ones(J, dtype=X.dtype),
-            "has_pair": xp.zeros(J, dtype=X.dtype),
+            **empty_memory(xp, int(self.memory), X),
             "m": xp.zeros_like(X),
             "v": xp.zeros_like(X),
         }
@@ -330,7 +326,7 @@ class MAPSolver(BaseSolver):
         s, yv = Z - X, g_new - g
         sy = xp.sum(s * yv, axis=1)
         pair = accept & (sy > 1e-10 * xp.sqrt(xp.sum(s * s, axis=1) * xp.sum(yv * yv, axis=1)))
-        new.update(self._push_pair(ctx, state, s, yv, sy, pair))
+        new.update(push_pair(ctx.xp, state, s, yv, sy, pair))
         new["X"] = xp.where(a, Z, X)
         new["g"] = xp.where(a, g_new, g)
         new["f"] = xp.where(accept, f_new, f)
@@ -338,62 +334,14 @@ class MAPSolver(BaseSolver):
         if "score" in state:
             new["score"] = xp.where(a, prior, state["score"])
             new["f_data"] = xp.where(accept, data, state["f_data"])
-        direction = self._two_loop(ctx, new, -new["g"])
+        direction = two_loop(ctx.xp, new, -new["g"])
         descent = xp.sum(direction * new["g"], axis=1) < 0
         direction = xp.where(descent[:, None], direction, -new["g"])
         new["p"] = xp.where(a, direction, p)
-        new["t"] = xp.where(accept, xp.ones_like(t), self._backtrack(ctx, t, f, f_new, slope))
+        new["t"] = xp.where(accept, xp.ones_like(t), backtrack(ctx.xp, t, f, f_new, slope))
         new["it"] = int(state["it"]) + 1
         new["n_accepted"] = int(np.sum(to_numpy(accept)))
         return new
-
-    @staticmethod
-    def _backtrack(ctx: FitContext, t, f, f_new, slope):
-        """The next trial step after a rejected ``t``: the minimiser of the quadratic through
-        ``f``, ``slope`` and ``f_new`` (Nocedal and Wright, 3.5), kept in ``[0.1 t, 0.5 t]``; half
-        of ``t`` where ``f_new`` is not finite."""
-        xp = ctx.xp
-        curv = f_new - f - slope * t
-        ok = xp.isfinite(f_new) & (curv > 0)
-        quad = -slope * t**2 / (2 * xp.where(ok, curv, xp.ones_like(curv)))
-        quad = xp.where(ok, quad, 0.5 * t)
-        return xp.clip(quad, 0.1 * t, 0.5 * t)
-
-    def _push_pair(self, ctx: FitContext, state: dict, s, yv, sy, pair):
-        """The curvature memory with ``(s, y)`` added for the restarts where ``pair`` holds (ring buffer)."""
-        xp = ctx.xp
-        if not bool(xp.any(pair)):
-            return {}
-        keep = pair[:, None]
-        zero = xp.zeros_like(s)
-        S = xp.concat([state["S"][1:, ...], xp.where(keep, s, zero)[None, ...]], axis=0)
-        Y = xp.concat([state["Y"][1:, ...], xp.where(keep, yv, zero)[None, ...]], axis=0)
-        safe_sy = xp.where(pair, sy, xp.ones_like(sy))
-        rho = xp.concat(
-            [state["rho"][1:, ...], xp.where(pair, 1.0 / safe_sy, xp.zeros_like(sy))[None, ...]], axis=0
-        )
-        gamma = xp.where(pair, sy / xp.where(pair, xp.sum(yv * yv, axis=1), xp.ones_like(sy)), state["gamma"])
-        has = xp.where(pair, xp.ones_like(sy), state["has_pair"])
-        return {"S": S, "Y": Y, "rho": rho, "gamma": gamma, "has_pair": has}
-
-    def _two_loop(self, ctx: FitContext, state: dict, q):
-        """``H q`` by the two-loop recursion, per restart; empty slots (``rho = 0``) change nothing."""
-        xp = ctx.xp
-        S, Y, rho = state["S"], state["Y"], state["rho"]
-        k = S.shape[0]
-        alphas = []
-        for i in range(k - 1, -1, -1):
-            alpha = rho[i, ...] * xp.sum(S[i, ...] * q, axis=1)
-            q = q - alpha[:, None] * Y[i, ...]
-            alphas.append(alpha)
-        # before any pair: the first step's scaling, 1 / max(1, ||g||_inf)
-        first = 1.0 / xp.clip(xp.max(xp.abs(q), axis=1), 1.0, None)
-        scale = xp.where(state["has_pair"] > 0, state["gamma"], first)
-        r = scale[:, None] * q
-        for i, alpha in zip(range(k), reversed(alphas)):
-            beta = rho[i, ...] * xp.sum(Y[i, ...] * r, axis=1)
-            r = r + (alpha - beta)[:, None] * S[i, ...]
-        return r
 
     def _adam_step(self, ctx: FitContext, state: dict, weights):
         """One Adam step of every restart (Kingma and Ba's defaults beta = (0.9, 0.999), eps = 1e-8)."""
