@@ -3,7 +3,7 @@
 Every function takes the list of per-task records that ``run`` writes to
 ``results.json``, so reports can be regenerated without rerunning::
 
-    python -m benchmarks.report benchmarks/results/cpu
+    python -m benchmarks report benchmarks/results/cpu
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Usage::
 
-    python -m benchmarks.run --suite cpu --jobs 2            # under an hour on two cores
-    python -m benchmarks.run --suite speed                   # reference EnKG against cheaper settings
-    python -m benchmarks.run --suite gpu --problem ns128-grf # on a machine with CUDA (CuPy + torch)
-    python -m benchmarks.run --suite cpu --dry-run           # the plan and the evaluation counts
+    python -m benchmarks run --suite cpu --jobs 2            # under an hour on two cores
+    python -m benchmarks run --suite speed                   # reference EnKG against cheaper settings
+    python -m benchmarks run --suite gpu --problem ns128-grf # on a machine with CUDA (CuPy + torch)
+    python -m benchmarks run --suite cpu --dry-run           # the plan and the evaluation counts
 
 Each task runs in a fresh process (``--jobs N`` at a time), so its peak
 resident memory is its own; torch is limited to one thread per process.
@@ -277,7 +277,7 @@ def machine_info(suite: Suite) -> dict:
         "cpus": os.cpu_count(),
         "numpy": np.__version__,
         "kalmandiff": getattr(kalmandiff, "__version__", "?"),
-        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks run " + " ".join(sys.argv[1:]),
     }
     try:
         import torch

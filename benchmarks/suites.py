@@ -24,7 +24,7 @@ Suites
     with the network prior and a GRF truth with the exact GRF prior; EnKG
     (paper and calibrated updates) and EKI.  Far more than one session of
     two cores: run it in slices with ``--problem`` / ``--solver`` and
-    ``--resume``; :mod:`benchmarks.ns_study` tabulates whatever has finished.
+    ``--resume``; :mod:`benchmarks.studies.ns_study` tabulates whatever has finished.
 ``enkg-updates``
     EnKG's paper update against the calibrated ``kalman-sqrt`` update
     (fixed and adaptive tempering) and EKI at J in {64, 256}, N in
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 import kalmandiff as kd
-from benchmarks.compare_small import fitted_gaussian_prior
+from benchmarks.studies.compare_small import fitted_gaussian_prior
 from kalmandiff._backend import to_numpy
 from kalmandiff.problems.interferometry import crescent_image
 

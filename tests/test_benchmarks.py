@@ -162,7 +162,7 @@ def test_solver_seed_offset_changes_the_solver_not_the_instance(tmp_path):
 
 
 def test_ns_study_tables_average_over_instances():
-    from benchmarks import ns_study
+    from benchmarks.studies import ns_study
 
     assert ns_study.parse_label("EnKG paper J=256 N=20") == ("EnKG paper", 256, 20)
     assert ns_study.parse_label("EKI J=64") == ("EKI", 64, None)

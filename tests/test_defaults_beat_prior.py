@@ -44,11 +44,12 @@ SOLVERS = [
     "DPSSolver",
     "DiffPIRSolver",
     "RMPSolver",
+    "MAPSolver",
 ]
 
 #: Measured failures at the defaults (docs/benchmarks.md), each a strict xfail: (solver, case,
 #: measured error / prior-mean error, probability that the mean of n_particles exact posterior samples
-#: beats the prior mean there).  ``python -m benchmarks.bench_defaults --known-failures`` regenerates
+#: beats the prior mean there).  ``python -m benchmarks defaults --known-failures`` regenerates
 #: it from the result files in benchmarks/results/defaults/ after a change to a solver's defaults.
 #: The guided samplers return one posterior sample, about sqrt(tr Sigma_post) from the posterior mean:
 #: more than the prior mean is wherever the data explain less than half of the prior variance, which

@@ -183,7 +183,7 @@ def test_committed_table_matches_its_records():
     import json
     from pathlib import Path
 
-    from benchmarks.guided_defaults import run_one, summary
+    from benchmarks.studies.guided_defaults import run_one, summary
 
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "guided_defaults"
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]

@@ -184,7 +184,7 @@ def test_a_broken_parameter_repr_does_not_break_the_estimators():
 
 
 def test_import_time_benchmark_reports_no_heavy_module(tmp_path):
-    from benchmarks import import_time
+    from benchmarks.studies import import_time
 
     assert import_time.main(["--repeat", "1", "--json", str(tmp_path / "t.json")]) == 0
     res = json.loads((tmp_path / "t.json").read_text())

@@ -231,7 +231,7 @@ def test_large_image_problems_get_the_low_rank_prior_from_their_own_stream():
 
 
 def test_the_low_rank_default_beats_the_old_grf_fallback_on_64x64_deblurring():
-    from benchmarks.large_image_prior import old_grf_fallback
+    from benchmarks.studies.large_image_prior import old_grf_fallback
 
     inst = kd.problems.make("deblur", size="medium", random_state=1)
     err = {

@@ -1,4 +1,4 @@
-"""Checks of benchmarks/ns_gradient_reference.py on tiny Navier-Stokes instances."""
+"""Checks of benchmarks/studies/ns_gradient_reference.py on tiny Navier-Stokes instances."""
 
 import json
 
@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import kalmandiff as kd  # noqa: E402
-from benchmarks import ns_gradient_reference as ref  # noqa: E402
+from benchmarks.studies import ns_gradient_reference as ref  # noqa: E402
 
 # 16 x 16 grid, short horizon, fixed time step: a smooth objective (no step-count jumps) in milliseconds.
 TINY = {"resolution": 16, "t_final": 0.2, "dt": 0.05}
@@ -76,19 +76,35 @@ def test_least_squares_fits_the_data_far_better_than_the_prior_mean():
     assert conv["n_forward_vjp"] == conv["n_forward"]
 
 
-def test_grf_map_gradient_matches_finite_differences():
+def test_whitened_problem_is_the_forward_model_of_the_whitened_field():
     inst, _, lik = tiny(noise=0.5)
-    fn, sqrt_c = ref.grf_map_objective(lik, inst.prior)
-    rng = np.random.default_rng(1)
-    z = torch.as_tensor(rng.standard_normal(lik.x_shape))
-    d = torch.as_tensor(rng.standard_normal(lik.x_shape))
-    _, g = fn(z)
-    h = 1e-4
-    fp, _ = fn(z + h * d)
-    fm, _ = fn(z - h * d)
-    fd = float(fp - fm) / (2 * h)
-    assert abs(fd - float(torch.sum(g * d))) <= 1e-5 * max(1.0, abs(fd))
-    assert lik.n_forward == 3 and lik.n_vjp == 3
+    sqrt_c = ref.grf_sqrt_operator(inst.prior)
+    white = ref.whitened_problem(lik, sqrt_c)
+    z = torch.as_tensor(np.random.default_rng(1).standard_normal((2, *lik.x_shape)))
+    with torch.no_grad():
+        expected = lik.problem.forward(sqrt_c(z))
+        got = white.forward(z)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-12)
+
+
+def test_grf_map_is_the_exact_posterior_mean_for_a_linear_map():
+    # The GRF prior is Gaussian: under a linear map its MAP is the closed-form posterior mean.
+    prior = kd.priors.GaussianRandomFieldPrior(shape=(1, 8, 8), alpha=2.5, tau=3.0)
+    d, m, noise = 64, 20, 0.05
+    A = np.random.default_rng(2).standard_normal((m, d)) / np.sqrt(d)
+    problem = kd.problems.LinearProblem(A, (1, 8, 8), noise)
+    x_true = np.asarray(prior.sample(1, random_state=3))[0]
+    y = problem.observe(x_true, random_state=4)
+    eye = np.eye(d)
+    D1 = np.stack([np.asarray(prior.denoise(e.reshape(1, 1, 8, 8), 1.0)).ravel() for e in eye])
+    C = D1 @ np.linalg.inv(eye - D1)  # D(x, 1) = C (C + I)^-1 x
+    post = C @ A.T @ np.linalg.solve(A @ C @ A.T + noise**2 * np.eye(m), np.asarray(y))
+    row, x = ref.whitened_map(
+        "grf-map", ref.Likelihood(problem, y, noise), ref.grf_sqrt_operator(prior), x_true, 200
+    )
+    # the study stops where a step lowers the objective by under 1e-9 of it: x to about 1e-5
+    assert np.linalg.norm(x.ravel() - post) <= 1e-4 * np.linalg.norm(post)
+    assert row["stop"] in ("converged", "max_evals") and row["n_forward"] == row["n_forward_vjp"]
 
 
 def test_grf_sqrt_operator_has_the_prior_covariance():

@@ -49,7 +49,7 @@ def test_every_solver_is_public_listed_and_documented():
 def test_derivative_free_list_comes_from_the_registry():
     free = derivative_free_solvers()
     assert free == ("EnKGSolver", "EKISolver", "DPGSolver", "SCGSolver", "GSGSolver")
-    assert set(available_solvers(derivative_free=False)) == {"dps", "diffpir", "rmp"}
+    assert set(available_solvers(derivative_free=False)) == {"dps", "diffpir", "rmp", "map"}
     from kalmandiff.estimators import diffpir
 
     assert diffpir.DERIVATIVE_FREE_SOLVERS == free

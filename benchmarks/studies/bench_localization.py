@@ -1,6 +1,6 @@
 """Which localiser EnKG's ``localization="auto"`` should use: measured against exact posteriors.
 
-Run: ``python -m benchmarks.bench_localization [--cases NAME ...] [--particles 16 64 256]
+Run: ``python -m benchmarks localization [--cases NAME ...] [--particles 16 64 256]
 [--steps 20] [--seeds 2] [--localizers none secnice sec gc]``; the digits problems with their
 Gaussian (exact posterior for the linear maps): ``--family inpainting deblur:digits ... --solvers
 enkg eki --instances 5 --solver-seeds 2 --localizers none secnice gc auto --out F`` (one JSON line
@@ -18,7 +18,7 @@ Every case has a Gaussian prior and a linear map, so the posterior is exact:
 - ``denseD``: :func:`kalmandiff.testing.gaussian_case` with ``d = D`` and ``m = D / 4``: a
   random dense map (every datum depends on every unknown, *non-local*).
 - ``lg16x8``, ``lg8x8``, ``lg32x4``, ``mix4x2``, ``mix8x4``: the small Gaussian and
-  Gaussian-mixture cases of ``benchmarks.bench_posterior_accuracy`` (``d <= 32``, so
+  Gaussian-mixture cases of ``benchmarks.studies.bench_posterior_accuracy`` (``d <= 32``, so
   ``J >= d`` is covered).
 
 Prints a markdown row per (case, J, localiser): the medians over seeds of the relative
@@ -118,7 +118,7 @@ def testing_case(case) -> dict:
     )
 
 
-#: The grid of ``benchmarks.bench_posterior_accuracy`` (J >= d there): Gaussian and mixture priors.
+#: The grid of ``benchmarks.studies.bench_posterior_accuracy`` (J >= d there): Gaussian and mixture priors.
 SMALL = {
     "lg16x8": (gaussian_case, 16, 8, 0.1),
     "lg8x8": (gaussian_case, 8, 8, 0.3),
@@ -349,7 +349,7 @@ def main(argv=None) -> None:
         f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
     )
     print(
-        "command: python -m benchmarks.bench_localization --cases "
+        "command: python -m benchmarks localization --cases "
         + " ".join(args.cases)
         + " --particles "
         + " ".join(map(str, args.particles))

@@ -25,7 +25,7 @@ independent stream, :func:`kalmandiff._backend.stream_seed`):
 
 Usage::
 
-    python -m benchmarks.guided_defaults [--problems lg80 ns32 pr32 bh32] [--solvers DPS DPG GSG SCG]
+    python -m benchmarks guided-defaults [--problems lg80 ns32 pr32 bh32] [--solvers DPS DPG GSG SCG]
         [--rules before after] [--seeds 1 2 3] [--out benchmarks/results/guided_defaults] [--resume]
 
 Writes ``records.jsonl`` (one line per run, appended as it finishes; ``--resume`` skips the
@@ -35,13 +35,14 @@ suite's headline metric and chi^2 per datum, next to the prior mean's).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._common import add_out, add_seed_list, parser_for
 
 #: old fixed defaults (before issue 13), passed explicitly for the "before" runs
 BEFORE = {
@@ -184,12 +185,12 @@ def summary(records: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=PROBLEMS)
     parser.add_argument("--solvers", nargs="*", default=list(SOLVERS), choices=SOLVERS)
     parser.add_argument("--rules", nargs="*", default=["before", "after"], choices=["before", "after"])
-    parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
-    parser.add_argument("--out", default="benchmarks/results/guided_defaults")
+    add_seed_list(parser, [1, 2, 3])
+    add_out(parser, "benchmarks/results/guided_defaults")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

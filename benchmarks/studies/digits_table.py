@@ -19,8 +19,8 @@ seconds (EnKG at J = 256 about 10-20 s on one loaded core).
 
 Usage::
 
-    python -m benchmarks.digits_table --out benchmarks/results/digits_table.jsonl
-    python -m benchmarks.digits_table --out benchmarks/results/digits_table.jsonl --report
+    python -m benchmarks digits-table --out benchmarks/results/digits_table.jsonl
+    python -m benchmarks digits-table --out benchmarks/results/digits_table.jsonl --report
 """
 
 from __future__ import annotations

@@ -11,19 +11,20 @@ poor method apart from a poor prior or poorly informative data.
 Estimators (every optimiser starts from the prior mean, the zero field):
 
 ``ls-discrepancy`` / ``ls-converged``
-    Least squares, ``min ||G(x) - y||^2 / (2 sigma^2)``, by L-BFGS (``torch.optim.LBFGS``,
-    strong-Wolfe line search).  One run, read twice: at the first iterate whose misfit reaches the
-    noise level (discrepancy principle, ``chi^2 = ||G(x) - y||^2 / (m sigma^2) <= 1``; the counts
-    are those spent up to that point), and at convergence.  No prior at all: the error of
+    Least squares, ``min ||G(x) - y||^2 / (2 sigma^2)``, by ``kd.MAPSolver(prior_term="none")``
+    (L-BFGS with backtracking, one forward evaluation and VJP per iteration).  One deterministic
+    path, read twice: at the first iterate whose misfit reaches the noise level (discrepancy
+    principle, ``chi^2 = ||G(x) - y||^2 / (m sigma^2) <= 1``; a run stopped there by a callback,
+    with the counts spent up to that point), and at convergence.  No prior at all: the error of
     ``ls-discrepancy`` is what the data alone give with the implicit regularisation of early
     stopping.
 ``grf-map``
     MAP under the package's Gaussian-random-field preset ``inst.prior`` (the GRF the initial
     conditions were drawn from, *before* the 5 time units of evolution, so an approximate prior):
     with ``x = C^(1/2) z``, ``C^(1/2) = F^-1 diag(sqrt(mu)) F`` built from the prior's spectrum,
-    ``-log p(x) = ||z||^2 / 2`` exactly, and L-BFGS minimises
-    ``||G(C^(1/2) z) - y||^2 / (2 sigma^2) + ||z||^2 / 2`` over ``z`` from ``z = 0`` until it
-    converges (the whitening is also the natural preconditioner).
+    ``-log p(x) = ||z||^2 / 2`` exactly, and ``kd.MAPSolver`` (a standard normal prior on ``z``,
+    its exact ``log_prob``) minimises ``||G(C^(1/2) z) - y||^2 / (2 sigma^2) + ||z||^2 / 2`` over
+    ``z`` from ``z = 0`` until it converges (the whitening is also the natural preconditioner).
 ``dps``
     ``kd.DPSSolver`` with the shipped network prior ``kd.priors.load_navier_stokes_prior()``
     (autograd through the forward model and the network), on a shortened schedule
@@ -72,7 +73,7 @@ makes noiseless data and uses ``sigma = 1e-3`` in the likelihood (and in ``chi^2
 
 Usage::
 
-    python -m benchmarks.ns_gradient_reference [--seeds 1 2 3] [--noise 1.0] [--prior-path PATH]
+    python -m benchmarks ns-gradient-reference [--seeds 1 2 3] [--noise 1.0] [--prior-path PATH]
         [--out benchmarks/results/ns_reference]
 
 Defaults take about 25 minutes on one CPU core (torch limited to one thread).
@@ -80,7 +81,6 @@ Defaults take about 25 minutes on one CPU core (torch limited to one thread).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -93,6 +93,7 @@ import numpy as np
 import torch
 
 import kalmandiff as kd
+from benchmarks._common import add_out, add_seed_list, parser_for
 from kalmandiff._backend import to_numpy
 from kalmandiff.diffusion import edm_sigma_schedule, heun_step
 from kalmandiff.problems.navier_stokes import NavierStokes2D
@@ -296,64 +297,81 @@ def _record(estimator: str, x, lik: Likelihood, x_true, wall_s: float, **extra) 
     return out
 
 
+def map_solver(problem, prior, y, max_evals: int, prior_term: str, callbacks=()) -> kd.MAPSolver:
+    """``kd.MAPSolver``, one run from the prior's mean, fitted to ``y`` in float64.
+
+    One evaluation (a forward value and its VJP) per L-BFGS iteration, so ``max_evals``
+    evaluations are ``max_evals - 1`` iterations after the start; a trial point whose forward
+    solve fails is a rejected step (``on_failure="resample"``).  Noiseless data are weighted
+    with ``NOISELESS_SIGMA``, as the likelihood here is.
+    """
+    solver = kd.MAPSolver(
+        prior,
+        n_particles=1,
+        init="mean",
+        max_iter=max(int(max_evals) - 1, 1),
+        prior_term=prior_term,
+        noise_floor=NOISELESS_SIGMA,
+        memory=20,
+        on_failure="resample",
+        callbacks=list(callbacks),
+        verbose=False,
+    )
+    return solver.fit(np.asarray(to_numpy(y), dtype=np.float64), problem)
+
+
+class _Stop:
+    """A MAPSolver callback: stop at the discrepancy principle (``chi2 <= tau``) or at convergence
+    (an accepted step that lowers the objective by less than ``rtol * max(|f|, 1)``)."""
+
+    def __init__(self, lik: Likelihood, tau: float | None = None, rtol: float = 1e-9):
+        # the recorded misfit weights noiseless data by 1, the likelihood by NOISELESS_SIGMA
+        std = float(np.max(to_numpy(lik.problem.noise_std)))
+        self.to_chi2 = (std if std > 0 else 1.0) ** 2 / (lik.m * lik.sigma**2) * 2.0
+        self.tau, self.rtol, self.previous = tau, rtol, None
+        self.reason = "max_evals"
+
+    def __call__(self, record) -> bool:
+        chi2 = self.to_chi2 * record["misfit_mean"] if record["misfit_mean"] is not None else math.inf
+        f, before = record["objective_min"], self.previous
+        self.previous = f
+        if self.tau is not None and chi2 <= self.tau:
+            self.reason = f"chi2<={self.tau:g}"
+        elif chi2 < 1e-8:
+            self.reason = "fitted"  # to rounding: nothing left to converge
+        elif record["n_accepted"] and before is not None and before - f <= self.rtol * max(abs(f), 1.0):
+            self.reason = "converged"
+        else:
+            return False
+        return True
+
+
+def _solver_record(estimator: str, solver, x, lik: Likelihood, x_true, stop: _Stop, **extra) -> dict:
+    """A record of a MAPSolver run: its own counts and time, the stopping reason, the objective trace."""
+    st = solver.stats_
+    trace = [[r["step"] + 1, r["objective_min"], r["n_forward_evals"]] for r in solver.history_]
+    row = _record(estimator, x, lik, x_true, st["time_total_s"], iterations=len(trace), stop=stop.reason)
+    row.update(n_forward=int(st["n_forward_evals"]), n_forward_vjp=int(st["n_forward_vjps"]), objective=trace)
+    row.update(extra)
+    return row
+
+
 def least_squares(
     lik: Likelihood, x_true, max_evals: int = 150, tau: float = 1.0
 ) -> tuple[list[dict], Any, Any]:
-    """L-BFGS on the misfit alone from zero: the discrepancy-principle iterate and the converged one."""
-    m = lik.m
-    early: dict[str, Any] = {}
-    t0 = time.perf_counter()
-
-    def watch(k, v, f):
-        chi2 = 2.0 * f / m
-        if not early and chi2 <= tau:
-            early.update(
-                x=v.clone(),
-                iteration=k,
-                n_forward=lik.n_forward,
-                n_vjp=lik.n_vjp,
-                wall_s=time.perf_counter() - t0,
-            )
-        return chi2 < 1e-8  # fitted to rounding: nothing left to converge
-
-    x, history, reason = lbfgs(
-        lik.value_and_grad,
-        torch.zeros(lik.x_shape, dtype=torch.float64),
-        max_evals,
-        lambda: lik.n_forward,
-        watch,
-    )
-    wall = time.perf_counter() - t0
-    rows = []
-    if early:
-        row = _record(
-            "ls-discrepancy",
-            early["x"].numpy(),
-            lik,
-            x_true,
-            early["wall_s"],
-            iterations=early["iteration"],
-            stop="chi2<=1",
-        )
-        row.update(n_forward=early["n_forward"], n_forward_vjp=early["n_vjp"])
-    else:
-        row = _record(
-            "ls-discrepancy", x.numpy(), lik, x_true, wall, iterations=len(history) - 1, stop="never"
-        )
-    rows.append(row)
-    rows.append(
-        _record(
-            "ls-converged",
-            x.numpy(),
-            lik,
-            x_true,
-            wall,
-            iterations=len(history) - 1,
-            stop=reason,
-            trace=[[k, 2.0 * f / m, e] for k, f, e in history],
-        )
-    )
-    return rows, x.numpy(), (early["x"].numpy() if early else None)
+    """Least squares (``kd.MAPSolver``, no prior term) from zero: the discrepancy-principle iterate and the
+    converged one (two runs of the same deterministic path, the first stopped at ``chi2 <= tau``)."""
+    start = kd.priors.GaussianPrior(np.zeros(lik.x_shape), 1.0)  # gives the start (zero) only
+    rows, xs = [], []
+    for name, stop in (("ls-discrepancy", _Stop(lik, tau=tau)), ("ls-converged", _Stop(lik))):
+        solver = map_solver(lik.problem, start, lik.y, max_evals, "none", [stop])
+        x = np.asarray(to_numpy(solver.reconstruct()), dtype=np.float64)
+        rows.append(_solver_record(name, solver, x, lik, x_true, stop))
+        xs.append(x)
+    if rows[0]["stop"] == "max_evals":
+        rows[0]["stop"] = "never"
+    early = xs[0] if rows[0]["stop"] != "never" else None
+    return rows, xs[1], early
 
 
 def stationary_sqrt(mean, variance):
@@ -378,53 +396,42 @@ def grf_sqrt_operator(prior):
     return stationary_sqrt(prior.mean, prior.spectrum)
 
 
-def whitened_map_objective(lik: Likelihood, sqrt_c):
-    """``z -> (f, grad)`` of ``misfit(C^(1/2) z) + ||z||^2 / 2``: MAP under ``N(mean, C)`` in whitened
-    coordinates, for any square root ``sqrt_c: z -> x``."""
+def whitened_problem(lik: Likelihood, sqrt_c):
+    """The forward model of whitened coordinates, ``z -> G(sqrt_c(z))``, as a differentiable problem.
 
-    def fn(z):
-        z = z.detach().requires_grad_(True)
-        f = lik.value(sqrt_c(z)) + 0.5 * torch.sum(z * z)
-        (g,) = torch.autograd.grad(f, z)
-        lik.n_vjp += 1
-        return f.detach(), g
+    Under ``N(mean, C)`` with ``x = sqrt_c(z) = mean + C^(1/2) z``, ``-log p(x) = ||z||^2 / 2`` up to
+    a constant, so the MAP is ``kd.MAPSolver`` on this problem with a standard normal prior on ``z``
+    (the whitening is also the natural preconditioner).
+    """
+    twin = lik.problem
 
-    return fn
+    def forward(Z):
+        if isinstance(Z, torch.Tensor):  # under autograd: stay in torch
+            return twin.forward(sqrt_c(Z))
+        with torch.no_grad():  # a NumPy batch (the framework's plain evaluations)
+            return twin.forward(sqrt_c(torch.as_tensor(np.asarray(Z, dtype=np.float64)))).numpy()
+
+    return kd.problems.CallableProblem(
+        forward, lik.x_shape, tuple(twin.y_shape), twin.noise_std, differentiable=True
+    )
 
 
-def grf_map_objective(lik: Likelihood, prior):
-    """``z -> (f, grad)`` of ``misfit(C^(1/2) z) + ||z||^2 / 2`` and the map ``z -> x``."""
-    sqrt_c = grf_sqrt_operator(prior)
-    return whitened_map_objective(lik, sqrt_c), sqrt_c
+def whitened_map(estimator: str, lik: Likelihood, sqrt_c, x_true, max_evals: int, tau=None, **extra):
+    """MAP under ``N(mean, C)`` in whitened coordinates from ``z = 0``: ``(record, x)``."""
+    white = kd.priors.GaussianPrior(np.zeros(lik.x_shape), 1.0)
+    stop = _Stop(lik, tau=tau)
+    solver = map_solver(whitened_problem(lik, sqrt_c), white, lik.y, max_evals, "log_prob", [stop])
+    z = torch.as_tensor(np.asarray(to_numpy(solver.reconstruct()), dtype=np.float64))
+    with torch.no_grad():
+        x = sqrt_c(z).numpy()
+    return _solver_record(estimator, solver, x, lik, x_true, stop, **extra), x
 
 
 def grf_map(lik: Likelihood, prior, x_true, max_evals: int = 300) -> dict:
-    """MAP under the GRF prior: L-BFGS in whitened coordinates from ``z = 0`` to convergence."""
-    fn, sqrt_c = grf_map_objective(lik, prior)
-    errors = []
-
-    def watch(k, v, f):
-        with torch.no_grad():
-            errors.append([k, kd.metrics.relative_l2(sqrt_c(v).numpy(), x_true)])
-
-    t0 = time.perf_counter()
-    z0 = torch.zeros(lik.x_shape, dtype=torch.float64)
-    z, history, reason = lbfgs(fn, z0, max_evals, lambda: lik.n_forward, watch)
-    with torch.no_grad():
-        x = sqrt_c(z)
-    wall = time.perf_counter() - t0
-    return _record(
-        "grf-map",
-        x.numpy(),
-        lik,
-        x_true,
-        wall,
-        iterations=len(history) - 1,
-        stop=reason,
-        objective=[[k, f, e] for k, f, e in history],
-        rel_l2_trace=errors,
-        prior_std=float(prior.pointwise_std),
-    )
+    """MAP under the GRF prior: whitened coordinates, from ``z = 0`` to convergence."""
+    sqrt_c = grf_sqrt_operator(prior)
+    row, _ = whitened_map("grf-map", lik, sqrt_c, x_true, max_evals, prior_std=float(prior.pointwise_std))
+    return row
 
 
 def stationary_gaussian_sqrt(fields: np.ndarray):
@@ -443,32 +450,13 @@ def stationary_gaussian_sqrt(fields: np.ndarray):
 def gaussian_map(lik: Likelihood, fields: np.ndarray, x_true, max_evals: int = 400) -> list[dict]:
     """MAP under the stationary Gaussian fitted to ``fields``, run to convergence and stopped early.
 
-    Returns two records: ``gauss-map`` (L-BFGS to convergence or ``max_evals``)
-    and ``gauss-map-discrepancy`` (the first iterate whose chi^2 per datum is at
-    most 1, the discrepancy principle; the converged one if none is).
+    Returns two records: ``gauss-map`` (to convergence or ``max_evals``) and
+    ``gauss-map-discrepancy`` (the first iterate whose chi^2 per datum is at most 1,
+    the discrepancy principle; a second run of the same path, stopped there).
     """
     sqrt_c = stationary_gaussian_sqrt(fields)
-    fn = whitened_map_objective(lik, sqrt_c)
-    early: dict = {}
-
-    def watch(k, z, f):
-        if "x" not in early:
-            with torch.no_grad():
-                x = sqrt_c(z).numpy()
-            if lik.chi2(x) <= 1.0:
-                early.update(x=x, evals=lik.n_forward, k=k)
-        return False
-
-    t0 = time.perf_counter()
-    z0 = torch.zeros(lik.x_shape, dtype=torch.float64)
-    z, history, reason = lbfgs(fn, z0, max_evals, lambda: lik.n_forward, watch)
-    with torch.no_grad():
-        x = sqrt_c(z).numpy()
-    wall = time.perf_counter() - t0
-    full = _record("gauss-map", x, lik, x_true, wall, iterations=len(history) - 1, stop=reason)
-    stop = early or {"x": x, "evals": lik.n_forward, "k": len(history) - 1}
-    first = _record("gauss-map-discrepancy", stop["x"], lik, x_true, wall, iterations=stop["k"])
-    first["n_forward"] = stop["evals"]
+    full, _ = whitened_map("gauss-map", lik, sqrt_c, x_true, max_evals)
+    first, _ = whitened_map("gauss-map-discrepancy", lik, sqrt_c, x_true, max_evals, tau=1.0)
     return [full, first]
 
 
@@ -693,11 +681,11 @@ def summary_table(rows: list[dict], seeds) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS["seeds"])
+    parser = parser_for(__doc__)
+    add_seed_list(parser, DEFAULTS["seeds"])
     parser.add_argument("--noise", type=float, default=DEFAULTS["noise"], choices=[0.0, 1.0, 2.0])
     parser.add_argument("--prior-path", default=None, help="network checkpoint (default: the shipped one)")
-    parser.add_argument("--out", default="benchmarks/results/ns_reference")
+    add_out(parser, "benchmarks/results/ns_reference")
     parser.add_argument("--ls-max-evals", type=int, default=DEFAULTS["ls_max_evals"])
     parser.add_argument("--map-max-evals", type=int, default=DEFAULTS["map_max_evals"])
     parser.add_argument("--dps-zetas", type=float, nargs="*", default=DEFAULTS["dps_zetas"])

@@ -1,6 +1,6 @@
 """Solvers against the prior mean on random linear-Gaussian problems (the defaults' property test).
 
-Run: ``python -m benchmarks.bench_defaults --solver EnKGSolver --params "dict(update='kalman-sqrt')"
+Run: ``python -m benchmarks defaults --solver EnKGSolver --params "dict(update='kalman-sqrt')"
 [--cases 30] [--solver-seed-offset 0]``; ``--known-failures`` prints the property test's strict-xfail
 table from the result files in ``benchmarks/results/defaults/`` (``RESULT_FILES``).
 
@@ -13,16 +13,13 @@ largest ratio, how many cases are below 1, and the total time.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
 import time
 import warnings
 
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import machine_line, parser_for
 from kalmandiff.testing import random_linear_gaussian_case
 
 
@@ -73,6 +70,7 @@ RESULT_FILES = {
     "SCGSolver": "scg_N200_c64",
     "GSGSolver": "gsg_N200_q64",
     "DPGSolver": "dpg_N200_s64",
+    "MAPSolver": "map_defaults",
 }
 RESULTS = "benchmarks/results/defaults"
 
@@ -110,7 +108,7 @@ def known_failures() -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--solver")
     parser.add_argument("--known-failures", action="store_true", help="print the property test's xfail table")
     parser.add_argument("--params", default="dict()", help="a Python dict literal of solver parameters")
@@ -121,9 +119,7 @@ def main(argv=None) -> None:
         print(known_failures())
         return
     params = eval(args.params, {"__builtins__": {}}, {"dict": dict})  # noqa: S307 - a command-line literal
-    print(
-        f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
-    )
+    print(machine_line())
     print(f"{args.solver} {params} solver seed offset {args.solver_seed_offset}")
     print("| case | d | m | scale | noise/signal | cond(A) | error / prior-mean error | s |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

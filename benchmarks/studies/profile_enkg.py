@@ -9,18 +9,18 @@ profile says where it goes.
 
 Usage::
 
-    python -m benchmarks.profile_enkg [--particles 16] [--steps 80] [--top 15]
+    python -m benchmarks profile-enkg [--particles 16] [--steps 80] [--top 15]
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import pstats
 
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import limit_threads, parser_for
 from benchmarks.suites import SUITES, build_prior
 
 
@@ -40,14 +40,13 @@ def _free_forward(x):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--particles", type=int, default=16)
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
-    import torch
 
-    torch.set_num_threads(1)
+    limit_threads(1)
     suite = SUITES["speed"]
     spec = suite.problem("ns32-neural")
     inst = kd.problems.make(spec.family, random_state=1, **spec.make_kwargs)

@@ -1,6 +1,6 @@
 """Parallel forward evaluations with BlackBox, and the memory of a large ensemble.
 
-Run: ``python -m benchmarks.bench_executors [--members 32] [--sleep 0.05]``.
+Run: ``python -m benchmarks executors [--members 32] [--sleep 0.05]``.
 
 1. A forward model that sleeps ``--sleep`` seconds per member (a stand-in for
    a slow simulator) evaluated on ``--members`` particles: serially, with a
@@ -12,10 +12,6 @@ Run: ``python -m benchmarks.bench_executors [--members 32] [--sleep 0.05]``.
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import command_line, machine_line, parser_for
 
 
 def sleepy(x, seconds=0.05):
@@ -118,15 +115,13 @@ def bench_memory() -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--members", type=int, default=32)
     parser.add_argument("--sleep", type=float, default=0.05)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    print(
-        f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
-    )
-    print(f"command: python -m benchmarks.bench_executors --members {args.members} --sleep {args.sleep}\n")
+    print(machine_line())
+    print(f"command: {command_line('executors', argv)}\n")
     print(
         f"One ensemble evaluation of {args.members} members at {args.sleep * 1000:.0f} ms each, "
         "and an EnKG fit with 5 such evaluations (median of repeats):\n"

@@ -16,12 +16,11 @@ DPS, GSG, DPG and SCG are included when their modules import.
 
 Usage::
 
-    python benchmarks/compare_small.py [--out benchmarks/results/compare_small] [--problems ns pr]
+    python -m benchmarks compare-small [--out benchmarks/results/compare_small] [--problems ns pr]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import add_out, parser_for
 from kalmandiff.compare import ComparisonTable, compare
 from kalmandiff.estimators.diffpir import DiffPIRSolver
 from kalmandiff.estimators.rmp import RMPSolver
@@ -177,8 +177,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is needed only by the gradient-based solvers
         pass
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="benchmarks/results/compare_small", help="path stem of .md/.json")
+    parser = parser_for(__doc__)
+    add_out(parser, "benchmarks/results/compare_small", help="path stem of .md/.json")
     parser.add_argument("--problems", nargs="+", default=["ns", "pr"], choices=["ns", "pr"])
     args = parser.parse_args(argv)
     t0 = time.perf_counter()

@@ -10,12 +10,11 @@ tqdm, pandas, xarray are imported where they are used).
 
 Usage::
 
-    python -m benchmarks.import_time [--repeat 11] [--json PATH]
+    python -m benchmarks import-time [--repeat 11] [--json PATH]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks._common import add_json, parser_for
 
 #: top-level packages that ``import kalmandiff`` must not import
 HEAVY = ("sklearn", "scipy", "torch", "matplotlib", "tqdm", "pandas", "xarray", "cupy")
@@ -89,9 +90,9 @@ def measure(repeat: int = 11) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--repeat", type=int, default=11, help="fresh processes per measurement")
-    parser.add_argument("--json", help="also write the results here")
+    add_json(parser)
     args = parser.parse_args(argv)
     res = measure(args.repeat)
     print(

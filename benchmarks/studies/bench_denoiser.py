@@ -16,7 +16,7 @@ initialised network of the same architecture if the weights are missing):
 
 Usage::
 
-    python -m benchmarks.bench_denoiser [--quick] [--threads N] [--json PATH]
+    python -m benchmarks denoiser [--quick] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Accuracy of EnKG (both modes) and EKI against exact linear-Gaussian and mixture posteriors.
 
-Run: ``python -m benchmarks.bench_posterior_accuracy [--seeds 4] [--particles 256 ...] [--steps 80 ...]
+Run: ``python -m benchmarks posterior-accuracy [--seeds 4] [--particles 256 ...] [--steps 80 ...]
 [--solvers NAME ...]``.
 Prints a markdown table of the relative posterior-mean error
 ``||x_hat - m_post|| / ||m_post||`` (the prior mean's error alongside) and the
@@ -11,15 +11,12 @@ over seeds.  The exact posteriors are the closed forms of
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import os
-import platform
 import time
 
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import add_seed_count, add_sizes, machine_line, parser_for
 from kalmandiff.testing import gaussian_case, mixture_case
 from kalmandiff.testing import posterior_scores as scores
 
@@ -56,17 +53,15 @@ SOLVERS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--particles", type=int, nargs="+", default=[256])
-    parser.add_argument("--steps", type=int, nargs="+", default=[80], help="EnKG's n_steps (EKI has none)")
+    parser = parser_for(__doc__)
+    add_seed_count(parser, 4)
+    add_sizes(parser, "--particles", [256])
+    add_sizes(parser, "--steps", [80], help="EnKG's n_steps (EKI has none)")
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS), metavar="NAME")
     args = parser.parse_args(argv)
+    print(machine_line())
     print(
-        f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
-    )
-    print(
-        "command: python -m benchmarks.bench_posterior_accuracy "
+        "command: python -m benchmarks posterior-accuracy "
         + " ".join(["--seeds", str(args.seeds), "--particles", *map(str, args.particles)])
         + " ".join(["", "--steps", *map(str, args.steps), "--solvers", *(repr(n) for n in args.solvers)])
     )

@@ -7,12 +7,11 @@ Each member keeps its own adaptive step, so the cost of a batch follows its slow
 
 Usage::
 
-    python benchmarks/bench_navier_stokes.py [out.json] [--resolutions 64 128] [--batches 1 8 32 128]
+    python -m benchmarks navier-stokes [out.json] [--resolutions 64 128] [--batches 1 8 32 128]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -21,6 +20,7 @@ import time
 
 import numpy as np
 
+from benchmarks._common import parser_for
 from kalmandiff.problems.navier_stokes import NavierStokes2D, sample_ns_grf
 
 
@@ -66,7 +66,7 @@ def bench(X: np.ndarray, repeats: int, budget_s: float) -> dict:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("out", nargs="?", help="write the results as JSON here")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])

@@ -2,9 +2,9 @@
 
 Run::
 
-    python -m benchmarks.bench_calibration exact [--seeds 2] [--particles 16 64 256] [--steps 20 80]
+    python -m benchmarks calibration exact [--seeds 2] [--particles 16 64 256] [--steps 20 80]
         [--solvers NAME ...] [--cases gaussian mixture grf]
-    python -m benchmarks.bench_calibration sbc [--trials 20] [--particles 20] [--steps 16] [--updates kalman-sqrt paper]
+    python -m benchmarks calibration sbc [--trials 20] [--particles 20] [--steps 16] [--updates kalman-sqrt paper]
 
 ``exact``: for each exact-posterior case (``kalmandiff.testing``: Gaussian d = 16, mixture d = 8,
 and the Gaussian random field d = 1024 observed at 256 pixels, the last at J = 64 only), each solver,
@@ -26,17 +26,21 @@ truths sampled from the network itself (40 Heun steps).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import math
-import os
-import platform
 import time
 
 import numpy as np
 from scipy.stats import norm
 
 import kalmandiff as kd
+from benchmarks._common import (
+    add_seed_count,
+    add_sizes,
+    command_line,
+    limit_threads,
+    machine_line,
+    parser_for,
+)
 from kalmandiff.diagnostics import central_interval, sbc
 from kalmandiff.testing import ExactPosteriorSampler, gaussian_case, grf_case, mixture_case
 
@@ -174,9 +178,7 @@ def _row(label, name, cases, J, N) -> None:
 
 
 def sbc_runs(args) -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    limit_threads(1)
     inst = kd.problems.make("navier-stokes", size="small", random_state=0)
     prior = kd.priors.load_navier_stokes_prior()
     print(f"problem: {inst.problem}; prior: the shipped network (sampled with 40 Heun steps for the truths)")
@@ -205,12 +207,12 @@ def sbc_runs(args) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     sub = parser.add_subparsers(dest="part", required=True)
     ex = sub.add_parser("exact")
-    ex.add_argument("--seeds", type=int, default=2)
-    ex.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
-    ex.add_argument("--steps", type=int, nargs="+", default=[20, 80])
+    add_seed_count(ex, 2)
+    add_sizes(ex, "--particles", [16, 64, 256])
+    add_sizes(ex, "--steps", [20, 80])
     ex.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=list(SOLVERS), metavar="NAME")
     ex.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ex.add_argument(
@@ -226,10 +228,8 @@ def main(argv=None) -> None:
     sb.add_argument("--out", default=None, help="write each SBCResult to <out>-<update>.nc")
     args = parser.parse_args(argv)
     kd.set_config(max_forward_evals=None)  # the sizes are chosen here; the per-fit CostWarning is noise
-    print(
-        f"date {datetime.date.today()}, {platform.platform()}, {os.cpu_count()} cores, numpy {np.__version__}"
-    )
-    print(f"command: python -m benchmarks.bench_calibration {' '.join(argv or os.sys.argv[1:])}\n")
+    print(machine_line())
+    print(f"command: {command_line('calibration', argv)}\n")
     exact_table(args) if args.part == "exact" else sbc_runs(args)
 
 

@@ -3,17 +3,17 @@
 The study itself runs through :mod:`benchmarks.run` (suite ``ns-study``, settings in
 :mod:`benchmarks.suites`), in slices that fit the machine, for example::
 
-    python -m benchmarks.run --suite ns-study --problem ns32-grf-noise1 --resume \\
+    python -m benchmarks run --suite ns-study --problem ns32-grf-noise1 --resume \\
         --solver "EnKG paper J=64 N=20" "EnKG kalman-sqrt J=64 N=20" "EKI J=64"
 
 This module reads whatever has finished (``records.jsonl``) and writes, per
 problem, a table of mean ± standard deviation over instances with the number
 of instances in each cell, the data misfit (chi^2 per datum, about 1 at the
 noise level), and a figure of error against J; the gradient-based reference of
-:mod:`benchmarks.ns_gradient_reference`, when its results exist, is listed beside
+:mod:`benchmarks.studies.ns_gradient_reference`, when its results exist, is listed beside
 each problem so that a poor figure can be told apart from a poor method::
 
-    python -m benchmarks.ns_study [--results benchmarks/results/ns-study] \\
+    python -m benchmarks ns-study [--results benchmarks/results/ns-study] \\
         [--reference benchmarks/results/ns_reference/results.json]
 """
 
@@ -198,7 +198,7 @@ def _reference_rows(paths: list[Path]) -> dict[str, dict[str, dict]]:
 
 
 def reference_tables(paths: list[Path]) -> dict[str, str]:
-    """Tables of :mod:`benchmarks.ns_gradient_reference` results, keyed by the study's problem key.
+    """Tables of :mod:`benchmarks.studies.ns_gradient_reference` results, keyed by the study's problem key.
 
     An evolved-truth run (``t_prior > 0``) at noise ``s`` belongs to
     ``ns32-neural-noise<s>``, a GRF-truth run to ``ns32-grf-noise<s>``.  Each
@@ -232,7 +232,7 @@ def main(argv=None) -> None:
         "--reference",
         nargs="*",
         default=["benchmarks/results/ns_reference/results.json"],
-        help="results.json files of benchmarks.ns_gradient_reference (one per noise level)",
+        help="results.json files of benchmarks.studies.ns_gradient_reference (one per noise level)",
     )
     args = parser.parse_args(argv)
     records = [r for folder in args.results for r in load_records(Path(folder))]

@@ -29,7 +29,7 @@ Times are medians over repeats, with single-threaded BLAS by default.
 
 Usage::
 
-    python -m benchmarks.bench_enkg_overhead [--quick] [--json PATH] [--repeats N] [--threads N]
+    python -m benchmarks enkg-overhead [--quick] [--json PATH] [--repeats N] [--threads N]
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -56,6 +55,7 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kalmandiff as kd  # noqa: E402
+from benchmarks._common import add_json, parser_for  # noqa: E402
 from kalmandiff._backend import RandomSource  # noqa: E402
 from kalmandiff.estimators._ensemble import (  # noqa: E402
     kalman_update,
@@ -130,7 +130,7 @@ def time_isolated_update(J: int, d: int, m: int, mode: str, repeats: int, seed: 
     rng = np.random.default_rng(seed)
     X, G = rng.normal(size=(J, d)), rng.normal(size=(J, m))
     y, std = rng.normal(size=m), np.full(m, NOISE_STD)
-    source = RandomSource(seed)
+    source = RandomSource(seed, "enkg-overhead-ensemble")
     if mode == "paper":
         call = lambda: normalised_gradient_update(X, (G - y) / std**2, G, 2.0)  # noqa: E731
     elif mode == "kalman":
@@ -287,7 +287,7 @@ def machine_info(threads: int) -> dict:
         "numpy": np.__version__,
         "kalmandiff": kd.__version__,
         "blas_threads": threads,
-        "command": "python -m benchmarks.bench_enkg_overhead " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks enkg-overhead " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     try:
@@ -427,9 +427,9 @@ def report(results: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="small grid (under 30 s)")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    add_json(parser)
     parser.add_argument("--repeats", type=int, default=None, help="fits per configuration (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     args = parser.parse_args(argv)

@@ -20,12 +20,11 @@ super-resolution instances with seeds 1, 2, 3:
 
 Usage::
 
-    python -m benchmarks.large_image_prior [--quick] [--json PATH]
+    python -m benchmarks large-image-prior [--quick] [--json PATH]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -35,6 +34,7 @@ import time
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import add_json, parser_for
 from kalmandiff.problems import _fixtures
 from kalmandiff.problems.imaging import smooth_test_image
 
@@ -137,9 +137,9 @@ def table(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = parser_for(__doc__)
     parser.add_argument("--quick", action="store_true", help="exact posterior means only (seconds)")
-    parser.add_argument("--json", help="also write the results here")
+    add_json(parser)
     args = parser.parse_args(argv)
     res = run(quick=args.quick)
     lr = res["lowrank"]

@@ -5,18 +5,18 @@ EHT2017 / M87 observation (837 visibilities, 508 closure phases, 427 log
 closure amplitudes) at two image sizes.  One evaluation is one image mapped
 to its closure data; the time is the median over repeats of one batched call.
 
-Run ``python benchmarks/bench_interferometry.py [--json out.json]``.
+Run ``python -m benchmarks interferometry [--json out.json]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
 
 import numpy as np
 
+from benchmarks._common import add_json, parser_for
 from kalmandiff.problems import ClosurePhaseInterferometry
 
 BATCHES = (1, 16, 64, 256)
@@ -70,8 +70,8 @@ def to_markdown(rows: list[dict]) -> str:
 
 def main(argv=None) -> list[dict]:
     """Command-line entry point: print the markdown table, optionally save JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    parser = parser_for(__doc__)
+    add_json(parser)
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per setting (median kept)")
     parser.add_argument("--npix", type=int, nargs="+", default=list(NPIXES))
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
