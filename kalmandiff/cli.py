@@ -482,27 +482,35 @@ def _execute(inst, solvers: dict, args, skip_missing: bool = False) -> int:
     return 0
 
 
+def _demo_rows() -> dict[str, tuple[str, str | None, dict]]:
+    """``DEMO_SOLVERS`` as ``label: (solver, prior kind, settings)``; a bare settings dict is the solver
+    of that name with the instance's own prior (kind None)."""
+    return {
+        label: (label, None, dict(row)) if isinstance(row, dict) else (row[0], row[1], dict(row[2]))
+        for label, row in DEMO_SOLVERS.items()
+    }
+
+
 def _demo(args) -> int:
-    _check_outputs(args, list(DEMO_SOLVERS))
-    insts = _demo_instances(args)
-    inst = insts["network"]
+    rows = _demo_rows()
+    _check_outputs(args, list(rows))
+    insts = _demo_instances(args, {kind for _, kind, _ in rows.values()})
+    inst = next(iter(insts.values()))
     print(f"problem: {inst.problem!r}")
     for kind, other in insts.items():
-        print(f"prior ({kind}): {_default_prior(other)!r}")
+        print(f"prior{'' if kind is None else f' ({kind})'}: {_default_prior(other)!r}")
     print()
-    plans = {
-        label: (_demo_args(args, settings), dict(settings))
-        for label, (_, _, settings) in DEMO_SOLVERS.items()
-    }
-    priors = {
-        label: (solver, _default_prior(insts[kind])) for label, (solver, kind, _) in DEMO_SOLVERS.items()
-    }
+    plans = {label: (_demo_args(args, settings), settings) for label, (_, _, settings) in rows.items()}
+    priors = {label: (solver, _default_prior(insts[kind])) for label, (solver, kind, _) in rows.items()}
     solvers = _build_solvers(inst, plans, skip_missing=True, priors=priors)
     return _execute(inst, solvers, args, skip_missing=True)
 
 
-def _demo_instances(args) -> dict:
-    """The demo's instance under the shipped network and under the best Gaussian: same truth, same data."""
+def _demo_instances(args, kinds: set) -> dict:
+    """The demo's instance under each prior kind (``make(..., prior=kind)``; None: the instance's own).
+
+    The truth and the data must not depend on the prior: the rows are compared on the same data.
+    """
     import kalmandiff as kd
 
     if args.problem not in kd.problems.available():
@@ -510,16 +518,21 @@ def _demo_instances(args) -> dict:
             f"unknown problem {args.problem!r}; available: {', '.join(kd.problems.available())}."
         )
     insts = {}
-    for kind in ("network", "gaussian"):
+    for kind in sorted(kinds, key=str):
+        options = {} if kind is None else {"prior": kind}
         try:
-            insts[kind] = kd.problems.make(args.problem, size=args.size, random_state=args.seed, prior=kind)
+            insts[kind] = kd.problems.make(args.problem, size=args.size, random_state=args.seed, **options)
         except TypeError:
             raise ValueError(
                 f"the demo compares a shipped network with the best Gaussian, which {args.problem!r} does not "
                 f"offer (no prior= option); try 'kalmandiff compare --problem {args.problem} --solvers enkg,eki'."
             ) from None
-    if not np.array_equal(np.asarray(insts["network"].y), np.asarray(insts["gaussian"].y)):
-        raise RuntimeError(f"{args.problem}: the data differ between the two priors' instances.")
+    first = next(iter(insts.values()))
+    for kind, other in insts.items():
+        if not np.array_equal(np.asarray(other.y), np.asarray(first.y)):
+            raise RuntimeError(
+                f"{args.problem}: the data of the prior={kind!r} instance differ from the others'."
+            )
     return insts
 
 

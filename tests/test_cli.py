@@ -92,7 +92,7 @@ def _demo_in_process(monkeypatch, capsys, wrong_instances, *argv) -> str:
     from kalmandiff import cli
 
     right = cli._demo_instances
-    monkeypatch.setattr(cli, "_demo_instances", lambda args: wrong_instances(right(args)))
+    monkeypatch.setattr(cli, "_demo_instances", lambda args, kinds: wrong_instances(right(args, kinds)))
     assert cli.main(["demo", "--figure", "none", *argv]) == 0
     return capsys.readouterr().out
 
@@ -103,15 +103,15 @@ def test_demo_check_fails_when_the_network_is_swapped_for_the_gaussian(monkeypat
 
 
 @pytest.mark.slow
-def test_demo_check_fails_when_the_network_run_ignores_its_data(monkeypatch, capsys):
+def test_demo_check_fails_when_the_solvers_ignore_the_data(monkeypatch, capsys):
     import dataclasses
 
     import kalmandiff as kd
 
     def other_data(insts):
-        # the network run is given another digit's data: its answer no longer depends on this y
-        other = kd.problems.make("phase-retrieval", random_state=1, prior="network")
-        return {**insts, "network": dataclasses.replace(insts["network"], y=other.y)}
+        # the solvers are given another digit's data: their answers no longer depend on this y
+        other = kd.problems.make("phase-retrieval", random_state=1, prior="gaussian")
+        return {kind: dataclasses.replace(inst, y=other.y) for kind, inst in insts.items()}
 
     out = _demo_in_process(monkeypatch, capsys, other_data, "--particles", "16", "--steps", "10")
     assert any("does not recover" in f for f in demo_failures(out))
