@@ -137,6 +137,60 @@ def run(args):
         )
 
 
+def _load_rows(paths) -> list[dict]:
+    """Rows of the files in order; a row whose key appears again in a later file is replaced by it."""
+    rows = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[_key(row)] = row
+    return list(rows.values())
+
+
+def done_when(args) -> str:
+    """Issue 24's check: EnKG + network against EnKG + Gaussian and EKI + Gaussian, per budget and solver seed.
+
+    Means over the instances each cell has (the count is shown where it is below the row's).
+    """
+    rows = _load_rows([args.out, *args.also])
+    lines = [
+        "| problem | J | EnKG update | solver seed | EnKG + network | EnKG + Gaussian | EKI + Gaussian "
+        "| network below the better Gaussian run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(problem, prior, solver, J, seed):
+        sel = [
+            r["relative_l2"]
+            for r in rows
+            if (r["problem"], r["prior"], r["solver"], r["J"], r["seed"]) == (problem, prior, solver, J, seed)
+        ]
+        return (float(np.mean(sel)), len(sel)) if sel else (float("nan"), 0)
+
+    for p in args.problems:
+        for J in args.budgets:
+            for s in [s for s in args.solvers if s.startswith("EnKG")]:
+                for seed in args.solver_seeds:
+                    net, gau, eki = (
+                        cell(p, "network", s, J, seed),
+                        cell(p, "gaussian", s, J, seed),
+                        cell(p, "gaussian", "EKI", J, seed),
+                    )
+                    if not net[1]:
+                        continue
+                    n = max(net[1], gau[1], eki[1])
+                    fmt = [f"{m:.3f}" + (f" ({k})" if k < n else "") for m, k in (net, gau, eki)]
+                    margin = 1.0 - net[0] / min(gau[0], eki[0])
+                    lines.append(
+                        f"| {p} | {J} | {s.removeprefix('EnKG ')} | {seed} | {' | '.join(fmt)} | {margin:.0%} |"
+                    )
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
 def report(args) -> str:
     """The markdown table: mean relative L2 and PSNR over the instances, per solver seed."""
     rows = {}
@@ -225,11 +279,18 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--also", nargs="*", default=[], help="more row files for --report")
     parser.add_argument("--report", action="store_true", help="print the table from --out and stop")
+    parser.add_argument(
+        "--done-when",
+        action="store_true",
+        help="print issue 24's check (EnKG + network against the Gaussian runs) from --out and --also, and stop",
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.report:
+    if args.done_when:
+        done_when(args)
+    elif args.report:
         report(args)
     else:
         run(args)
