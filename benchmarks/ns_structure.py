@@ -170,12 +170,16 @@ def run_setting(fields: np.ndarray, reynolds: float, t: float, args, train_netwo
     tag = f"re{reynolds:g}_t{t:g}"
     path = os.path.join(args.cache, f"result_{tag}.json")
     row = json.loads(open(path).read()) if os.path.exists(path) else gaussian_row(fields, reynolds, t, args)
-    if train_network_too and "network" not in row:
+    # a larger --steps continues the checkpoint (constant learning rate); each budget's errors are kept
+    if train_network_too and row.get("train_steps", 0) < args.steps:
+        if "network" in row:  # rows written before the per-budget record
+            row.setdefault("network_by_steps", {str(row["train_steps"]): row["network"]})
         train, test = fields[: -args.n_test], fields[-args.n_test :]
         scale = float(train.std())
         result, wall = train_network(train, scale, args, tag)
         mean = train.mean(axis=0)
         row["network"] = denoising_errors(network_denoiser(result, scale), test, row["std"], mean, seed=7)
+        row.setdefault("network_by_steps", {})[str(int(result.steps))] = row["network"]
         row.update(train_steps=int(result.steps), train_batch=32, train_wall_s_this_run=wall)
         if (reynolds, t) == (200.0, 5.0):
             row["shipped_network"] = _shipped_errors(test, row["std"], mean)
