@@ -124,3 +124,71 @@ def test_registered_factory(family, side):
     np.testing.assert_array_equal(inst.y, again.y)
     metrics = inst.problem.metrics(inst.x_true, inst.x_true)
     assert metrics["psnr"] == np.inf and metrics["ssim"] == pytest.approx(1.0) and metrics["relative_l2"] == 0
+
+
+# --------------------------------------------------------------------------
+# symmetries and alignment, against a brute-force search of the canvas group
+# --------------------------------------------------------------------------
+
+
+def _canvas_group_images(problem, x):
+    """Every image in the window that a sign, a point reflection and a circular shift of the padded
+    canvas make of ``x`` (one channel): all of them keep |F|; only those that stay inside the window
+    are images of the unknown's domain."""
+    (ph, pw), (_, H, W) = problem.pad, problem.x_shape
+    canvas = np.pad(x, [(0, 0), (ph, ph), (pw, pw)])
+    inside = np.zeros(canvas.shape, dtype=bool)
+    inside[:, ph : ph + H, pw : pw + W] = True
+    out = []
+    for sign in (1.0, -1.0):
+        for reflected in (canvas, np.roll(canvas[:, ::-1, ::-1], (1, 1), axis=(-2, -1))):
+            for dy in range(canvas.shape[-2]):
+                for dx in range(canvas.shape[-1]):
+                    moved = sign * np.roll(reflected, (dy, dx), axis=(-2, -1))
+                    if not np.any(moved[~inside]):
+                        out.append(moved[:, ph : ph + H, pw : pw + W])
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 9, 7), (1, 6, 10)])
+def test_symmetries_are_exact_and_the_only_ones_of_a_full_support_image(shape):
+    problem = PhaseRetrieval(shape, oversample=2.0, noise_std=0.0)
+    x = np.random.default_rng(1).standard_normal(shape)
+    copies = problem.symmetries(x)
+    y = np.asarray(problem(x[None]))
+    for c in copies:
+        np.testing.assert_allclose(np.asarray(problem(c[None])), y, atol=1e-12)
+    brute = _canvas_group_images(problem, x)
+    # the brute force finds the same four images (each once per group element that makes it)
+    unique = {np.round(b, 12).tobytes() for b in brute}
+    assert unique == {np.round(c, 12).tobytes() for c in copies}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_align_picks_the_closest_copy_that_brute_force_finds(seed):
+    rng = np.random.default_rng(seed)
+    problem = PhaseRetrieval((1, 8, 8), oversample=2.0, noise_std=0.0)
+    x_true = rng.standard_normal((1, 8, 8))
+    # an estimate near one of the copies the data cannot tell apart (the twin, sign flipped)
+    x_hat = -x_true[..., ::-1, ::-1] + 0.3 * rng.standard_normal((1, 8, 8))
+    brute = min(_canvas_group_images(problem, x_hat), key=lambda c: np.linalg.norm(c - x_true))
+    aligned = problem.align(x_hat, x_true)
+    np.testing.assert_array_equal(aligned, brute)
+    # the check would catch an alignment that forgets the rotation: sign alone stays far off
+    sign_only = min((x_hat, -x_hat), key=lambda c: np.linalg.norm(c - x_true))
+    assert kd.metrics.relative_l2(aligned, x_true) < 0.5 * kd.metrics.relative_l2(sign_only, x_true)
+
+
+def test_align_acts_per_channel_and_per_member():
+    rng = np.random.default_rng(3)
+    problem = PhaseRetrieval((2, 6, 6), oversample=2.0, noise_std=0.0)
+    x_true = rng.standard_normal((2, 6, 6))
+    # channel 0 negated, channel 1 turned: the data are those of x_true, channel by channel
+    x_hat = np.stack([-x_true[0], x_true[1, ::-1, ::-1]])
+    np.testing.assert_allclose(
+        np.asarray(problem(x_hat[None])), np.asarray(problem(x_true[None])), atol=1e-12
+    )
+    np.testing.assert_array_equal(problem.align(x_hat, x_true), x_true)
+    np.testing.assert_array_equal(problem.symmetry_index(x_hat, x_true), [1, 2])
+    ensemble = np.stack([x_hat, -x_true, x_true])
+    np.testing.assert_array_equal(problem.align(ensemble, x_true), np.stack([x_true] * 3))

@@ -9,9 +9,10 @@ size of EnKG and EKI, the candidates of SCG and the samples of DPG per step;
 DPS (autograd, the gradient-based reference) takes ``2 J`` steps.
 
 Phase retrieval is scored after aligning the estimate over the map's exact
-symmetries on this family: sign and the 180-degree rotation (the digits'
-background is -1, so the support fills the 16x16 window and shifts inside the
-zero-padded canvas change the data: they are not symmetries here).
+symmetries on this family (``PhaseRetrieval.align``): sign and the 180-degree
+rotation (the digits' background is -1, so the support fills the 16x16 window
+and shifts inside the zero-padded canvas change the data: they are not
+symmetries here).
 
 Rows go to a JSON-lines file as they finish; a rerun skips the rows already
 there, so the script can be stopped and resumed.  Bounded: one row takes
@@ -40,17 +41,23 @@ SOLVERS = ("EnKG kalman-sqrt", "EnKG paper", "EKI", "DPS", "SCG", "DPG")
 #: also available: "EnKG default" (every setting but J at the class defaults)
 
 
-def make_solver(label: str, prior, J: int, seed: int):
-    """The solver ``label`` at budget ``J`` with solver seed ``seed``."""
+def make_solver(label: str, prior, J: int, seed: int, localization="auto"):
+    """The solver ``label`` at budget ``J`` with solver seed ``seed``.
+
+    ``localization`` goes to EnKG and EKI: ``"auto"`` (their default) or
+    ``None`` (unlocalised, as the table's first rows were measured before
+    ``"auto"`` existed).
+    """
     common = {"random_state": seed, "verbose": False}
+    ensemble = {"localization": localization}
     if label == "EnKG default":
-        return kd.EnKGSolver(prior, n_particles=J, **common)
+        return kd.EnKGSolver(prior, n_particles=J, **ensemble, **common)
     if label == "EnKG kalman-sqrt":
-        return kd.EnKGSolver(prior, n_particles=J, n_steps=20, update="kalman-sqrt", **common)
+        return kd.EnKGSolver(prior, n_particles=J, n_steps=20, update="kalman-sqrt", **ensemble, **common)
     if label == "EnKG paper":
-        return kd.EnKGSolver(prior, n_particles=J, n_steps=20, update="paper", **common)
+        return kd.EnKGSolver(prior, n_particles=J, n_steps=20, update="paper", **ensemble, **common)
     if label == "EKI":
-        return kd.EKISolver(prior, n_particles=J, max_iter=100, **common)
+        return kd.EKISolver(prior, n_particles=J, max_iter=100, **ensemble, **common)
     if label == "DPS":
         return kd.DPSSolver(prior, n_steps=2 * J, **common)
     if label == "SCG":
@@ -60,23 +67,21 @@ def make_solver(label: str, prior, J: int, seed: int):
     raise ValueError(f"unknown solver {label!r}")
 
 
-def aligned(problem_name: str, x_hat: np.ndarray, x_true: np.ndarray) -> np.ndarray:
-    """``x_hat`` moved by the map's symmetries to the copy closest to ``x_true``."""
-    if problem_name != "phase-retrieval":
-        return x_hat
-    twin = x_hat[..., ::-1, ::-1]
-    return min((x_hat, -x_hat, twin, -twin), key=lambda c: float(np.linalg.norm(c - x_true)))
+def aligned(problem, x_hat: np.ndarray, x_true: np.ndarray) -> np.ndarray:
+    """``x_hat`` moved by the map's symmetries to the copy closest to ``x_true`` (``problem.align``, where defined)."""
+    align = getattr(problem, "align", None)
+    return x_hat if align is None else align(x_hat, x_true)
 
 
-def run_row(problem_name, instance, prior_name, label, J, seed) -> dict:
+def run_row(problem_name, instance, prior_name, label, J, seed, localization="auto") -> dict:
     inst = kd.problems.make(problem_name, random_state=instance, prior=prior_name)
-    solver = make_solver(label, inst.prior, J, seed)
+    solver = make_solver(label, inst.prior, J, seed, localization)
     t0 = time.perf_counter()
     solver.fit(inst.y, inst.problem)
     x_hat = np.asarray(kd._backend.to_numpy(solver.reconstruct()), dtype=float).reshape(inst.problem.x_shape)
     wall = time.perf_counter() - t0
     x_true = np.asarray(inst.x_true, dtype=float)
-    m = inst.problem.metrics(aligned(problem_name, x_hat, x_true), x_true)
+    m = inst.problem.metrics(aligned(inst.problem, x_hat, x_true), x_true)
     return {
         "problem": problem_name,
         "instance": instance,
@@ -85,6 +90,7 @@ def run_row(problem_name, instance, prior_name, label, J, seed) -> dict:
         "solver": label,
         "J": J,
         "seed": seed,
+        "localization": str(localization),
         "relative_l2": float(m["relative_l2"]),
         "psnr": float(m["psnr"]),
         "wall_s": wall,
@@ -116,7 +122,7 @@ def run(args):
         if key in done:
             continue
         try:
-            row = run_row(p, i, pr, s, J, seed)
+            row = run_row(p, i, pr, s, J, seed, args.localization)
         except Exception as exc:  # a failed run is a row too, shown as such in the table
             row = dict(zip(("problem", "instance", "prior", "solver", "J", "seed"), key))
             row.update(
@@ -129,6 +135,60 @@ def run(args):
             f"psnr {row['psnr']:.1f} {row['wall_s']:.1f}s",
             flush=True,
         )
+
+
+def _load_rows(paths) -> list[dict]:
+    """Rows of the files in order; a row whose key appears again in a later file is replaced by it."""
+    rows = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[_key(row)] = row
+    return list(rows.values())
+
+
+def done_when(args) -> str:
+    """Issue 24's check: EnKG + network against EnKG + Gaussian and EKI + Gaussian, per budget and solver seed.
+
+    Means over the instances each cell has (the count is shown where it is below the row's).
+    """
+    rows = _load_rows([args.out, *args.also])
+    lines = [
+        "| problem | J | EnKG update | solver seed | EnKG + network | EnKG + Gaussian | EKI + Gaussian "
+        "| network below the better Gaussian run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(problem, prior, solver, J, seed):
+        sel = [
+            r["relative_l2"]
+            for r in rows
+            if (r["problem"], r["prior"], r["solver"], r["J"], r["seed"]) == (problem, prior, solver, J, seed)
+        ]
+        return (float(np.mean(sel)), len(sel)) if sel else (float("nan"), 0)
+
+    for p in args.problems:
+        for J in args.budgets:
+            for s in [s for s in args.solvers if s.startswith("EnKG")]:
+                for seed in args.solver_seeds:
+                    net, gau, eki = (
+                        cell(p, "network", s, J, seed),
+                        cell(p, "gaussian", s, J, seed),
+                        cell(p, "gaussian", "EKI", J, seed),
+                    )
+                    if not net[1]:
+                        continue
+                    n = max(net[1], gau[1], eki[1])
+                    fmt = [f"{m:.3f}" + (f" ({k})" if k < n else "") for m, k in (net, gau, eki)]
+                    margin = 1.0 - net[0] / min(gau[0], eki[0])
+                    lines.append(
+                        f"| {p} | {J} | {s.removeprefix('EnKG ')} | {seed} | {' | '.join(fmt)} | {margin:.0%} |"
+                    )
+    text = "\n".join(lines)
+    print(text)
+    return text
 
 
 def report(args) -> str:
@@ -210,14 +270,27 @@ def main(argv=None):
         default=["EnKG kalman-sqrt", "EnKG paper", "EKI"],
         help="solvers rerun with the solver seeds after the first",
     )
+    parser.add_argument(
+        "--localization",
+        default="auto",
+        type=lambda v: None if v.lower() == "none" else v,
+        help="EnKG's and EKI's localization: auto (their default) or none",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--also", nargs="*", default=[], help="more row files for --report")
     parser.add_argument("--report", action="store_true", help="print the table from --out and stop")
+    parser.add_argument(
+        "--done-when",
+        action="store_true",
+        help="print issue 24's check (EnKG + network against the Gaussian runs) from --out and --also, and stop",
+    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.report:
+    if args.done_when:
+        done_when(args)
+    elif args.report:
         report(args)
     else:
         run(args)

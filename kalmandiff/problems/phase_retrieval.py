@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._backend import array_device, get_namespace
+import numpy as np
+
+from .._backend import array_device, get_namespace, to_numpy
 from ._geometry import Geometry
 from .imaging import ImageProblem, _check_image_shape
 from .linear import _check_noise_std
@@ -92,6 +94,73 @@ class PhaseRetrieval(ImageProblem):
         Z = xp.fft.ifftshift(xp.astype(self.pad_image(X), cdtype), axes=_AXES)
         Z = xp.fft.fftn(Z, axes=_AXES, norm="ortho")
         return xp.abs(xp.fft.fftshift(Z, axes=_AXES))
+
+    def symmetries(self, x) -> np.ndarray:
+        """The images the map cannot tell from ``x``: ``x``, ``-x``, ``x`` turned 180 degrees, and minus that.
+
+        ``|F|`` of a real image is unchanged by a global sign and by the
+        point reflection of the canvas (``F`` becomes its complex conjugate);
+        turning the ``H x W`` window by 180 degrees is that reflection up to a
+        circular shift of the canvas, which ``|F|`` ignores too.  So the four
+        images have exactly the same noiseless data; as the map acts on each
+        channel alone, each channel of a multi-channel image may take any of
+        the four independently.  Circular shifts within the padded canvas
+        also keep the data, but move an image out of its window unless it has
+        zero margins: they are symmetries only of such images and are not
+        listed here.
+
+        Parameters
+        ----------
+        x : array of shape ``(..., C, H, W)``
+            An image (or a batch), any supported namespace.
+
+        Returns
+        -------
+        ndarray of shape ``(4, ..., C, H, W)``, NumPy float64
+            ``[x, -x, rot180(x), -rot180(x)]``, in this order.
+        """
+        x = np.asarray(to_numpy(x), dtype=float)
+        turned = x[..., ::-1, ::-1]
+        return np.stack([x, -x, turned, -turned])
+
+    def symmetry_index(self, x_hat, x_true) -> np.ndarray:
+        """Per channel, which of :meth:`symmetries` of the estimate ``x_hat`` is closest to ``x_true``.
+
+        Parameters
+        ----------
+        x_hat, x_true : arrays of shape ``x_shape`` ``(C, H, W)``
+
+        Returns
+        -------
+        ndarray of shape ``(C,)``, int, values 0-3
+        """
+        x_true = np.asarray(to_numpy(x_true), dtype=float)
+        distances = np.sum((self.symmetries(x_hat) - x_true) ** 2, axis=(-2, -1))  # (4, C)
+        return np.argmin(distances, axis=0)
+
+    def align(self, x_hat, x_true) -> np.ndarray:
+        """``x_hat`` moved by the map's symmetries (:meth:`symmetries`) to the copy closest to ``x_true``.
+
+        Score a phase-retrieval estimate after this: the data cannot decide
+        between the copies, so an estimate is as good as its closest one.
+        The L2 distance adds over channels, so each channel is aligned alone.
+
+        Parameters
+        ----------
+        x_hat : array of shape ``x_shape`` or ``(J, *x_shape)``
+            An estimate, or an ensemble (each member aligned on its own).
+        x_true : array of shape ``x_shape``
+
+        Returns
+        -------
+        ndarray, NumPy float64, the shape of ``x_hat``
+        """
+        x_hat = np.asarray(to_numpy(x_hat), dtype=float)
+        x_true = np.asarray(to_numpy(x_true), dtype=float)
+        if x_hat.ndim == x_true.ndim + 1:
+            return np.stack([self.align(member, x_true) for member in x_hat])
+        index = self.symmetry_index(x_hat, x_true)
+        return self.symmetries(x_hat)[index, np.arange(x_hat.shape[0])]
 
     def __repr__(self) -> str:
         return f"PhaseRetrieval(shape={self.x_shape}, oversample={self.oversample}, noise_std={self.noise_std!r})"
