@@ -24,7 +24,6 @@ import kalmandiff
 PACKAGE_ROOT = Path(kalmandiff.__file__).resolve().parent
 
 #: files another branch is shrinking below the limit (removed from this list at their merge)
-_SHRINKING_ELSEWHERE = {"enkg.py", "diffpir.py", "localization.py"}  # rmp.py is under the limit already
 MAX_ESTIMATOR_LINES = 400
 
 
@@ -124,8 +123,6 @@ def _estimator_files():
 
 
 @pytest.mark.parametrize("path", _estimator_files(), ids=lambda p: p.name)
-def test_no_estimator_module_is_over_the_line_limit(path, request):
-    if path.name in _SHRINKING_ELSEWHERE:
-        request.applymarker(pytest.mark.xfail(reason="being shrunk on another branch", strict=False))
+def test_no_estimator_module_is_over_the_line_limit(path):
     n_lines = len(path.read_text().splitlines())
     assert n_lines <= MAX_ESTIMATOR_LINES, f"{path.name} has {n_lines} lines"

@@ -1,9 +1,9 @@
-"""The Navier-Stokes structure study's measures, against exact answers (benchmarks/ns_structure.py)."""
+"""The Navier-Stokes structure study's measures, against exact answers (benchmarks/studies/ns_structure.py)."""
 
 import numpy as np
 import pytest
 
-from benchmarks.ns_structure import excess_kurtosis, stationary_gaussian_denoiser
+from benchmarks.studies.ns_structure import excess_kurtosis, stationary_gaussian_denoiser
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ from .eki import EKISolver
 from .enkg import EnKGSolver
 from .gsg import GSGSolver, gaussian_smoothing_gradient
 from .localization import GaspariCohnTaper, SamplingErrorCorrection, gaspari_cohn
+from .map import MAPSolver
 from .rmp import RMPSolver
 from .scg import SCGSolver
 
@@ -68,6 +69,7 @@ SOLVER_CLASSES = {
         DPSSolver,
         DiffPIRSolver,
         RMPSolver,
+        MAPSolver,
     )
 }
 
@@ -98,6 +100,7 @@ __all__ = [
     "DPSSolver",
     "DiffPIRSolver",
     "RMPSolver",
+    "MAPSolver",
     "gaussian_smoothing_gradient",
     "GaspariCohnTaper",
     "SamplingErrorCorrection",

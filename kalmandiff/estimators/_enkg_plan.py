@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._guided import prior_scale
+from ._prior_scale import prior_scale
 
 __all__ = ["EnKGPlan"]
 

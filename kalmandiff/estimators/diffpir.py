@@ -20,8 +20,6 @@ import math
 import warnings
 
 from .._backend import array_device, asarray_like
-from ..diffusion import edm_sigma_schedule
-from ..problems.linear import LinearOperatorProblem
 from ._base import FitContext, ForwardRequest, SafePoint
 from ._edm import EDMSolver
 from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
@@ -164,7 +162,7 @@ class DiffPIRSolver(EDMSolver):
 
     def resolve_data_step(self, problem) -> str:
         """``"closed-form"`` or ``"gradient"`` for this problem; raises if neither is possible."""
-        linear = isinstance(problem, LinearOperatorProblem)
+        linear = bool(getattr(problem, "linear_operator", False))
         mode = self.data_step
         if mode == "auto":
             mode = "closed-form" if linear else "gradient"
@@ -268,7 +266,7 @@ class DiffPIRSolver(EDMSolver):
         if state is not None and "final" in state:
             return Fitted(state["final"], fitted)
         J, N = int(self.n_particles), int(self.n_steps)
-        sigmas = edm_sigma_schedule(N, self.sigma_min, self.sigma_max, self.rho)
+        sigmas = self.noise_levels()
         if state is None:
             x, start = self.sigma_max * ctx.rng.normal((J, *ctx.x_shape), like=ctx.like()), 0
         else:

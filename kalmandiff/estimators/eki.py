@@ -72,10 +72,10 @@ class EKISolver(BaseSolver):
         Iteration cap (the reference's 500 iterations for ``"paper"``).
     localization : "auto", None, "secnice", "sec", float or callable, default "auto"
         Covariance localisation of the Kalman updates (an explicit one is
-        refused with ``"paper"``), as in :class:`EnKGSolver`: ``"auto"`` is
-        a Gaspari-Cohn taper when the problem declares a local map (its
-        ``geometry``), else the geometry-free sampling-error correction
-        ``"secnice"`` when ``J < d``, else off (what ran is in
+        refused with ``"paper"``), as in :class:`EnKGSolver`: ``"auto"`` runs
+        a Gaspari-Cohn taper on a declared local map, else ``"secnice"``
+        when ``J < d``, only where the candidate passes
+        :func:`~kalmandiff.estimators.localization.prior_check` (what ran and why is in
         ``localization_``); a float is a Gaspari-Cohn half-width on the
         declared positions (``0 < c <= 0.25`` or ``math.inf``).  Measured
         (docs/benchmarks.md, "Localisation: which default", EKI rows):

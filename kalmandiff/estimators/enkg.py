@@ -16,12 +16,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..diffusion import edm_sigma_schedule, euler_step, heun_step, solve_to_zero
+from ..diffusion import euler_step, heun_step, solve_to_zero
 from ._base import FitContext, ForwardRequest, SafePoint
 from ._edm import EDMSolver
 from ._enkg_plan import EnKGPlan
 from ._ensemble import kalman_update, normalised_gradient_update, sqrt_kalman_update
 from ._params import FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Options, solver_parameters
+from ._protocol import Fitted
 from ._registry import register_solver
 from ._tempering import LikelihoodTempering
 from .localization import check_localization, make_localizer
@@ -128,18 +129,15 @@ class EnKGSolver(EnKGPlan, EDMSolver):
         Covariance localisation of the calibrated updates: the gain becomes
         ``(rho_xG o C_xG) (rho_GG o C_GG + a Gamma)^{-1}``, which removes the
         spurious sample correlations of a small ensemble (``J << d``) and
-        lets the update leave the ensemble's span.  ``"auto"``: a
-        Gaspari-Cohn taper of half-width ``c = max(l, 1.5 h, reach / 2)``
-        (:func:`~kalmandiff.estimators.localization.auto_radius`) when the
-        problem declares a local map (its ``geometry``,
-        :class:`~kalmandiff.problems.Geometry`: blur, inpainting,
-        super-resolution) and the prior's correlation length ``l`` is known
-        (a Gaussian random field, a full-covariance Gaussian) and at most
-        0.25 of the domain; else ``"secnice"`` when ``J < d`` (a plain
-        callable, interferometry); off with ``update="paper"``, with
-        ``J >= d`` and no local geometry, where the problem's geometry says
-        so (phase retrieval, Navier-Stokes), with a learned prior (a score
-        network), and, silently, beyond the size limit (what ran is in
+        lets the update leave the ensemble's span.  ``"auto"``: a candidate
+        (a Gaspari-Cohn taper of half-width ``c = max(l, 1.5 h, reach / 2)``
+        when the problem declares a local map, its ``geometry``, and the
+        prior's correlation length ``l`` is known and at most 0.25 of the
+        domain; else ``"secnice"`` when ``J < d``) runs only where it passes
+        :func:`~kalmandiff.estimators.localization.prior_check` on the prior
+        or, for a linear problem, on the exact posterior; off with
+        ``update="paper"``, on phase retrieval and Navier-Stokes (declared),
+        with a learned prior, and beyond the size limit (what ran and why is in
         ``localization_``).  ``"secnice"`` / ``"sec"`` /
         :class:`~kalmandiff.estimators.SamplingErrorCorrection`: shrink the
         sample correlations of ``C_xG`` and ``C_GG`` by a function of
@@ -270,15 +268,15 @@ class EnKGSolver(EnKGPlan, EDMSolver):
         update = self.resolved_update(np.asarray(self._noise_std_host(ctx)))
         if update == "paper":
             check_localization(self.localization, update)  # "auto" resolved to paper: refuse an explicit one
-        self.update_ = update
-        taper, self.localization_ = make_localizer(
+        taper, localization = make_localizer(
             self.localization, self.prior, ctx.problem, ctx.y, update, n_particles=int(self.n_particles)
         )
+        fitted = {"update_": update, "localization_": localization}
         if state is not None and "final" in state:
-            return state["final"]
+            return Fitted(state["final"], fitted)
         J, N = int(self.n_particles), int(self.n_steps)
         c = self.resolved_data_scale(update)
-        sigmas = edm_sigma_schedule(N, c * self.sigma_min, c * self.sigma_max, self.rho)
+        sigmas = self.noise_levels(c)
         window = set(self.correction_steps())
         noise_std = ctx.positive_noise_std(update) if update != "paper" else None
         fixed = self.kalman_inflation or max(len(window) * self.n_updates, 1)
@@ -310,7 +308,7 @@ class EnKGSolver(EnKGPlan, EDMSolver):
             )
             if ctx.stopped_early:
                 break
-        return x
+        return Fitted(x, fitted)
 
     def _initial_ensemble(self, ctx: FitContext, J: int, update: str, sigma_max: float):
         """``sigma_max * z`` with ``z ~ N(0, I)``, centred (and shifted) as ``init`` says."""

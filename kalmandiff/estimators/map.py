@@ -18,8 +18,8 @@ import warnings
 
 import numpy as np
 
-from .._backend import asarray_like, get_namespace, to_numpy
-from ._base import BaseSolver, FitContext, SafePoint, _move_like, check_is_fitted
+from .._backend import asarray_like, get_namespace, move_like, to_numpy
+from ._base import BaseSolver, FitContext, SafePoint, check_is_fitted
 from ._gradients import misfit_gradient
 from ._lbfgs import backtrack, empty_memory, push_pair, two_loop
 from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
@@ -375,7 +375,7 @@ class MAPSolver(BaseSolver):
         """
         check_is_fitted(self, "particles_")
         X = self.particles_
-        best = _move_like(X[0, ...], self._y_like)
+        best = move_like(X[0, ...], self._y_like)
         if not return_std:
             return best
         if X.shape[0] == 1:
@@ -384,7 +384,7 @@ class MAPSolver(BaseSolver):
                 UserWarning,
                 stacklevel=2,
             )
-        return best, _move_like(get_namespace(X).std(X, axis=0), self._y_like)
+        return best, move_like(get_namespace(X).std(X, axis=0), self._y_like)
 
 
 def _finite_min(values) -> float | None:

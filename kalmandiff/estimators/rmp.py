@@ -18,7 +18,6 @@ import math
 import numpy as np
 
 from .._backend import get_namespace, move_like
-from ..diffusion import edm_sigma_schedule
 from ._base import FitContext, SafePoint, check_is_fitted
 from ._edm import EDMSolver
 from ._gradients import inverse_noise_variance, misfit_gradient
@@ -193,9 +192,7 @@ class RMPSolver(EDMSolver):
             return state["final"]  # reconstruct() then takes the mean of the centred draws
         xp = ctx.xp
         weights = inverse_noise_variance(ctx.problem, ctx.y, float(self.noise_floor))
-        sigmas = edm_sigma_schedule(
-            int(self.n_steps), self.sigma_min, self.sigma_max, self.rho, append_zero=False
-        )
+        sigmas = self.noise_levels(append_zero=False)
         if state is None:
             m, h_rest, start = xp.zeros((1, *ctx.x_shape), dtype=ctx.y.dtype), 0.0, 0
         else:

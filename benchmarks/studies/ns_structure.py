@@ -25,8 +25,8 @@ reuses them); ``--report`` prints the markdown table of the results there.
 Usage (one idle core: data about 5 min per Reynolds number, then about
 4.5 steps a second of training per setting)::
 
-    nice python -m benchmarks.ns_structure --cache /work/cache/ns_structure --steps 500
-    python -m benchmarks.ns_structure --cache /work/cache/ns_structure --report
+    nice python -m benchmarks ns-structure --cache /work/cache/ns_structure --steps 500
+    python -m benchmarks ns-structure --cache /work/cache/ns_structure --report
 """
 
 from __future__ import annotations
