@@ -9,6 +9,7 @@ from . import diagnostics, diffusion, metrics, plotting, priors, problems
 from ._config import CostWarning, DivergenceWarning, config_context, get_config, set_config
 from ._version import __version__
 from .compare import ComparisonTable, compare, plot_comparison
+from .estimators import SOLVER_CLASSES as _SOLVER_CLASSES
 from .estimators import (
     DiffPIRSolver,
     DPGSolver,
@@ -23,6 +24,15 @@ from .estimators import (
     SCGSolver,
 )
 from .io import export_results, load
+
+
+def __getattr__(name: str):
+    """A registered solver not imported above (a new solver module), by class name (PEP 562)."""
+    cls = _SOLVER_CLASSES.get(name)
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls
+
 
 __all__ = [
     "EnKGSolver",

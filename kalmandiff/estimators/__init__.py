@@ -57,21 +57,23 @@ def _import_every_public_module() -> None:
 
 _import_every_public_module()
 
-#: the built-in solver classes, by class name, in listing order
-SOLVER_CLASSES = {
-    cls.__name__: cls
-    for cls in (
-        EnKGSolver,
-        EKISolver,
-        DPGSolver,
-        SCGSolver,
-        GSGSolver,
-        DPSSolver,
-        DiffPIRSolver,
-        RMPSolver,
-        MAPSolver,
-    )
-}
+#: the registered solver classes, by class name, in listing order (the built-ins and any new
+#: solver module of this package)
+SOLVER_CLASSES = {spec.cls.__name__: spec.cls for spec in registered_solvers()}
+
+
+def __getattr__(name: str):
+    """A registered solver not imported above, by class name (PEP 562).
+
+    The built-in solvers are imported explicitly so that IDEs and type
+    checkers see them; a new solver module is usable as
+    ``kalmandiff.estimators.NewSolver`` (and ``kalmandiff.NewSolver``) as
+    soon as its file exists, without editing this file.
+    """
+    cls = SOLVER_CLASSES.get(name)
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls
 
 __all__ = [
     "BaseSolver",
