@@ -182,9 +182,11 @@ def done_when(args) -> str:
                         continue
                     n = max(net[1], gau[1], eki[1])
                     fmt = [f"{m:.3f}" + (f" ({k})" if k < n else "") for m, k in (net, gau, eki)]
-                    margin = 1.0 - net[0] / min(gau[0], eki[0])
+                    # a margin between means over different instances would compare different digits
+                    same = net[1] == gau[1] == eki[1]
+                    margin = f"{1.0 - net[0] / min(gau[0], eki[0]):.0%}" if same else "- (unequal instances)"
                     lines.append(
-                        f"| {p} | {J} | {s.removeprefix('EnKG ')} | {seed} | {' | '.join(fmt)} | {margin:.0%} |"
+                        f"| {p} | {J} | {s.removeprefix('EnKG ')} | {seed} | {' | '.join(fmt)} | {margin} |"
                     )
     text = "\n".join(lines)
     print(text)

@@ -215,17 +215,26 @@ def report(cache: str) -> str:
     )
     lines = [head, "|" + "---|" * (5 + len(sig))]
     for r in rows:
-        net = r.get("network")
-        cells = "".join(
-            f"| {net[s]:.3f} / {r['gaussian'][s]:.3f} ({net[s] / r['gaussian'][s]:.2f}) "
-            if net
-            else f"| - / {r['gaussian'][s]:.3f} "
-            for s in sig
+        budgets = r.get("network_by_steps") or (
+            {str(r["train_steps"]): r["network"]} if "network" in r else {}
         )
-        lines.append(
-            f"| {r['reynolds']:g} | {r['t']:g} | {r['std']:.2f} | {r['kurtosis']:+.2f} / "
-            f"{r['kurtosis_gradient']:+.2f} | {r.get('train_steps', '-')} {cells}|"
-        )
+        for steps, net in sorted(budgets.items(), key=lambda kv: int(kv[0])) or [("-", None)]:
+            cells = "".join(
+                f"| {net[s]:.3f} / {r['gaussian'][s]:.3f} ({net[s] / r['gaussian'][s]:.2f}) "
+                if net
+                else f"| - / {r['gaussian'][s]:.3f} "
+                for s in sig
+            )
+            lines.append(
+                f"| {r['reynolds']:g} | {r['t']:g} | {r['std']:.2f} | {r['kurtosis']:+.2f} / "
+                f"{r['kurtosis_gradient']:+.2f} | {steps} {cells}|"
+            )
+        if "shipped_network" in r:
+            ship = r["shipped_network"]
+            cells = "".join(
+                f"| {ship[s]:.3f} / {r['gaussian'][s]:.3f} ({ship[s] / r['gaussian'][s]:.2f}) " for s in sig
+            )
+            lines.append(f"| {r['reynolds']:g} | {r['t']:g} | | | shipped network (2,536 steps) {cells}|")
     text = "\n".join(lines)
     print(text)
     return text

@@ -75,6 +75,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return cls
 
+
 __all__ = [
     "BaseSolver",
     "FitContext",
