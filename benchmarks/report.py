@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suites import SUITES, Suite, _sign_twin_aligned
+from benchmarks.suites import SUITES, Suite
 
 #: Solver label of the pseudo-solver reporting the prior mean (the floor a method must beat).
 PRIOR_MEAN = "prior mean"
@@ -241,14 +241,15 @@ def _estimates_figure(plt, suite, problem, groups, out_dir: Path):
 
     seed = min(r["seed"] for rows in groups.values() for r in rows)
     spec = suite.problem(problem)
-    truth = np.asarray(kd.problems.make(spec.family, random_state=seed, **spec.make_kwargs).x_true)
+    inst = kd.problems.make(spec.family, random_state=seed, **spec.make_kwargs)
+    truth = np.asarray(inst.x_true)
     panels = [("truth", truth)]
     for label in groups:
         path = estimate_path(out_dir, problem, seed, label)
         if path.exists():
             img = np.load(path).reshape(truth.shape)
-            if spec.family == "phase-retrieval":  # show what the score saw: sign and twin aligned
-                img = _sign_twin_aligned(img, truth)
+            if spec.family == "phase-retrieval":  # show what the score saw: the map's symmetries aligned
+                img = inst.problem.align(img, truth)
             panels.append((label, img))
     fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6), squeeze=False)
     lim = float(np.max(np.abs(truth)))

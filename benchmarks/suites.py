@@ -215,26 +215,19 @@ def build_prior(key: str, inst, device: str = "cpu", ns_prior_path: str | None =
 # --------------------------------------------------------------------------
 
 
-def _sign_twin_aligned(x_hat: np.ndarray, x_true: np.ndarray) -> np.ndarray:
-    """The one of ``x, -x, twin(x), -twin(x)`` closest to ``x_true`` (Fourier-magnitude ambiguities)."""
-    twin = x_hat[..., ::-1, ::-1]
-    candidates = (x_hat, -x_hat, twin, -twin)
-    return min(candidates, key=lambda c: float(np.linalg.norm(c - x_true)))
-
-
 def score(spec: ProblemSpec, inst, x_hat) -> dict[str, float]:
     """Figures of merit of the estimate ``x_hat`` (one image, ``x_shape``) on ``inst``.
 
     Every problem reports ``relative_l2``.  Phase retrieval reports it and the
-    PSNR (range 2, images in [-1, 1]) after aligning sign and twin, since
-    ``x``, ``-x`` and the point-reflected image give the same data;
+    PSNR (range 2, images in [-1, 1]) after :meth:`PhaseRetrieval.align`,
+    since ``x``, ``-x`` and the image turned 180 degrees give the same data;
     interferometry adds its blurred PSNRs and closure chi-squares
     (:meth:`ClosurePhaseInterferometry.metrics`, ideal chi^2 about 1).
     """
     x_hat = np.asarray(to_numpy(x_hat), dtype=float).reshape(inst.problem.x_shape)
     x_true = np.asarray(inst.x_true, dtype=float)
     if spec.family == "phase-retrieval":
-        aligned = _sign_twin_aligned(x_hat, x_true)
+        aligned = inst.problem.align(x_hat, x_true)
         return {
             "relative_l2": kd.metrics.relative_l2(aligned, x_true),
             "psnr": kd.metrics.psnr(aligned, x_true, data_range=2.0),
