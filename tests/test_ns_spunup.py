@@ -99,7 +99,6 @@ def test_spunup_refuses_settings_its_priors_were_not_trained_for():
         kd.problems.make("navier-stokes", prior="gaussian")
 
 
-@pytest.mark.slow
 def test_shipped_network_denoises_fresh_spunup_fields_better_than_the_gaussian():
     # ground truth: fields drawn and evolved here, from a stream the training never used
     pytest.importorskip("torch")

@@ -72,6 +72,8 @@ def run(args):
     for seed in args.solver_seeds:
         for instance in args.instances:
             for label, prior in ROWS:
+                if prior not in args.priors:
+                    continue
                 key = (instance, prior, label, args.J, seed)
                 if key in done:
                     continue
@@ -122,6 +124,7 @@ def main(argv=None):
     parser.add_argument("--J", type=int, default=64)
     parser.add_argument("--instances", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     parser.add_argument("--solver-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--priors", nargs="+", default=["network", "gaussian"], help="rows to run")
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args(argv)
     if args.report:
