@@ -10,7 +10,7 @@ its hyperparameters are the study's own (``benchmarks/studies/ns_structure.py``:
 channels, mult 1-2-4, trained on ``x / std`` with batch 32, one thread), so
 the study's cache and checkpoint are reused and resumed::
 
-    nice python scripts/train_ns_spunup_prior.py --cache /work/cache/nsflag --steps 3000
+    nice python scripts/train_ns_spunup_prior.py --cache /work/cache/ns_structure --steps 3000
 
 writes two files:
 
