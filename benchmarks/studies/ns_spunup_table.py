@@ -49,6 +49,7 @@ def run_row(instance: int, prior_name: str, label: str, J: int, seed: int) -> di
     x_hat = np.asarray(kd._backend.to_numpy(solver.reconstruct()), dtype=float).reshape(inst.problem.x_shape)
     x_true = np.asarray(inst.x_true, dtype=float)
     return {
+        "misfit": data_misfit(inst, x_hat),
         "instance": instance,
         "prior": prior_name,
         "solver": label,
@@ -57,6 +58,14 @@ def run_row(instance: int, prior_name: str, label: str, J: int, seed: int) -> di
         "relative_l2": float(np.linalg.norm(x_hat - x_true) / np.linalg.norm(x_true)),
         "wall_s": time.perf_counter() - t0,
     }
+
+
+def data_misfit(inst, x: np.ndarray) -> float:
+    """Mean squared residual of ``x``'s predicted data over the noise variance (about 1 for the truth)."""
+    pred = np.asarray(kd._backend.to_numpy(inst.problem.forward(x[None])), dtype=float)[0]
+    return float(
+        np.mean((pred - np.asarray(inst.y, dtype=float)) ** 2 / np.asarray(inst.problem.noise_std) ** 2)
+    )
 
 
 def _key(row) -> tuple:
