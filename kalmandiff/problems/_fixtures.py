@@ -541,8 +541,21 @@ _NS_SIZES = {
 }
 
 
+#: the families of ``make("navier-stokes", family=...)``
+NS_FAMILIES = ("grf", "spun-up")
+#: time units the spun-up family's GRF draws are evolved (Re 200, 32x32), as its priors' training fields
+NS_SPUNUP_TIME = 1.0
+
+
 @register("navier-stokes")
-def make_navier_stokes(size: str = "small", random_state: Any = 0, t_prior: float | None = None, **kwargs):
+def make_navier_stokes(
+    size: str = "small",
+    random_state: Any = 0,
+    t_prior: float | None = None,
+    family: str = "grf",
+    prior: str | None = None,
+    **kwargs,
+):
     """A Navier-Stokes instance: GRF initial vorticity, optionally evolved, and its noisy final state.
 
     Parameters
@@ -554,7 +567,21 @@ def make_navier_stokes(size: str = "small", random_state: Any = 0, t_prior: floa
     random_state : None, int or numpy.random.Generator
         Fixes the truth and the noise.
     t_prior : float, optional
-        Overrides how long the GRF draw is evolved before it becomes the truth.
+        Overrides how long the GRF draw is evolved before it becomes the truth
+        (``family="grf"`` only).
+    family : {"grf", "spun-up"}, default "grf"
+        ``"grf"``: as above, with the GRF preset as prior.  ``"spun-up"``
+        (``size="small"`` only, Re 200): the GRF draw evolved
+        :data:`NS_SPUNUP_TIME` = 1 time unit, the family of the shipped
+        spun-up priors (``scripts/train_ns_spunup_prior.py``; their training
+        fields come from ``default_rng(0)``, never from an instance's
+        ``"truth"`` stream); the forward map is the flagship's.
+    prior : {"network", "gaussian"}, optional
+        ``family="spun-up"`` only (default ``"network"``): the shipped
+        network (:func:`~kalmandiff.priors.pretrained.load_ns_spunup_prior`)
+        or the best stationary Gaussian of its training fields
+        (:func:`~kalmandiff.priors.pretrained.ns_spunup_gaussian_prior`).
+        The truth and the data do not depend on it; ``info["prior"]`` names it.
     **kwargs
         Passed to :class:`NavierStokes2D` (override the size's settings).
 
@@ -571,6 +598,12 @@ def make_navier_stokes(size: str = "small", random_state: Any = 0, t_prior: floa
     """
     if size not in _NS_SIZES:
         raise ValueError(f"size must be one of {sorted(_NS_SIZES)} (got {size!r}).")
+    if family not in NS_FAMILIES:
+        raise ValueError(f"family must be one of {NS_FAMILIES} (got {family!r}).")
+    if family == "spun-up":
+        return _make_ns_spunup(size, random_state, t_prior, "network" if prior is None else prior, kwargs)
+    if prior is not None:
+        raise ValueError("prior= applies to family='spun-up' (the GRF family's prior is the GRF preset).")
     settings = dict(_NS_SIZES[size])
     default_t_prior = settings.pop("t_prior")
     t_prior = default_t_prior if t_prior is None else _positive(t_prior, "t_prior", allow_zero=True)
@@ -597,3 +630,31 @@ def make_navier_stokes(size: str = "small", random_state: Any = 0, t_prior: floa
     return ProblemInstance(
         problem=problem, x_true=x_true, y=y, prior=_grf_prior(R, problem.input_scale), info=info
     )
+
+
+def _make_ns_spunup(size: str, random_state: Any, t_prior, prior: str, kwargs: dict) -> ProblemInstance:
+    """The spun-up family: the GRF family's instance evolved 1 time unit, with the shipped priors."""
+    if prior not in ("network", "gaussian"):
+        raise ValueError(f"prior must be 'network' or 'gaussian' (got {prior!r}).")
+    fixed = {"resolution": 32, "reynolds": 200.0, "input_scale": 1.0}
+    clash = {k: v for k, v in kwargs.items() if k in fixed and v != fixed[k]}
+    if size != "small" or t_prior is not None or clash:
+        raise ValueError(
+            "family='spun-up' is the priors' training family: size='small', 32x32, Re 200, "
+            f"input_scale 1 and t_prior {NS_SPUNUP_TIME:g} (got size={size!r}, t_prior={t_prior!r}, {clash})."
+        )
+    # the same truth stream, draw and evolution as the GRF family with t_prior = 1
+    inst = make_navier_stokes(size, random_state, t_prior=NS_SPUNUP_TIME, family="grf", **kwargs)
+    from ..priors.pretrained import load_ns_spunup_prior
+
+    inst.prior = load_ns_spunup_prior() if prior == "network" else _ns_spunup_gaussian_cached()
+    inst.info.update(family="spun-up", prior=prior)
+    return inst
+
+
+@functools.lru_cache(maxsize=1)
+def _ns_spunup_gaussian_cached():
+    """The spun-up family's Gaussian, built once (a 1024 x 1024 eigendecomposition, about a second)."""
+    from ..priors.pretrained import ns_spunup_gaussian_prior
+
+    return ns_spunup_gaussian_prior()

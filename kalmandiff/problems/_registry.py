@@ -104,8 +104,9 @@ def make(name: str, size: str = "small", random_state: Any = 0, **kwargs) -> Pro
     **kwargs
         Passed to the problem's factory: the image problems take ``family``
         (``"digits"`` or ``"smooth"``) and ``prior`` (``"network"`` or
-        ``"gaussian"``); the rest go to the problem's constructor (override
-        the size's defaults).
+        ``"gaussian"``), Navier-Stokes takes ``family`` (``"grf"`` or
+        ``"spun-up"``) and, for ``"spun-up"``, ``prior``; the rest go to the
+        problem's constructor (override the size's defaults).
     """
     if name not in _FACTORIES:
         raise ValueError(f"unknown problem {name!r}; available: {', '.join(available())}.")
