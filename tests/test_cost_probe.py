@@ -42,6 +42,14 @@ def test_probe_sees_rough_inputs_are_slower():
     assert "on rough inputs" in rough.describe({"n_forward_evals": 100})
 
 
+def test_timer_noise_on_a_fast_forward_is_not_called_rough():
+    # 30 evaluations of a microsecond map: a 10x "rough" factor is noise of the timer
+    noisy = CostProbe(0.0, 1e-6, 1.0, 10.0, 0.0, 0.0, 0, 0)
+    assert "rough" not in noisy.describe({"n_forward_evals": 30})
+    slow = CostProbe(0.0, 1e-2, 1.0, 10.0, 0.0, 0.0, 0, 0)
+    assert "up to 3 s on rough inputs" in slow.describe({"n_forward_evals": 30})
+
+
 def test_probe_calls_a_slow_simulator_once():
     calls = []
 
@@ -71,7 +79,7 @@ def test_cost_warning_gives_the_estimated_time():
     inst = kd.problems.make("linear-gaussian", random_state=0)
     solver = kd.EKISolver(inst.prior, n_particles=10, max_iter=3, random_state=0, verbose=False)
     with kd.config_context(max_forward_evals=5):
-        with pytest.warns(kd.CostWarning, match=r"about .* s on this machine \(timed probe\)"):
+        with pytest.warns(kd.CostWarning, match=r"about .* on this machine \(timed probe\)"):
             solver.fit(inst.y, inst.problem)
     assert solver.stats_["n_forward_probe_evals"] > 0  # the probe is counted, apart from the run's
     assert solver.stats_["n_forward_evals"] <= 30

@@ -36,6 +36,10 @@ VJP_COST_FACTOR = 3.0
 PROBE_NOISE_LEVELS = (0.0, 1.0, 4.0)
 
 
+#: Extra seconds rough inputs must cost before a message mentions them.
+ROUGH_MIN_EXTRA_S = 0.1
+
+
 @dataclass(frozen=True)
 class CostProbe:
     """Measured cost of the forward model and the denoiser: ``t(n) = per_call + n * per_sample`` seconds.
@@ -122,7 +126,8 @@ class CostProbe:
         """``"about 3 min (up to 9 min on rough inputs)"`` for a run planning ``planned``."""
         typical, rough = self.seconds(planned)
         text = f"about {format_seconds(typical)}"
-        if rough > 1.5 * typical:
+        # Below a tenth of a second the smooth/rough difference is timer noise, not the simulator.
+        if rough > 1.5 * typical and rough - typical >= ROUGH_MIN_EXTRA_S:
             text += f" (up to {format_seconds(rough)} on rough inputs)"
         return text
 
