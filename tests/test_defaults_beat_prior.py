@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import kalmandiff as kd
+from kalmandiff.estimators import registered_solvers
 from kalmandiff.testing import random_linear_gaussian_case
 
 N_CASES = 30
@@ -35,17 +36,8 @@ BUDGETS = {
     "DPSSolver": dict(n_steps=200),
 }
 
-SOLVERS = [
-    "EnKGSolver",
-    "EKISolver",
-    "DPGSolver",
-    "SCGSolver",
-    "GSGSolver",
-    "DPSSolver",
-    "DiffPIRSolver",
-    "RMPSolver",
-    "MAPSolver",
-]
+#: every registered solver, by class name (the registry is the one list of solvers)
+SOLVERS = [spec.cls.__name__ for spec in registered_solvers()]
 
 #: Measured failures at the defaults (docs/benchmarks.md), each a strict xfail: (solver, case,
 #: measured error / prior-mean error, probability that the mean of n_particles exact posterior samples

@@ -14,7 +14,8 @@ import torch
 
 import kalmandiff as kd
 from kalmandiff._backend import to_numpy
-from kalmandiff.estimators._guided import prior_scale, vp_schedule
+from kalmandiff.estimators._guided import vp_schedule
+from kalmandiff.estimators._prior_scale import prior_scale
 from kalmandiff.estimators.dpg import DPGSolver
 from kalmandiff.estimators.dps import DPSSolver
 from kalmandiff.estimators.gsg import GSGSolver

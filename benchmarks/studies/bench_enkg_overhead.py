@@ -46,7 +46,6 @@ import json  # noqa: E402
 import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -62,6 +61,7 @@ from kalmandiff.estimators._ensemble import (  # noqa: E402
     normalised_gradient_update,
     sqrt_kalman_update,
 )
+from kalmandiff.estimators._recorder import peak_rss_mb  # noqa: E402  (VmHWM where there is one)
 
 MODES = ("paper", "kalman", "kalman-sqrt")
 NOISE_STD = 0.1
@@ -197,14 +197,14 @@ def _scan_d_worker(d: int, cfg: dict, repeats: int, threads: int) -> list[dict]:
     """All modes at one ``d`` in a fresh process; attaches that process's peak memory."""
     _limit_threads(threads)
     warm_up()
-    baseline = _peak_rss_mb()
+    baseline = peak_rss_mb()
     rows = [
         median_stats(cfg["J"], d, cfg["m"], mode, cfg["n_steps"], 1, 0.0, repeats, isolated=True)
         for mode in MODES
     ]
     for row in rows:
         row["baseline_rss_mb"] = baseline
-        row["peak_rss_mb_process"] = _peak_rss_mb()
+        row["peak_rss_mb_process"] = peak_rss_mb()
     return rows
 
 
@@ -236,25 +236,6 @@ def slopes(rows: list[dict], var: str, key: str = "overhead_per_update_s") -> di
 # --------------------------------------------------------------------------
 # environment and reporting
 # --------------------------------------------------------------------------
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory (MiB) of this process's own address space.
-
-    On Linux this is ``VmHWM``, which starts afresh at ``exec``; the
-    ``ru_maxrss`` of ``getrusage`` (what ``stats_["peak_rss_mb"]`` reports)
-    also carries the peak of the parent at the time of the fork, which would
-    hide the memory of a small configuration run in a child process.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 
 
 def _limit_threads(threads: int):

@@ -26,7 +26,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -34,6 +33,7 @@ import time
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import add_out, parser_for
 
 PROBLEMS = ("phase-retrieval", "inpainting")
 PRIORS = ("network", "gaussian")
@@ -256,10 +256,8 @@ def report(args) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", default="benchmarks/results/digits_table.jsonl")
+    parser = parser_for(__doc__, raw=True)
+    add_out(parser, "benchmarks/results/digits_table.jsonl")
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS))
     parser.add_argument("--priors", nargs="+", default=list(PRIORS))
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS))

@@ -19,7 +19,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -27,6 +26,7 @@ import time
 import numpy as np
 
 import kalmandiff as kd
+from benchmarks._common import add_out, parser_for
 
 #: (solver, prior) pairs of the table
 ROWS = (("EnKG default", "network"), ("EnKG default", "gaussian"), ("EKI", "gaussian"))
@@ -126,10 +126,8 @@ def report(args) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", default="benchmarks/results/ns_spunup_table.jsonl")
+    parser = parser_for(__doc__, raw=True)
+    add_out(parser, "benchmarks/results/ns_spunup_table.jsonl")
     parser.add_argument("--J", type=int, default=64)
     parser.add_argument("--instances", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     parser.add_argument("--solver-seeds", type=int, nargs="+", default=[0])

@@ -31,12 +31,13 @@ Usage (one idle core: data about 5 min per Reynolds number, then about
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 
 import numpy as np
+
+from benchmarks._common import parser_for
 
 SIGMAS = (0.1, 0.3, 1.0, 3.0)  # in units of the fields' pointwise std
 
@@ -241,9 +242,7 @@ def report(cache: str) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = parser_for(__doc__, raw=True)
     parser.add_argument("--cache", default="/tmp/ns_structure")
     parser.add_argument("--reynolds", type=float, nargs="+", default=[200.0, 1000.0])
     parser.add_argument("--times", type=float, nargs="+", default=[1.0, 5.0, 20.0])

@@ -18,12 +18,11 @@ import numpy as np
 
 from .._backend import asarray_like, is_torch_array, to_numpy
 from ._context import FitContext
-from ._observation import inverse_noise_variance, weighted_cotangent
+from ._observation import weighted_cotangent
 from ._protocol import ForwardRequest, VJPRequest
 from ._registry import derivative_free_solvers
 
-__all__ = ["require_gradient", "inverse_noise_variance", "GradientResult", "misfit_gradient"]
-# inverse_noise_variance lives in ._observation, the one home of the likelihood; the solvers import it here
+__all__ = ["require_gradient", "GradientResult", "misfit_gradient"]
 
 
 def require_gradient(solver_name: str, problem, why: str, acct=None) -> None:

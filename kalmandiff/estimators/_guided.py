@@ -39,12 +39,11 @@ import numpy as np
 from .._backend import from_torch, to_numpy, to_torch
 from ..diffusion import VPSchedule, vp_schedule
 from ._base import BaseSolver, FitContext, ForwardRequest, SafePoint
-from ._docstrings import GUIDED_PARAMETERS as COMMON_PARAMETERS
-from ._docstrings import fill_docstring
+from ._docstrings import GUIDED_PARAMETERS
 from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._prior_scale import prior_scale
 
-__all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver", "prior_scale"]
+__all__ = ["VPSchedule", "vp_schedule", "GuidedStep", "GuidedSolver"]
 
 
 # --------------------------------------------------------------------------
@@ -128,7 +127,7 @@ class GuidedSolver(BaseSolver):
     data_scale: float | str = "auto"
     batch_size: int | None = 64
 
-    _COMMON_PARAMETERS_DOC: ClassVar[str] = ""  # set below, after COMMON_PARAMETERS
+    _COMMON_PARAMETERS_DOC: ClassVar[str] = GUIDED_PARAMETERS
 
     # -- validation ----------------------------------------------------------
     _param_constraints = {
@@ -379,11 +378,3 @@ class GuidedSolver(BaseSolver):
         t = to_torch(np.asarray(values)) if isinstance(values, np.ndarray) else values
         t = t.to(dtype=like.dtype, device=like.device)
         return t.reshape((like.shape[0],) + (1,) * (like.ndim - 1))
-
-
-def document(cls):
-    """Kept for compatibility: the registry fills every solver's docstring (:func:`fill_docstring`)."""
-    return fill_docstring(cls)
-
-
-GuidedSolver._COMMON_PARAMETERS_DOC = COMMON_PARAMETERS

@@ -104,7 +104,7 @@ class Accounting:
             "time_total_s": total,
             **timers,
             "time_overhead_s": max(total - sum(timers.values()), 0.0),
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
         }
 
 
@@ -129,7 +129,7 @@ COUNT_COLUMNS = tuple(_names("count", "compare"))
 TIME_COLUMNS = ("time_total_s", *_names("time", "compare"))
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB.
 
     On Linux this is ``VmHWM`` from ``/proc/self/status``; elsewhere

@@ -22,8 +22,9 @@ import warnings
 from .._backend import array_device, asarray_like
 from ._base import FitContext, ForwardRequest, SafePoint
 from ._edm import EDMSolver
-from ._gradients import inverse_noise_variance, misfit_gradient, require_gradient  # noqa: F401 - re-exported
+from ._gradients import misfit_gradient, require_gradient  # noqa: F401 - re-exported
 from ._linear_prox import LinearProx
+from ._observation import inverse_noise_variance
 from ._params import POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._protocol import Fitted
 from ._registry import derivative_free_solvers, register_solver
@@ -32,7 +33,6 @@ __all__ = ["DiffPIRSolver", "misfit_gradient", "require_gradient"]
 
 _DATA_STEPS = ("auto", "closed-form", "gradient")
 _GRAD_STEPS = ("line", "paper")
-_LinearProx = LinearProx  # the name the loop uses
 
 
 def __getattr__(name):
@@ -258,7 +258,7 @@ class DiffPIRSolver(EDMSolver):
         weights = inverse_noise_variance(ctx.problem, ctx.y, float(self.noise_floor))
         prox = None
         if mode == "closed-form":
-            prox = _LinearProx(
+            prox = LinearProx(
                 ctx.problem, ctx.y, weights, int(self.dense_max), float(self.cg_tol), int(self.cg_max_iter)
             )
             mode = "closed-form-dense" if prox.dense else "closed-form-cg"

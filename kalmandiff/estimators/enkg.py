@@ -34,7 +34,6 @@ _CALIBRATED = ("kalman", "kalman-sqrt")
 _ODE_METHODS = ("euler", "heun")
 _INITS = ("auto", "random", "centred", "prior-centred")
 _TEMPERINGS = ("fixed", "adaptive")
-_Tempering = LikelihoodTempering  # the name the loop uses
 
 
 @register_solver("enkg", derivative_free=True, rank=0, quick={"n_steps": 6})
@@ -286,7 +285,7 @@ class EnKGSolver(EnKGPlan, EDMSolver):
             x, start, t = self._initial_ensemble(ctx, J, update, c * self.sigma_max), 0, 0.0
         else:
             x, start, t = state["x"], int(state["i"]), float(state.get("t", 0.0))
-        tempering = _Tempering(self.tempering, fixed, t)
+        tempering = LikelihoodTempering(self.tempering, fixed, t)
         for i in range(start, N):
             yield SafePoint(i, {"i": i, "x": x, "t": tempering.t})
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])

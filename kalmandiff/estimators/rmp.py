@@ -20,7 +20,8 @@ import numpy as np
 from .._backend import get_namespace, move_like
 from ._base import FitContext, SafePoint, check_is_fitted
 from ._edm import EDMSolver
-from ._gradients import inverse_noise_variance, misfit_gradient
+from ._gradients import misfit_gradient
+from ._observation import inverse_noise_variance
 from ._params import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, Options, solver_parameters
 from ._protocol import Fitted
 from ._registry import register_solver
