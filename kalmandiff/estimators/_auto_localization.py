@@ -35,10 +35,7 @@ import math
 import numpy as np
 
 from ._prior_check import (
-    CHECK_DRAWS,
     CHECK_MARGIN,
-    CHECK_MAX_UNKNOWNS,
-    PriorCheck,
     posterior_covariance,
     prior_check,
     prior_covariance,
@@ -52,13 +49,6 @@ __all__ = [
     "grid_spacing",
     "auto_radius",
     "AUTO_GEOMETRY_FREE",
-    "CHECK_DRAWS",
-    "CHECK_MARGIN",
-    "CHECK_MAX_UNKNOWNS",
-    "PriorCheck",
-    "prior_check",
-    "prior_covariance",
-    "posterior_covariance",
 ]
 
 #: ``localization="auto"``: the Gaspari-Cohn half-width is at least this many prior correlation lengths.

@@ -82,13 +82,15 @@ from ._auto_localization import (
     AUTO_GEOMETRY_FREE,
     AUTO_RADIUS_CORRELATION_LENGTHS,
     AUTO_RADIUS_GRID_CELLS,
-    CHECK_DRAWS,
-    CHECK_MARGIN,
-    PriorCheck,
     _auto_choice,
     auto_radius,
     correlation_length,
     grid_spacing,
+)
+from ._prior_check import (
+    CHECK_DRAWS,
+    CHECK_MARGIN,
+    PriorCheck,
     posterior_covariance,
     prior_check,
     prior_covariance,
